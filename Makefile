@@ -1,0 +1,59 @@
+# The two commands of the quickstart: `make demo` (the DAGs end to end against the simulator)
+# and `make test` (the whole suite). Everything installs itself first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+
+.PHONY: install lock bootstrap migrate demo test test-fast lint format bench sim up down clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+## Re-resolve requirements.lock from requirements-dev.txt (after changing a pin).
+lock:
+	@test -x $(UV) || $(MAKE) install
+	$(UV) pip compile requirements-dev.txt -o requirements.lock --python-version 3.11 --no-header --quiet
+
+## Create the databases, migrate Airflow and the warehouse, add the connections and the pool.
+bootstrap: install
+	$(PY) -m tiktok_local.bootstrap
+
+## Bring the warehouse schema to head (through the tiktok_warehouse connection).
+migrate: install
+	$(PY) -m tiktok_local.bootstrap --only-warehouse
+
+## The main job: simulator + the four DAGs through Airflow, writing into Postgres.
+demo: bootstrap
+	$(PY) -m tiktok_local.demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: bootstrap
+	$(PY) -m tiktok_local.bench $(if $(QUICK),--quick,)
+
+## The simulator alone, in the foreground.
+sim: install
+	$(PY) -m tiktok_sim --port $${TIKTOK_SIM_PORT:-8765}
+
+clean:
+	rm -rf $(VENV) .airflow .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Create the databases, migrate Airflow and the warehouse, add connections and the pool.
+
+Idempotent: a second run changes nothing. Connections that already exist are left alone, so a
+user who pointed ``tiktok_default`` at the real TikTok API keeps that setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import subprocess
+import sys
+
+from tiktok_local import settings as local_settings
+
+log = logging.getLogger(__name__)
+
+API_POOL = "tiktok_api"
+API_POOL_SLOTS = 4
+SIM_CLIENT_KEY = "sim-client-key"
+
+
+def ensure_databases(s: local_settings.Settings) -> None:
+    """Create the Airflow metadata and warehouse databases if they are missing."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(f"{s.pg_server}/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for name in (s.airflow_db, s.warehouse_db):
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                    log.info("Created database %s", name)
+    finally:
+        conn.close()
+
+
+def migrate_airflow() -> None:
+    """Run ``airflow db migrate`` (a quick no-op at head)."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+
+
+def _simulator_connection(s: local_settings.Settings) -> dict[str, object]:
+    from cryptography.fernet import Fernet
+
+    return {
+        "conn_type": "tiktok",
+        "description": "TikTok Display API app (points at the local simulator out of the box)",
+        "host": s.sim_url,
+        "login": SIM_CLIENT_KEY,
+        "password": secrets.token_urlsafe(24),
+        "extra": json.dumps({"token_encryption_key": Fernet.generate_key().decode()}),
+    }
+
+
+def _warehouse_connection(s: local_settings.Settings) -> dict[str, object]:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(s.database_url(s.warehouse_db))
+    return {
+        "conn_type": "postgres",
+        "description": "The TikTok warehouse (schema tiktok)",
+        "host": url.host,
+        "port": url.port,
+        "login": url.username,
+        "password": url.password,
+        "schema": url.database,
+    }
+
+
+def ensure_connections(s: local_settings.Settings) -> None:
+    """Create ``tiktok_default`` and ``tiktok_warehouse`` unless they already exist."""
+    # The ORM model, not airflow.sdk.Connection: bootstrap writes Airflow's metadata DB directly.
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    wanted = {"tiktok_default": _simulator_connection, "tiktok_warehouse": _warehouse_connection}
+    with create_session() as session:
+        for conn_id, build in wanted.items():
+            if session.query(Connection).filter(Connection.conn_id == conn_id).first() is None:  # noqa: AIR311
+                session.add(Connection(conn_id=conn_id, **build(s)))  # noqa: AIR311
+                log.info("Created connection %s", conn_id)
+
+
+def ensure_pool() -> None:
+    """Create the pool that caps concurrent TikTok API tasks."""
+    from airflow.models import Pool
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        if session.query(Pool).filter(Pool.pool == API_POOL).first() is None:
+            session.add(
+                Pool(
+                    pool=API_POOL,
+                    slots=API_POOL_SLOTS,
+                    description="Caps concurrent TikTok API tasks (rate limit: 600 requests/min/endpoint)",
+                    include_deferred=False,
+                )
+            )
+            log.info("Created pool %s with %d slots", API_POOL, API_POOL_SLOTS)
+
+
+def migrate_warehouse() -> None:
+    """Bring the warehouse schema to head (through the ``tiktok_warehouse`` connection)."""
+    subprocess.run([sys.executable, "-m", "tiktok_warehouse.migrate", "upgrade"], check=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tiktok_local.bootstrap", description=__doc__)
+    parser.add_argument("--only-warehouse", action="store_true", help="only migrate the warehouse schema")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="bootstrap: %(message)s")
+    s = local_settings.apply()
+    if args.only_warehouse:
+        migrate_warehouse()
+        return
+    ensure_databases(s)
+    migrate_airflow()
+    ensure_connections(s)
+    ensure_pool()
+    migrate_warehouse()
+    print(f"bootstrap: ready (Airflow DB {s.airflow_db}, warehouse DB {s.warehouse_db}, simulator {s.sim_url})")
+
+
+if __name__ == "__main__":
+    main()

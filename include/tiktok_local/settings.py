@@ -1,0 +1,97 @@
+"""One place that says where Airflow, the warehouse and the simulator live on this machine.
+
+Every entry point (`python -m tiktok_local ...`, the tests' conftest) calls :func:`apply` before
+it imports Airflow, so the Makefile, the tests and `make up` agree. Each value can be overridden
+from the environment; the defaults are the machine's local Postgres and the simulator.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things are; built from the environment with local defaults."""
+
+    pg_server: str
+    airflow_db: str
+    warehouse_db: str
+    sim_host: str
+    sim_port: int
+    airflow_home: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            pg_server=os.environ.get("TIKTOK_PG_SERVER", "postgresql://postgres@127.0.0.1:5432").rstrip("/"),
+            airflow_db=os.environ.get("TIKTOK_AIRFLOW_DB", "airflow"),
+            warehouse_db=os.environ.get("TIKTOK_WAREHOUSE_DB", "tiktok"),
+            sim_host=os.environ.get("TIKTOK_SIM_HOST", "127.0.0.1"),
+            sim_port=int(os.environ.get("TIKTOK_SIM_PORT", "8765")),
+            airflow_home=Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow")),
+        )
+
+    def database_url(self, database: str, *, driver: str = "postgresql+psycopg2") -> str:
+        _, _, rest = self.pg_server.partition("://")
+        return f"{driver}://{rest}/{database}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://{self.sim_host}:{self.sim_port}"
+
+
+def _fernet_key(home: Path) -> str:
+    """Return this installation's Airflow Fernet key, creating it once (kept out of the repo)."""
+    from cryptography.fernet import Fernet
+
+    path = home / "fernet.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(Fernet.generate_key().decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _secret(home: Path, name: str) -> str:
+    import secrets
+
+    path = home / name
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def airflow_environment(settings: Settings | None = None) -> dict[str, str]:
+    """Return the AIRFLOW_* variables for running Airflow locally; values already set win."""
+    s = settings or Settings.from_env()
+    home = s.airflow_home
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": s.database_url(s.airflow_db),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__FERNET_KEY": _fernet_key(home),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home, "jwt.secret"),
+        "AIRFLOW__API__SECRET_KEY": _secret(home, "api.secret"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+    }
+    return {k: os.environ.get(k, v) for k, v in env.items()}
+
+
+def apply(settings: Settings | None = None) -> Settings:
+    """Put the local Airflow environment into ``os.environ`` (call before importing Airflow)."""
+    s = settings or Settings.from_env()
+    os.environ.update(airflow_environment(s))
+    return s
