@@ -1,0 +1,146 @@
+"""One exception hierarchy for everything the TikTok Display API can answer.
+
+Every error carries the endpoint, the account's open_id, the HTTP status, TikTok's error code,
+its message and the ``log_id`` (what TikTok support asks for), and says what to do next. Whether
+an error is worth retrying is decided here, once, by :attr:`TikTokError.retryable`.
+"""
+
+from __future__ import annotations
+
+
+class TikTokError(Exception):
+    """Base class: a failed call to the TikTok API."""
+
+    retryable: bool = False
+    advice: str = "Check the task log for the request and contact TikTok support with the log_id."
+    #: Set on errors after which the account must be reconnected (read by the token store).
+    reauth_required: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        open_id: str | None = None,
+        http_status: int | None = None,
+        code: str | None = None,
+        log_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.endpoint = endpoint
+        self.open_id = open_id
+        self.http_status = http_status
+        self.code = code
+        self.log_id = log_id
+        self.retry_after = retry_after
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"TikTok {self.endpoint or 'API'} call for account {self.open_id or '(app)'}"
+        status = f"HTTP {self.http_status}" if self.http_status is not None else "no HTTP status"
+        return (
+            f"{where} failed: {self.code or type(self).__name__} ({status}): {self.message} "
+            f"[log_id={self.log_id or 'none'}]. {self.advice}"
+        )
+
+    def __reduce__(self):  # keep keyword attributes when pickled (Celery, multiprocessing)
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                {
+                    "endpoint": self.endpoint,
+                    "open_id": self.open_id,
+                    "http_status": self.http_status,
+                    "code": self.code,
+                    "log_id": self.log_id,
+                    "retry_after": self.retry_after,
+                },
+            ),
+        )
+
+
+def _rebuild(cls: type[TikTokError], message: str, kwargs: dict) -> TikTokError:
+    return cls(message, **kwargs)
+
+
+class TikTokReauthRequired(TikTokError):
+    """The account's refresh token was rejected or revoked: a person must reconnect it."""
+
+    reauth_required = True
+    advice = (
+        "The account is now marked reauth_required. Ask its owner to authorize the app again and "
+        "trigger the tiktok_connect_account DAG with the new auth_code and redirect_uri."
+    )
+
+
+class TikTokAccessTokenInvalid(TikTokError):
+    """TikTok rejected the access token (expired or revoked); the hook refreshes once and retries."""
+
+    advice = "The hook refreshes the token once on this error; if it persists, reconnect the account."
+
+
+class TikTokScopeError(TikTokError):
+    """A requested field needs a scope the account did not grant."""
+
+    advice = (
+        "Request only fields the account's scopes allow, or reconnect the account with the missing "
+        "scope through the tiktok_connect_account DAG."
+    )
+
+
+class TikTokInvalidParams(TikTokError):
+    """TikTok (or our own check before sending) rejected the request's parameters."""
+
+    advice = "This is a bug in the request, not a transient fault: fix the parameters; retrying will not help."
+
+
+class TikTokRateLimited(TikTokError):
+    """HTTP 429 ``rate_limit_exceeded``; retried with backoff."""
+
+    retryable = True
+    advice = (
+        "Retried with backoff. If it persists, lower rate_limit_per_minute in the tiktok_default "
+        "connection's extra or the tiktok_api pool's slots."
+    )
+
+
+class TikTokServerError(TikTokError):
+    """HTTP 5xx from TikTok; retried with backoff."""
+
+    retryable = True
+    advice = "Transient on TikTok's side; retried with backoff. Retry the task later if it persists."
+
+
+class TikTokNetworkError(TikTokError):
+    """Timeout, connection error, or a body cut off in transit (unparseable); retried with backoff."""
+
+    retryable = True
+    advice = "Network or transport fault; retried with backoff. Check connectivity to the API host."
+
+
+class TikTokMalformedResponse(TikTokError):
+    """A well-formed HTTP answer that breaks the API contract (missing data, wrong types, a stuck cursor)."""
+
+    advice = (
+        "The answer broke the API contract; retrying the same call will not fix it. Nothing was written "
+        "for this page. Report it to TikTok support with the log_id."
+    )
+
+
+class TikTokOAuthError(TikTokError):
+    """The OAuth token endpoint answered with an error (``invalid_client``, ``invalid_request``...)."""
+
+    advice = "Check the client key and secret in the tiktok_default connection, and the redirect_uri."
+
+
+class TikTokAPIError(TikTokError):
+    """Any other error code TikTok returned."""
+
+
+class TikTokConfigError(TikTokError):
+    """The connection or arguments are unusable (e.g. a bearer token over plain http to a remote host)."""
+
+    advice = "Fix the tiktok_default connection (host, login, password, extra) and retry."

@@ -1,0 +1,559 @@
+"""TikTokDisplayHook: the Display API v2 and its OAuth token endpoint, for many accounts.
+
+One hook serves one TikTok app (the ``tiktok`` connection: base URL as host, client key as login,
+client secret as password, ``token_encryption_key`` and tuning in the extra) and every account
+connected to it. Access and refresh tokens live encrypted in the warehouse's token store; the hook
+refreshes them before they expire and once more when TikTok rejects one, persisting the rotated
+refresh token before the new access token is used.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+from airflow.sdk import BaseHook
+
+from tiktok_provider import errors
+from tiktok_provider.fields import VIDEO_FIELDS, allowed_user_fields, missing_scopes
+from tiktok_provider.ratelimit import limiter_for
+from tiktok_provider.responses import (
+    Envelope,
+    Issues,
+    VideoPage,
+    clean_record,
+    clean_video,
+    parse_envelope,
+    parse_oauth,
+    parse_video_page,
+)
+
+if TYPE_CHECKING:
+    from tiktok_warehouse.tokens import AccountTokens, TokenGrant, TokenStore
+
+USER_INFO = "/v2/user/info/"
+VIDEO_LIST = "/v2/video/list/"
+VIDEO_QUERY = "/v2/video/query/"
+OAUTH_TOKEN = "/v2/oauth/token/"
+OAUTH_REVOKE = "/v2/oauth/revoke/"
+QUERY_BATCH = 20
+PAGE_SIZE = 20
+
+
+def _mask(value: str | None) -> None:
+    if value:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(value)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+@dataclass(frozen=True)
+class TikTokConnectionConfig:
+    """Everything environment-specific, read from the Airflow connection."""
+
+    base_url: str
+    client_key: str
+    client_secret: str = field(repr=False)
+    token_encryption_key: str | None = field(repr=False, default=None)
+    warehouse_conn_id: str = "tiktok_warehouse"
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    rate_limit_per_minute: int = 540
+    rate_limit_window_seconds: float = 60.0
+    max_attempts: int = 6
+    max_backoff_seconds: float = 60.0
+    refresh_margin_seconds: float = 300.0
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> TikTokConnectionConfig:
+        extra = conn.extra_dejson or {}
+        host = (conn.host or "https://open.tiktokapis.com").rstrip("/")
+        if "://" not in host:
+            host = f"https://{host}"
+        if conn.port and urlsplit(host).port is None:
+            host = f"{host}:{conn.port}"
+
+        def num(key: str, default: float, typ: type = float) -> Any:
+            value = extra.get(key)
+            return default if value in (None, "") else typ(value)
+
+        return cls(
+            base_url=host,
+            client_key=conn.login or "",
+            client_secret=conn.password or "",
+            token_encryption_key=extra.get("token_encryption_key") or None,
+            warehouse_conn_id=extra.get("warehouse_conn_id") or "tiktok_warehouse",
+            connect_timeout=num("connect_timeout", 10.0),
+            read_timeout=num("read_timeout", 30.0),
+            rate_limit_per_minute=num("rate_limit_per_minute", 540, int),
+            rate_limit_window_seconds=num("rate_limit_window_seconds", 60.0),
+            max_attempts=num("max_attempts", 6, int),
+            max_backoff_seconds=num("max_backoff_seconds", 60.0),
+            refresh_margin_seconds=num("refresh_margin_seconds", 300.0),
+        )
+
+
+class TikTokDisplayHook(BaseHook):
+    """
+    Call the TikTok Display API on behalf of connected accounts.
+
+    :param tiktok_conn_id: the ``tiktok`` connection of the TikTok app.
+    :param token_store: where account tokens live; by default the warehouse named by the
+        connection's ``warehouse_conn_id`` extra (``tiktok_warehouse``).
+    :param sleep: how to wait between retries (tests pass a recorder instead of sleeping).
+    """
+
+    conn_name_attr = "tiktok_conn_id"
+    default_conn_name = "tiktok_default"
+    conn_type = "tiktok"
+    hook_name = "TikTok Display API"
+
+    def __init__(
+        self,
+        tiktok_conn_id: str = default_conn_name,
+        *,
+        token_store: TokenStore | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.tiktok_conn_id = tiktok_conn_id
+        self._token_store = token_store
+        self._sleep = sleep
+        self._tokens: dict[str, AccountTokens] = {}
+        self.calls: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+        self.refreshes = 0
+        self.issues = Issues()
+
+    # -- connection -----------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> TikTokConnectionConfig:
+        config = TikTokConnectionConfig.from_connection(self.get_connection(self.tiktok_conn_id))
+        _mask(config.client_secret)
+        _mask(config.token_encryption_key)
+        return config
+
+    def get_conn(self) -> requests.Session:
+        """Return the HTTP session (built once; no network until a call is made)."""
+        if not hasattr(self, "_session"):
+            session = requests.Session()
+            session.headers["User-Agent"] = "airflow-tiktok-display/0.1"
+            session.trust_env = False
+            self._session = session
+        return self._session
+
+    @property
+    def token_store(self) -> TokenStore:
+        if self._token_store is None:
+            from tiktok_warehouse.db import get_engine
+            from tiktok_warehouse.tokens import TokenStore
+
+            self._token_store = TokenStore(get_engine(self.config.warehouse_conn_id), self.config.token_encryption_key)
+        return self._token_store
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the app credentials with one cheap real call: refresh with a token that cannot exist.
+
+        TikTok answers ``invalid_grant`` when the client key and secret are right, and
+        ``invalid_client`` when they are not; no account is touched.
+        """
+        try:
+            self.refresh_grant("rft.connection-test")
+        except errors.TikTokReauthRequired:
+            return True, f"Connected to {self.config.base_url}: client key and secret accepted."
+        except errors.TikTokError as exc:
+            return False, str(exc)
+        return False, "The token endpoint accepted a made-up refresh token; is the host really TikTok?"
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _url(self, path: str, *, bearer: bool) -> str:
+        parts = urlsplit(self.config.base_url)
+        if bearer and parts.scheme != "https" and not _is_loopback(parts.hostname):
+            raise errors.TikTokConfigError(
+                f"refusing to send a bearer token over {parts.scheme}:// to {parts.hostname}; "
+                "use https (plain http is only allowed for loopback hosts such as the simulator)",
+                endpoint=path,
+            )
+        return f"{self.config.base_url}{path}"
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        open_id: str | None,
+        bearer: str | None = None,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+    ) -> requests.Response:
+        url = self._url(path, bearer=bearer is not None or form is not None)
+        cfg = self.config
+        limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds).acquire()
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        self.calls[path] += 1
+        try:
+            return self.get_conn().request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                data=form,
+                headers=headers,
+                timeout=(cfg.connect_timeout, cfg.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise errors.TikTokNetworkError(
+                f"timed out ({type(exc).__name__})", endpoint=path, open_id=open_id
+            ) from None
+        except requests.RequestException as exc:
+            raise errors.TikTokNetworkError(
+                f"connection failed ({type(exc).__name__})", endpoint=path, open_id=open_id
+            ) from None
+
+    def _retrying(self, what: str) -> tenacity.Retrying:
+        """The one retry policy: 429, 5xx, timeouts and connection errors, exponential backoff, full jitter."""
+        cap = self.config.max_backoff_seconds
+        jitter = tenacity.wait_random_exponential(multiplier=0.5, max=cap)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(exc, "retry_after", None)
+            return min(float(retry_after), cap) if retry_after is not None else jitter(state)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.retries[what] += 1
+            self.log.warning(
+                "Retrying %s in %.1fs (attempt %d): %s",
+                what,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.attempt_number,
+                exc,
+            )
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
+            wait=wait,
+            stop=tenacity.stop_after_attempt(max(1, self.config.max_attempts)),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def _api_once(
+        self, method: str, path: str, open_id: str, token: str, params: dict[str, str], body: dict | None
+    ) -> Envelope:
+        resp = self._send(method, path, open_id=open_id, bearer=token, params=params, json_body=body)
+        return parse_envelope(
+            resp.status_code,
+            resp.content,
+            endpoint=path,
+            open_id=open_id,
+            header_log_id=resp.headers.get("x-tt-logid"),
+            retry_after=_retry_after(resp.headers),
+        )
+
+    def _call_api(
+        self, method: str, path: str, *, open_id: str, fields: Sequence[str], body: dict | None = None
+    ) -> Envelope:
+        """Call a data endpoint for one account with retries and one reactive token refresh."""
+        params = {"fields": ",".join(fields)}
+        token = self.access_token(open_id)
+        try:
+            return self._retrying(path)(self._api_once, method, path, open_id, token, params, body)
+        except errors.TikTokAccessTokenInvalid:
+            self.log.info("Access token of %s rejected by %s; refreshing once", open_id, path)
+            token = self.access_token(open_id, stale=token)
+            return self._retrying(path)(self._api_once, method, path, open_id, token, params, body)
+
+    # -- OAuth ----------------------------------------------------------------------------
+
+    def _token_call(self, form: dict[str, str], *, open_id: str | None) -> TokenGrant:
+        from tiktok_warehouse.tokens import TokenGrant
+
+        def once() -> dict[str, Any]:
+            obtained_at = datetime.now(UTC)
+            resp = self._send("POST", OAUTH_TOKEN, open_id=open_id, form=form)
+            payload = parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_TOKEN, open_id=open_id)
+            payload["_obtained_at"] = obtained_at
+            return payload
+
+        payload = self._retrying(OAUTH_TOKEN)(once)
+        _mask(payload["access_token"])
+        _mask(payload.get("refresh_token"))
+        ctx = {"endpoint": OAUTH_TOKEN, "open_id": payload.get("open_id"), "log_id": payload.get("log_id")}
+        for key in ("refresh_token", "refresh_expires_in", "scope"):
+            if not payload.get(key):
+                raise errors.TikTokMalformedResponse(f"token answer lacks {key!r}", **ctx)
+        return TokenGrant(
+            open_id=payload["open_id"],
+            access_token=payload["access_token"],
+            expires_in=int(payload["expires_in"]),
+            refresh_token=payload["refresh_token"],
+            refresh_expires_in=int(payload["refresh_expires_in"]),
+            scopes=frozenset(s.strip() for s in str(payload["scope"]).split(",") if s.strip()),
+            obtained_at=payload["_obtained_at"],
+        )
+
+    def _client_form(self) -> dict[str, str]:
+        return {"client_key": self.config.client_key, "client_secret": self.config.client_secret}
+
+    def exchange_code(self, code: str, redirect_uri: str, code_verifier: str | None = None) -> TokenGrant:
+        """Exchange an authorization code for the account's first tokens."""
+        _mask(code)
+        form = {
+            **self._client_form(),
+            "code": code,
+            "grant_type": "authorization_code",
+            "redirect_uri": redirect_uri,
+        }
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        return self._token_call(form, open_id=None)
+
+    def refresh_grant(self, refresh_token: str, *, open_id: str | None = None) -> TokenGrant:
+        """Trade a refresh token for new tokens (the old refresh token stops working)."""
+        _mask(refresh_token)
+        form = {**self._client_form(), "grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self._token_call(form, open_id=open_id)
+
+    def revoke_token(self, token: str, *, open_id: str | None = None) -> None:
+        """Revoke an access or refresh token."""
+        _mask(token)
+
+        def once() -> None:
+            resp = self._send("POST", OAUTH_REVOKE, open_id=open_id, form={**self._client_form(), "token": token})
+            try:
+                payload = json.loads(resp.content or b"{}")
+            except ValueError:
+                payload = {}
+            failed = isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"]
+            if failed or resp.status_code >= 500:
+                parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_REVOKE, open_id=open_id)
+                raise errors.TikTokServerError(
+                    "revoke failed", endpoint=OAUTH_REVOKE, open_id=open_id, http_status=resp.status_code
+                )
+
+        self._retrying(OAUTH_REVOKE)(once)
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def access_token(self, open_id: str, *, stale: str | None = None) -> str:
+        """Return a usable access token for the account, refreshing it first when needed.
+
+        :param stale: a token TikTok just rejected; it is refreshed unless another worker did already.
+        """
+        tokens = self._tokens.get(open_id) or self.token_store.get(open_id)
+        if tokens.status != "active":
+            raise errors.TikTokReauthRequired(
+                f"account status is {tokens.status!r}", endpoint=OAUTH_TOKEN, open_id=open_id
+            )
+        _mask(tokens.access_token)
+        margin = timedelta(seconds=self.config.refresh_margin_seconds)
+        now = datetime.now(UTC)
+        if stale is not None or tokens.access_expires_at - now <= margin:
+            tokens = self.token_store.refresh_locked(
+                open_id, self._refresh_callback(open_id), min_remaining=margin, stale_access_token=stale
+            )
+            _mask(tokens.access_token)
+            _mask(tokens.refresh_token)
+        self._tokens[open_id] = tokens
+        return tokens.access_token
+
+    def _refresh_callback(self, open_id: str) -> Callable[[AccountTokens], TokenGrant]:
+        def refresh(current: AccountTokens) -> TokenGrant:
+            if current.refresh_expires_at <= datetime.now(UTC):
+                raise errors.TikTokReauthRequired(
+                    f"refresh token expired at {current.refresh_expires_at:%Y-%m-%d %H:%M} UTC",
+                    endpoint=OAUTH_TOKEN,
+                    open_id=open_id,
+                )
+            self.log.info("Refreshing the access token of account %s", open_id)
+            self.refreshes += 1
+            grant = self.refresh_grant(current.refresh_token, open_id=open_id)
+            if grant.open_id != open_id:
+                raise errors.TikTokMalformedResponse(
+                    f"refresh answered for another account ({grant.open_id})",
+                    endpoint=OAUTH_TOKEN,
+                    open_id=open_id,
+                )
+            return grant
+
+        return refresh
+
+    def scopes(self, open_id: str) -> frozenset[str]:
+        tokens = self._tokens.get(open_id) or self.token_store.get(open_id)
+        self._tokens[open_id] = tokens
+        return tokens.scopes
+
+    def _check_fields(self, open_id: str, endpoint: str, fields: Sequence[str], *, kind: str) -> None:
+        try:
+            lacking = missing_scopes(fields, self.scopes(open_id), kind=kind)
+        except ValueError as exc:
+            raise errors.TikTokInvalidParams(str(exc), endpoint=endpoint, open_id=open_id) from None
+        if lacking:
+            raise errors.TikTokScopeError(
+                f"fields {sorted(fields)} need scope(s) {sorted(lacking)} the account did not grant",
+                endpoint=endpoint,
+                open_id=open_id,
+                code="scope_not_authorized",
+            )
+
+    # -- Display API ----------------------------------------------------------------------
+
+    def get_user_info(self, open_id: str, fields: Sequence[str] | None = None) -> dict[str, Any]:
+        """Return the account's profile: the given fields, or every field its scopes allow."""
+        fields = list(fields) if fields is not None else list(allowed_user_fields(self.scopes(open_id)))
+        self._check_fields(open_id, USER_INFO, fields, kind="user")
+        env = self._call_api("GET", USER_INFO, open_id=open_id, fields=fields)
+        user = env.data.get("user")
+        if not isinstance(user, dict):
+            raise errors.TikTokMalformedResponse(
+                "data.user is missing",
+                endpoint=USER_INFO,
+                open_id=open_id,
+                http_status=env.http_status,
+                log_id=env.log_id,
+            )
+        before = len(self.issues)
+        clean = clean_record(user, fields, issues=self.issues, what=f"user {open_id}") or {}
+        self._log_issues(before, USER_INFO, open_id, env.log_id)
+        return clean
+
+    def iter_video_pages(
+        self,
+        open_id: str,
+        *,
+        cursor: int | None = None,
+        max_count: int = PAGE_SIZE,
+        fields: Sequence[str] = VIDEO_FIELDS,
+        max_empty_pages: int = 50,
+    ) -> Iterator[VideoPage]:
+        """Yield the account's videos page by page, newest first, from ``cursor`` (ms) if given.
+
+        Videos repeated across a page boundary are dropped; a cursor that does not move back in
+        time, or ``has_more`` staying true over ``max_empty_pages`` empty pages, ends the listing
+        with :class:`TikTokMalformedResponse` instead of looping.
+        """
+        if not 1 <= max_count <= 20:
+            raise errors.TikTokInvalidParams(
+                f"max_count must be 1..20, got {max_count}", endpoint=VIDEO_LIST, open_id=open_id
+            )
+        fields = list(dict.fromkeys(["id", "create_time", *fields]))
+        self._check_fields(open_id, VIDEO_LIST, fields, kind="video")
+        previous_ids: set[str] = set()
+        empty_run = 0
+        while True:
+            body: dict[str, Any] = {"max_count": max_count}
+            if cursor is not None:
+                body["cursor"] = cursor
+            env = self._call_api("POST", VIDEO_LIST, open_id=open_id, fields=fields, body=body)
+            before = len(self.issues)
+            page = parse_video_page(env, fields, endpoint=VIDEO_LIST, open_id=open_id, issues=self.issues)
+            self._log_issues(before, VIDEO_LIST, open_id, env.log_id)
+            page_ids: set[str] = set()
+            unique = []
+            for video in page.videos:
+                if video["id"] in previous_ids or video["id"] in page_ids:
+                    continue
+                page_ids.add(video["id"])
+                unique.append(video)
+            ctx = {
+                "endpoint": VIDEO_LIST,
+                "open_id": open_id,
+                "http_status": env.http_status,
+                "log_id": env.log_id,
+            }
+            if page.has_more and cursor is not None and page.cursor is not None and page.cursor >= cursor:
+                raise errors.TikTokMalformedResponse(
+                    f"cursor did not advance ({cursor} -> {page.cursor}); stopping instead of looping. "
+                    f"Pages up to cursor {cursor} are stored",
+                    **ctx,
+                )
+            empty_run = empty_run + 1 if not page.videos else 0
+            if page.has_more and empty_run > max_empty_pages:
+                raise errors.TikTokMalformedResponse(
+                    f"has_more stayed true over {empty_run} empty pages; stopping at cursor {page.cursor}",
+                    **ctx,
+                )
+            yield replace(page, videos=unique)
+            if not page.has_more:
+                return
+            previous_ids = page_ids or previous_ids
+            cursor = page.cursor
+
+    def query_videos(
+        self, open_id: str, video_ids: Sequence[str], *, fields: Sequence[str] = VIDEO_FIELDS
+    ) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+        """Yield ``(requested_ids, videos)`` per ``video/query`` call of at most 20 ids.
+
+        Ids TikTok leaves out of an answer (deleted, private, another owner's) are simply absent.
+        """
+        bad = [v for v in video_ids if not isinstance(v, str) or not v.isdigit()]
+        if bad:
+            raise errors.TikTokInvalidParams(
+                f"video ids must be numeric strings; got {bad[:3]!r}", endpoint=VIDEO_QUERY, open_id=open_id
+            )
+        fields = list(dict.fromkeys(["id", *fields]))
+        self._check_fields(open_id, VIDEO_QUERY, fields, kind="video")
+        ids = list(dict.fromkeys(video_ids))
+        for start in range(0, len(ids), QUERY_BATCH):
+            batch = ids[start : start + QUERY_BATCH]
+            env = self._call_api(
+                "POST", VIDEO_QUERY, open_id=open_id, fields=fields, body={"filters": {"video_ids": batch}}
+            )
+            raw = env.data.get("videos", [])
+            if not isinstance(raw, list):
+                raise errors.TikTokMalformedResponse(
+                    "data.videos is not a list",
+                    endpoint=VIDEO_QUERY,
+                    open_id=open_id,
+                    http_status=env.http_status,
+                    log_id=env.log_id,
+                )
+            before = len(self.issues)
+            wanted = set(batch)
+            videos = [v for v in (clean_video(r, fields, issues=self.issues) for r in raw) if v and v["id"] in wanted]
+            self._log_issues(before, VIDEO_QUERY, open_id, env.log_id)
+            yield batch, videos
+
+    def _log_issues(self, before: int, endpoint: str, open_id: str, log_id: str | None) -> None:
+        for text in self.issues.items[before:]:
+            self.log.warning("Sanitised answer of %s for account %s [log_id=%s]: %s", endpoint, open_id, log_id, text)
+
+
+logging.getLogger("urllib3").setLevel(logging.WARNING)

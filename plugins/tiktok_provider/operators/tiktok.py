@@ -1,0 +1,263 @@
+"""Transfer operators, API to Postgres: one per Display API endpoint, one account per task instance.
+
+Each operator orchestrates hook calls and warehouse writes and returns a small JSON-able summary;
+API payloads never travel through XCom. Errors that a retry cannot fix (scope, invalid parameters,
+contract breaks, an account that needs reconnecting) become :class:`AirflowFailException`, so
+Airflow does not spend retries on them; transient ones are raised as they are and retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from tiktok_provider.errors import TikTokError
+from tiktok_provider.fields import VIDEO_FIELDS
+from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from tiktok_warehouse.loads import Warehouse
+
+MODES = ("full", "incremental")
+
+
+@contextmanager
+def _failing_fast(open_id: str):
+    """Turn errors that retrying cannot fix into AirflowFailException (no wasted retries)."""
+    from tiktok_warehouse.tokens import AccountNotFound, TokenEncryptionKeyMissing
+
+    try:
+        yield
+    except TikTokError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(str(exc)) from None
+    except AccountNotFound:
+        raise AirflowFailException(
+            f"Account {open_id} is not in the warehouse; connect it with the tiktok_connect_account DAG first."
+        ) from None
+    except TokenEncryptionKeyMissing as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+class _TikTokTransferOperator(BaseOperator):
+    """Shared plumbing: connection ids, the hook and the warehouse, the call counts in the summary."""
+
+    ui_color = "#fe2c55"
+
+    def __init__(
+        self,
+        *,
+        open_id: str,
+        account_name: str | None = None,
+        tiktok_conn_id: str = TikTokDisplayHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.open_id = open_id
+        self.account_name = account_name
+        self.tiktok_conn_id = tiktok_conn_id
+
+    def _hook(self) -> TikTokDisplayHook:
+        return TikTokDisplayHook(tiktok_conn_id=self.tiktok_conn_id)
+
+    @staticmethod
+    def _warehouse(hook: TikTokDisplayHook) -> Warehouse:
+        from tiktok_warehouse.db import get_engine
+        from tiktok_warehouse.loads import Warehouse
+
+        return Warehouse(get_engine(hook.config.warehouse_conn_id))
+
+    @staticmethod
+    def _api_summary(hook: TikTokDisplayHook) -> dict[str, Any]:
+        return {
+            "api_calls": dict(hook.calls),
+            "retries": dict(hook.retries),
+            "token_refreshes": hook.refreshes,
+            "sanitised_values": len(hook.issues),
+        }
+
+
+class TikTokUserInfoOperator(_TikTokTransferOperator):
+    """
+    Fetch one account's profile and upsert today's row of ``profile_snapshots``.
+
+    The snapshot is labelled with the UTC date on which it was captured, never with the run's
+    logical date: re-running last week's run writes today's numbers under today's date.
+
+    :param open_id: the account.
+    :param fields: user fields to request; default every field the account's scopes allow.
+    """
+
+    template_fields: Sequence[str] = ("open_id", "account_name", "fields")
+
+    def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fields = fields
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = self._hook()
+        with _failing_fast(self.open_id):
+            user = hook.get_user_info(self.open_id, self.fields)
+            captured_at = datetime.now(UTC)
+            warehouse = self._warehouse(hook)
+            warehouse.upsert_account_profile(self.open_id, user, now=captured_at)
+            written = warehouse.upsert_profile_snapshot(self.open_id, user, captured_at=captured_at)
+        logical = context.get("logical_date")
+        if logical is not None and logical.date() != captured_at.date():
+            self.log.info(
+                "Run's logical date is %s; the snapshot is stored under its capture date %s",
+                logical.date(),
+                captured_at.date(),
+            )
+        self.log.info(
+            "Snapshot of %s for %s: %s", self.open_id, captured_at.date(), "written" if written else "unchanged"
+        )
+        return {
+            "open_id": self.open_id,
+            "snapshot_date": captured_at.date().isoformat(),
+            "written": bool(written),
+            "fields": sorted(user),
+            **self._api_summary(hook),
+        }
+
+
+class TikTokVideoListOperator(_TikTokTransferOperator):
+    """
+    Page through one account's videos into ``videos`` and ``video_snapshots``.
+
+    ``mode="full"`` walks the whole history, committing the cursor with every page, so a retry after
+    a crash resumes from the last committed page. ``mode="incremental"`` walks newest first until it
+    passes ``lookback_days``. Videos the walk should have met but did not are marked removed.
+
+    :param mode: ``full`` or ``incremental``.
+    :param lookback_days: how far back an incremental run looks.
+    :param resume_within_hours: an unfinished full sync older than this is restarted, not resumed.
+    """
+
+    template_fields: Sequence[str] = ("open_id", "account_name", "mode", "lookback_days")
+
+    def __init__(
+        self,
+        *,
+        mode: str = "incremental",
+        lookback_days: int = 7,
+        resume_within_hours: float = 24,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.lookback_days = lookback_days
+        self.resume_within_hours = resume_within_hours
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.mode not in MODES:
+            raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
+        lookback = int(self.lookback_days)
+        if not 0 < lookback <= 3650:
+            raise AirflowFailException(f"lookback_days must be 1..3650, got {self.lookback_days!r}")
+        hook = self._hook()
+        now = datetime.now(UTC)
+        window_start = now - timedelta(days=lookback) if self.mode == "incremental" else None
+        window_ms = int(window_start.timestamp() * 1000) if window_start else None
+        loaded = {"inserted": 0, "updated": 0, "unchanged": 0}
+        pages = 0
+        with _failing_fast(self.open_id):
+            warehouse = self._warehouse(hook)
+            hook.access_token(self.open_id)  # fail fast on a disconnected account before touching sync state
+            sync = warehouse.begin_sync(self.open_id, self.mode, window_start=window_start, now=now)
+            if sync.resumed and sync.started_at < now - timedelta(hours=self.resume_within_hours):
+                self.log.info(
+                    "Unfinished %s sync of %s is stale (started %s); restarting",
+                    self.mode,
+                    self.open_id,
+                    sync.started_at,
+                )
+                warehouse.abandon_sync(sync)
+                sync = warehouse.begin_sync(self.open_id, self.mode, window_start=window_start, now=now)
+            if sync.resumed:
+                self.log.info(
+                    "Resuming %s sync of %s at cursor %s after %d pages",
+                    self.mode,
+                    self.open_id,
+                    sync.cursor,
+                    sync.pages,
+                )
+            for page in hook.iter_video_pages(self.open_id, cursor=sync.cursor, fields=VIDEO_FIELDS):
+                result = warehouse.load_video_page(sync, page.videos, cursor=page.cursor, captured_at=now)
+                sync = result.sync
+                pages += 1
+                for key in loaded:
+                    loaded[key] += getattr(result, key)
+                if window_ms is not None and page.cursor is not None and page.cursor < window_ms:
+                    break  # incremental: past the lookback window
+            finished = warehouse.finish_sync(sync, now=now)
+        self.log.info(
+            "%s sync of %s: %d pages, %s, %d marked removed", self.mode, self.open_id, pages, loaded, finished.removed
+        )
+        return {
+            "open_id": self.open_id,
+            "mode": self.mode,
+            "resumed": sync.resumed,
+            "pages": pages,
+            "pages_total": sync.pages,
+            "videos_seen": sync.videos_seen,
+            **loaded,
+            "removed": finished.removed,
+            "cursor": sync.cursor,
+            **self._api_summary(hook),
+        }
+
+
+class TikTokVideoQueryOperator(_TikTokTransferOperator):
+    """
+    Refresh cover URLs and counts with ``video/query``, 20 ids a call; ids not returned are marked removed.
+
+    :param video_ids: ids to query; by default the account's videos whose cover expires within
+        ``horizon_minutes`` or has expired.
+    :param horizon_minutes: how soon a cover must expire to be refreshed.
+    """
+
+    template_fields: Sequence[str] = ("open_id", "account_name", "video_ids", "horizon_minutes")
+
+    def __init__(self, *, video_ids: Sequence[str] | None = None, horizon_minutes: int = 60, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.video_ids = video_ids
+        self.horizon_minutes = horizon_minutes
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        horizon = int(self.horizon_minutes)
+        if not 0 <= horizon <= 7 * 24 * 60:
+            raise AirflowFailException(f"horizon_minutes must be 0..10080, got {self.horizon_minutes!r}")
+        hook = self._hook()
+        now = datetime.now(UTC)
+        updated = removed = requested = 0
+        with _failing_fast(self.open_id):
+            warehouse = self._warehouse(hook)
+            ids = (
+                list(self.video_ids)
+                if self.video_ids is not None
+                else warehouse.stale_cover_video_ids(self.open_id, horizon=timedelta(minutes=horizon), now=now)
+            )
+            for batch, videos in hook.query_videos(self.open_id, ids, fields=VIDEO_FIELDS):
+                result = warehouse.apply_video_query(self.open_id, batch, videos, captured_at=now)
+                requested += len(batch)
+                updated += result.updated
+                removed += result.removed
+        self.log.info(
+            "Cover refresh of %s: %d queried, %d updated, %d removed", self.open_id, requested, updated, removed
+        )
+        return {
+            "open_id": self.open_id,
+            "requested": requested,
+            "updated": updated,
+            "removed": removed,
+            **self._api_summary(hook),
+        }
