@@ -1,0 +1,104 @@
+"""
+### Refresh cover image URLs before they go stale
+
+TikTok's `cover_image_url` is a signed link that stops working after about 6 hours. Every hour,
+for each active account, this DAG finds the videos whose cover expires within `horizon_minutes`
+(or has expired) and asks `POST /v2/video/query/` for them, 20 ids a call. It stores the new
+`cover_image_url` and `cover_expires_at` and the fresh counts; ids TikTok no longer returns
+(deleted or made private) are marked removed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from tiktok_pipeline.common import (
+    ACCOUNTS_PARAM,
+    API_POOL,
+    CHECK_DOC,
+    DEFAULT_ARGS,
+    MAP_INDEX_TEMPLATE,
+    SELECT_ACCOUNTS_DOC,
+    TIKTOK_CONN_ID,
+    quality_check,
+)
+from tiktok_provider.operators.tiktok import TikTokVideoQueryOperator
+
+REFRESH_DOC = """
+### refresh_covers
+Re-queries one account's videos whose cover URL expires within `horizon_minutes`
+(`POST /v2/video/query/`, 20 ids a call) and stores the new URLs and counts.
+
+**On failure:** 429 / 5xx / timeouts are retried with backoff; clearing the task is safe (it only
+picks covers that are still stale). *reauth required*: reconnect the account with
+`tiktok_connect_account`. The message carries TikTok's `log_id`.
+"""
+
+CHECK_SQL = """
+SELECT
+  (SELECT count(*) FROM tiktok.videos
+    WHERE like_count < 0 OR comment_count < 0 OR share_count < 0 OR view_count < 0) = 0
+    AS no_negative_video_counts,
+  (SELECT count(*) - count(DISTINCT id) FROM tiktok.videos) = 0 AS no_duplicate_videos,
+  (SELECT count(*) FROM tiktok.videos
+    WHERE cover_image_url IS NOT NULL AND cover_expires_at IS NULL AND removed_at IS NULL) = 0
+    AS every_cover_has_an_expiry
+"""
+
+
+@dag(
+    dag_id="tiktok_cover_refresh",
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["tiktok", "videos", "covers", "hourly"],
+    doc_md=__doc__,
+    params={
+        "accounts": ACCOUNTS_PARAM,
+        "horizon_minutes": Param(
+            60,
+            type="integer",
+            minimum=0,
+            maximum=10080,
+            title="Horizon (minutes)",
+            description="Refresh covers that expire within this many minutes (or have expired).",
+        ),
+    },
+)
+def tiktok_cover_refresh() -> None:
+    @task(doc_md=SELECT_ACCOUNTS_DOC)
+    def select_accounts(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        import logging
+
+        from tiktok_pipeline.common import select_accounts as select
+
+        return select((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
+
+    refreshes = TikTokVideoQueryOperator.partial(
+        task_id="refresh_covers",
+        tiktok_conn_id=TIKTOK_CONN_ID,
+        horizon_minutes="{{ params.horizon_minutes }}",
+        pool=API_POOL,
+        map_index_template=MAP_INDEX_TEMPLATE,
+        doc_md=REFRESH_DOC,
+    ).expand_kwargs(select_accounts())
+
+    refreshes >> quality_check(
+        "check_covers",
+        CHECK_SQL,
+        CHECK_DOC.format(
+            task_id="check_covers",
+            what="no negative counts, no duplicate videos, every stored cover URL has an expiry.",
+        ),
+    )
+
+
+dag_object = tiktok_cover_refresh()
+
+if __name__ == "__main__":
+    dag_object.test()

@@ -1,0 +1,125 @@
+"""
+### Backfill and keep current every account's video list
+
+**Scheduled daily in `incremental` mode:** for each active account, pages through
+`POST /v2/video/list/` newest first until it passes the last `lookback_days` days, adding new
+videos, updating counts (`tiktok.videos`) and writing today's engagement history
+(`tiktok.video_snapshots`). Videos inside the window that TikTok no longer returns are marked
+removed (`removed_at`); one that comes back is restored.
+
+**Triggered with `mode = full`:** walks each account's whole history. The cursor is committed with
+every page, so a retry after a crash continues from the last committed page instead of starting
+over; when the walk completes, every stored video it did not meet is marked removed.
+
+Re-running or clearing any task leaves the warehouse as one clean run would.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from tiktok_pipeline.common import (
+    ACCOUNTS_PARAM,
+    API_POOL,
+    CHECK_DOC,
+    DEFAULT_ARGS,
+    MAP_INDEX_TEMPLATE,
+    SELECT_ACCOUNTS_DOC,
+    TIKTOK_CONN_ID,
+    quality_check,
+)
+from tiktok_provider.operators.tiktok import TikTokVideoListOperator
+
+SYNC_DOC = """
+### sync_videos
+Pages through one account's videos (`POST /v2/video/list/`, 20 a call) into `tiktok.videos` and
+`tiktok.video_snapshots`, committing the cursor with each page (`tiktok.sync_state`).
+
+**On failure:**
+- 429 / 5xx / timeouts are retried with backoff. A retry **resumes** from the last committed page.
+- *reauth required*: reconnect the account with `tiktok_connect_account`, then clear this task.
+- *cursor did not advance* / *malformed response*: TikTok broke the paging contract; the pages
+  before it are stored. Send the `log_id` to TikTok support; clearing the task resumes from the
+  stored cursor.
+"""
+
+CHECK_SQL = """
+SELECT
+  (SELECT count(*) FROM tiktok.videos
+    WHERE like_count < 0 OR comment_count < 0 OR share_count < 0 OR view_count < 0) = 0
+    AS no_negative_video_counts,
+  (SELECT count(*) FROM tiktok.video_snapshots
+    WHERE like_count < 0 OR comment_count < 0 OR share_count < 0 OR view_count < 0) = 0
+    AS no_negative_snapshot_counts,
+  (SELECT count(*) - count(DISTINCT id) FROM tiktok.videos) = 0 AS no_duplicate_videos,
+  (SELECT count(*) FROM (SELECT video_id, snapshot_date FROM tiktok.video_snapshots
+    GROUP BY video_id, snapshot_date HAVING count(*) > 1) AS d) = 0 AS one_snapshot_per_video_per_day,
+  (SELECT count(*) FROM tiktok.video_snapshots s
+    LEFT JOIN tiktok.videos v ON v.id = s.video_id WHERE v.id IS NULL) = 0 AS no_orphan_snapshots
+"""
+
+
+@dag(
+    dag_id="tiktok_video_backfill",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["tiktok", "videos", "daily"],
+    doc_md=__doc__,
+    params={
+        "mode": Param(
+            "incremental",
+            type="string",
+            enum=["incremental", "full"],
+            title="Mode",
+            description="incremental: newest videos within lookback_days. full: the whole history (resumable).",
+        ),
+        "accounts": ACCOUNTS_PARAM,
+        "lookback_days": Param(
+            7,
+            type="integer",
+            minimum=1,
+            maximum=3650,
+            title="Lookback (days)",
+            description="Incremental mode: how many days back to re-read counts and look for new or removed videos.",
+        ),
+    },
+)
+def tiktok_video_backfill() -> None:
+    @task(doc_md=SELECT_ACCOUNTS_DOC)
+    def select_accounts(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        import logging
+
+        from tiktok_pipeline.common import select_accounts as select
+
+        return select((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
+
+    syncs = TikTokVideoListOperator.partial(
+        task_id="sync_videos",
+        tiktok_conn_id=TIKTOK_CONN_ID,
+        mode="{{ params.mode }}",
+        lookback_days="{{ params.lookback_days }}",
+        pool=API_POOL,
+        map_index_template=MAP_INDEX_TEMPLATE,
+        doc_md=SYNC_DOC,
+    ).expand_kwargs(select_accounts())
+
+    syncs >> quality_check(
+        "check_videos",
+        CHECK_SQL,
+        CHECK_DOC.format(
+            task_id="check_videos",
+            what="no negative counts, no duplicate videos, one snapshot per video per day, no orphan snapshots.",
+        ),
+    )
+
+
+dag_object = tiktok_video_backfill()
+
+if __name__ == "__main__":
+    dag_object.test()

@@ -1,0 +1,97 @@
+"""What every TikTok DAG shares: default_args, the API pool, account selection, data-quality checks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param
+
+API_POOL = "tiktok_api"
+WAREHOUSE_CONN_ID = "tiktok_warehouse"
+TIKTOK_CONN_ID = "tiktok_default"
+OPEN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-platform",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=2),
+}
+
+ACCOUNTS_PARAM = Param(
+    None,
+    type=["null", "array"],
+    items={"type": "string", "pattern": OPEN_ID.pattern},
+    title="Accounts",
+    description="open_ids to process (one per line). Leave empty for every active account.",
+)
+
+#: The map index shows the account's display name in the grid.
+MAP_INDEX_TEMPLATE = "{{ task.account_name or task.open_id }}"
+
+SELECT_ACCOUNTS_DOC = """
+### select_accounts
+Lists the **active** accounts of the warehouse (`tiktok.accounts`), narrowed to the `accounts`
+param when given, for the per-account tasks that follow.
+
+**On failure:** the warehouse is unreachable or the `tiktok_warehouse` connection is wrong.
+Check Postgres, then clear this task. An account you named that is missing or not active is
+logged as a warning and skipped: reconnect it with `tiktok_connect_account`.
+"""
+
+
+def validate_open_ids(value: Any) -> list[str] | None:
+    """Return the list of open_ids from a DAG param, rejecting anything that is not one."""
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[\s,]+", value) if v]
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(f"accounts must be a list of open_ids, got {type(value).__name__}")
+    bad = [v for v in value if not isinstance(v, str) or not OPEN_ID.match(v)]
+    if bad:
+        raise ValueError(f"not valid open_ids: {bad[:5]!r}")
+    return list(dict.fromkeys(value))
+
+
+def select_accounts(accounts: Any, *, log: Any) -> list[dict[str, str]]:
+    """Return ``[{"open_id", "account_name"}]`` for the active accounts (all, or those named)."""
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+
+    wanted = validate_open_ids(accounts)
+    store = TikTokDisplayHook(tiktok_conn_id=TIKTOK_CONN_ID).token_store
+    rows = store.list_accounts(statuses=("active",), open_ids=wanted)
+    if wanted:
+        found = {r.open_id for r in rows}
+        for open_id in wanted:
+            if open_id not in found:
+                log.warning("Account %s is not connected or not active; skipped (reconnect it first)", open_id)
+    return [{"open_id": r.open_id, "account_name": r.display_name or r.username or r.open_id} for r in rows]
+
+
+def quality_check(task_id: str, sql: str, doc_md: str) -> Any:
+    """A data-quality check on the warehouse that runs even when some account failed.
+
+    It is a teardown without setups, so it always runs after the loads, a failure of the check
+    fails the run, and failed account tasks still decide the run's state on their own.
+    """
+    from airflow.providers.common.sql.operators.sql import SQLCheckOperator
+
+    return SQLCheckOperator(task_id=task_id, conn_id=WAREHOUSE_CONN_ID, sql=sql, doc_md=doc_md, retries=1).as_teardown(
+        on_failure_fail_dagrun=True
+    )
+
+
+CHECK_DOC = """
+### {task_id}
+Data-quality check on the warehouse after the loads: {what}
+
+**On failure:** the warehouse holds rows that break an invariant; nothing more is loaded until
+it is understood. Run the SQL of the *Rendered Template* tab in `psql` to see the offending rows,
+then fix them (or the code that wrote them) and clear this task.
+"""
