@@ -2,11 +2,142 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
 
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_test")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_test")
 
-from tiktok_local import settings as local_settings  # noqa: E402
+from tiktok_local import settings as local_settings
 
 SETTINGS = local_settings.apply()
+
+
+#: Tables emptied between tests, children first.
+WAREHOUSE_TABLES = ("video_snapshots", "sync_seen_videos", "sync_state", "videos", "profile_snapshots", "accounts")
+
+
+@pytest.fixture(scope="session")
+def test_databases() -> local_settings.Settings:
+    """Create and migrate the test databases (Airflow's metadata and the warehouse) once."""
+    from tiktok_local import bootstrap
+
+    bootstrap.ensure_databases(SETTINGS)
+    bootstrap.migrate_airflow()
+    bootstrap.ensure_pool()
+    url = SETTINGS.database_url(SETTINGS.warehouse_db)
+    subprocess.run([sys.executable, "-m", "tiktok_warehouse.migrate", "upgrade", "--url", url], check=True)
+    return SETTINGS
+
+
+@pytest.fixture(scope="session")
+def warehouse_engine(test_databases: local_settings.Settings) -> Iterator[Any]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(test_databases.database_url(test_databases.warehouse_db), pool_pre_ping=True)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_warehouse(warehouse_engine: Any) -> Any:
+    """Empty every warehouse table before the test."""
+    from sqlalchemy import text
+
+    with warehouse_engine.begin() as conn:
+        existing = set(
+            conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'tiktok'")).scalars().all()
+        )
+        tables = ", ".join(f"tiktok.{t}" for t in WAREHOUSE_TABLES if t in existing)
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    return warehouse_engine
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[Any]:
+    """One simulator for the session, with limits high enough that tests never share a window."""
+    from tiktok_sim.testing import running_simulator
+
+    with running_simulator(seed=2026, accounts=0, rate_limit=100_000, rate_window=60) as simulator:
+        yield simulator
+
+
+@pytest.fixture(autouse=True)
+def _sim_clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Faults configured by one test never leak into the next."""
+    yield
+    if "sim" in request.fixturenames:
+        request.getfixturevalue("sim").admin.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def encryption_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def connection_env(sim: Any, encryption_key: str, **extra: Any) -> dict[str, str]:
+    """Return the AIRFLOW_CONN_* variables that point the project at ``sim`` and the test warehouse."""
+    tiktok = {
+        "conn_type": "tiktok",
+        "host": sim.base_url,
+        "login": sim.client_key,
+        "password": sim.client_secret,
+        "extra": {
+            "token_encryption_key": encryption_key,
+            "rate_limit_per_minute": 100_000,
+            "max_backoff_seconds": 0.2,
+            **extra,
+        },
+    }
+    return {
+        "AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok),
+        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": SETTINGS.database_url(SETTINGS.warehouse_db, driver="postgresql"),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiktok_connections(sim: Any, encryption_key: str, test_databases: Any) -> Iterator[dict[str, str]]:
+    """Point ``tiktok_default`` and ``tiktok_warehouse`` at the simulator and the test warehouse."""
+    env = connection_env(sim, encryption_key)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def hook(tiktok_connections: Any, clean_warehouse: Any) -> Any:
+    """A hook on the simulator whose retries record their waits instead of sleeping."""
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+
+    sleeps: list[float] = []
+    h = TikTokDisplayHook(sleep=sleeps.append)
+    h.sleeps = sleeps
+    return h
+
+
+@pytest.fixture
+def connect_account(sim: Any, hook: Any) -> Callable[..., str]:
+    """Create a simulator account and connect it through the real token endpoint; return its open_id."""
+    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+
+    def connect(videos: int = 30, scopes: Any = DEFAULT_SCOPES, display_name: str | None = None) -> str:
+        account = sim.admin.create_account(videos=videos, display_name=display_name)
+        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
+        grant = hook.exchange_code(code, DEFAULT_REDIRECT_URI)
+        hook.token_store.save_grant(grant, display_name=account.get("display_name"))
+        return grant.open_id
+
+    return connect

@@ -21,7 +21,7 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
     from tiktok_warehouse.db import get_engine
     from tiktok_warehouse.loads import Warehouse
-    from tiktok_warehouse.tokens import TokenEncryptionKeyMissing
+    from tiktok_warehouse.tokens import TokenStoreError
 
     code = (params.get("auth_code") or "").strip()
     redirect_uri = (params.get("redirect_uri") or "").strip()
@@ -51,7 +51,7 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
         if exc.retryable:
             raise
         raise AirflowFailException(str(exc)) from None
-    except TokenEncryptionKeyMissing as exc:
+    except TokenStoreError as exc:
         raise AirflowFailException(str(exc)) from None
     scopes = sorted(grant.scopes)
     log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))

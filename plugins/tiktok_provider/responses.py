@@ -212,6 +212,9 @@ def parse_video_page(
         raise errors.TikTokMalformedResponse("data.videos is not a list", **ctx)
     if not isinstance(has_more, bool):
         raise errors.TikTokMalformedResponse(f"data.has_more is {has_more!r}, not a boolean", **ctx)
+    if isinstance(cursor, str) and cursor.isdigit():
+        issues.add(f"data.cursor {cursor!r} is a string, read as an integer")
+        cursor = int(cursor)
     if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0):
         raise errors.TikTokMalformedResponse(f"data.cursor is {str(cursor)[:40]!r}, not a timestamp", **ctx)
     if has_more and cursor is None:

@@ -31,7 +31,7 @@ MODES = ("full", "incremental")
 @contextmanager
 def _failing_fast(open_id: str):
     """Turn errors that retrying cannot fix into AirflowFailException (no wasted retries)."""
-    from tiktok_warehouse.tokens import AccountNotFound, TokenEncryptionKeyMissing
+    from tiktok_warehouse.tokens import AccountNotFound, TokenStoreError
 
     try:
         yield
@@ -43,7 +43,7 @@ def _failing_fast(open_id: str):
         raise AirflowFailException(
             f"Account {open_id} is not in the warehouse; connect it with the tiktok_connect_account DAG first."
         ) from None
-    except TokenEncryptionKeyMissing as exc:
+    except TokenStoreError as exc:  # missing/invalid encryption key, account not active
         raise AirflowFailException(str(exc)) from None
 
 
