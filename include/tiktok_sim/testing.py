@@ -49,6 +49,8 @@ from tiktok_sim.config import DEFAULT_CLIENT_KEY, ENV_PREFIX, OPTIONS_BY_NAME
 DEFAULT_SCOPES: tuple[str, ...] = ("user.info.basic", "user.info.profile", "user.info.stats", "video.list")
 DEFAULT_REDIRECT_URI = "https://example.com/tiktok/callback"
 _READY = re.compile(r"tiktok-sim listening on (http://\S+)")
+LOG_ID_PATTERN = re.compile(r"^\d{14}[0-9A-F]{20}$")
+"""What a TikTok ``log_id`` looks like: ``YYYYMMDDhhmmss`` + 20 upper-case hex chars."""
 
 
 class SimulatorError(RuntimeError):
@@ -312,6 +314,109 @@ class SimulatorAdmin:
         return self._call("GET", "/requests", params={k: v for k, v in params.items() if v is not None})["requests"]
 
 
+_UNSET: Any = object()
+
+
+def _fields(fields: str | Iterable[str] | None) -> dict[str, str]:
+    if fields is None:
+        return {}
+    return {"fields": fields if isinstance(fields, str) else ",".join(fields)}
+
+
+class DisplayApi:
+    """Raw Display API calls with one access token, for tests that inspect exact responses.
+
+    Each method returns the untouched :class:`requests.Response`; pass ``body=`` to send an
+    arbitrary JSON body (or ``raw=`` bytes) instead of the one built from the arguments.
+    """
+
+    def __init__(self, base_url: str, access_token: str | None, *, session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.access_token = access_token
+        self.session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"DisplayApi(base_url={self.base_url!r})"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"} if self.access_token else {}
+
+    def _post(self, path: str, fields: str | Iterable[str] | None, body: Any, raw: bytes | None) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        if raw is not None:
+            headers = {**self.headers, "Content-Type": "application/json"}
+            return self.session.post(url, params=_fields(fields), data=raw, headers=headers, timeout=30)
+        return self.session.post(url, params=_fields(fields), json=body, headers=self.headers, timeout=30)
+
+    def user_info(self, fields: str | Iterable[str] | None) -> requests.Response:
+        """``GET /v2/user/info/?fields=...`` (``fields=None`` leaves the parameter out)."""
+        return self.session.get(
+            f"{self.base_url}/v2/user/info/", params=_fields(fields), headers=self.headers, timeout=30
+        )
+
+    def video_list(
+        self,
+        fields: str | Iterable[str] | None,
+        *,
+        max_count: int | None = None,
+        cursor: int | None = None,
+        body: Any = _UNSET,
+        raw: bytes | None = None,
+    ) -> requests.Response:
+        """``POST /v2/video/list/?fields=...`` with ``{"max_count", "cursor"}`` (each only if given)."""
+        if body is _UNSET:
+            body = {name: value for name, value in (("max_count", max_count), ("cursor", cursor)) if value is not None}
+        return self._post("/v2/video/list/", fields, body, raw)
+
+    def video_query(
+        self,
+        fields: str | Iterable[str] | None,
+        video_ids: Iterable[str] = (),
+        *,
+        body: Any = _UNSET,
+        raw: bytes | None = None,
+    ) -> requests.Response:
+        """``POST /v2/video/query/?fields=...`` with ``{"filters": {"video_ids": [...]}}``."""
+        if body is _UNSET:
+            body = {"filters": {"video_ids": list(video_ids)}}
+        return self._post("/v2/video/query/", fields, body, raw)
+
+    def list_all(
+        self, fields: str | Iterable[str] = "id", *, max_count: int = 20, max_pages: int = 100_000
+    ) -> tuple[list[dict[str, Any]], int]:
+        """List every video the way a correct client does; return ``(videos, pages)``.
+
+        Follows ``cursor`` while ``has_more``, keeps the first copy of each ``id`` and stops when
+        the cursor does not move down.  Raises :class:`SimulatorError` on any non-``ok`` answer.
+        """
+        videos: dict[str, dict[str, Any]] = {}
+        cursor: int | None = None
+        pages = 0
+        while pages < max_pages:
+            answer = self.video_list(fields, max_count=max_count, cursor=cursor)
+            body = answer.json()
+            if answer.status_code != 200 or body["error"]["code"] != "ok":
+                raise SimulatorError(f"video/list failed: {answer.status_code} {body['error']}")
+            pages += 1
+            for video in body["data"]["videos"]:
+                videos.setdefault(video["id"], video)
+            next_cursor = body["data"]["cursor"]
+            if not body["data"]["has_more"] or (cursor is not None and next_cursor >= cursor):
+                break
+            cursor = next_cursor
+        return list(videos.values()), pages
+
+
+@dataclass(frozen=True)
+class ConnectedAccount:
+    """An account with a token pair and a :class:`DisplayApi` using its access token."""
+
+    open_id: str
+    tokens: TokenSet
+    api: DisplayApi
+
+
 class SimulatorConnection:
     """Where a simulator is and how to reach it as the app: URL, client credentials, admin."""
 
@@ -346,6 +451,17 @@ class SimulatorConnection:
     def refresh(self, refresh_token: str) -> dict[str, Any]:
         """Refresh (and so rotate) ``refresh_token``; return the raw answer."""
         return self.token_request(grant_type="refresh_token", refresh_token=refresh_token)
+
+    def display(self, tokens: TokenSet | str | None) -> DisplayApi:
+        """Return a :class:`DisplayApi` using ``tokens`` (a :class:`TokenSet` or an access token)."""
+        token = tokens.access_token if isinstance(tokens, TokenSet) else tokens
+        return DisplayApi(self.base_url, token, session=self.session)
+
+    def connected_account(self, videos: int = 30, scopes: Iterable[str] | str = DEFAULT_SCOPES) -> ConnectedAccount:
+        """Create a new account with ``videos`` videos and get it tokens for ``scopes``."""
+        open_id = self.admin.create_account(videos=videos)["open_id"]
+        tokens = self.get_tokens(open_id, scopes)
+        return ConnectedAccount(open_id, tokens, self.display(tokens))
 
     def get_tokens(
         self,
