@@ -3,7 +3,9 @@
 Each endpoint (``user_info``, ``video_list``, ``video_query``, ``oauth_token``, ``oauth_revoke``)
 has a :class:`FaultPlan`: probabilities per fault kind, drawn from an RNG seeded from ``--seed``
 (separate from the population's, so runs are reproducible), and a queue of deterministic faults
-that the next requests to that endpoint get, one each, before any probability is drawn.  A queued
+that the next requests to that endpoint get, one each, before any probability is drawn (queue
+``pass`` to let a request through untouched: ``[("pass", 3), ("missing_data", 1)]`` breaks the
+fourth request).  A queued
 fault is used up by the next request even where it changes nothing (a bad-data fault on a request
 that fails validation, ``nul_bytes`` when no caption field was asked for).
 
@@ -42,7 +44,8 @@ BODY_KINDS: tuple[str, ...] = ("truncated", "unknown_error_code", "missing_data"
 DATA_KINDS: tuple[str, ...] = ("wrong_types", "int64_overflow", "nul_bytes", "long_strings")
 VIDEO_KINDS: tuple[str, ...] = ("non_numeric_id",)
 LIST_KINDS: tuple[str, ...] = ("stuck_cursor", "endless_has_more")
-ALL_KINDS: tuple[str, ...] = (*ANSWER_KINDS, "slow", *BODY_KINDS, *DATA_KINDS, *VIDEO_KINDS, *LIST_KINDS)
+PASS = "pass"
+ALL_KINDS: tuple[str, ...] = (PASS, *ANSWER_KINDS, "slow", *BODY_KINDS, *DATA_KINDS, *VIDEO_KINDS, *LIST_KINDS)
 UNKNOWN_ERROR_CODE = "sim_unknown_error"
 OVERFLOW_VALUE = 2**63 + 12345
 LONG_STRING_LENGTH = 10_000
@@ -55,7 +58,7 @@ HTML_503 = (
 
 def kinds_for(endpoint: str) -> tuple[str, ...]:
     """Return the fault kinds that make sense for ``endpoint``."""
-    kinds = (*ANSWER_KINDS, "slow", *BODY_KINDS)
+    kinds = (PASS, *ANSWER_KINDS, "slow", *BODY_KINDS)
     if endpoint in DISPLAY_ENDPOINTS:
         kinds += DATA_KINDS
     if endpoint in ("video_list", "video_query"):
@@ -119,7 +122,7 @@ class FaultInjector:
             raise ValueError("slow_seconds must be within [0, 300]")
         plan = self.plans[endpoint]
         if probabilities is not None:
-            plan.probabilities = {kind: p for kind, p in probabilities.items() if p > 0}
+            plan.probabilities = {kind: p for kind, p in probabilities.items() if p > 0 and kind != PASS}
         for kind, count in next_faults or []:
             plan.queue.extend([kind] * count)
         if slow_seconds is not None:
@@ -137,7 +140,8 @@ class FaultInjector:
         """Return the fault for the next request to ``endpoint``, or ``None``."""
         plan = self.plans[endpoint]
         if plan.queue:
-            return plan.queue.popleft()
+            kind = plan.queue.popleft()
+            return None if kind == PASS else kind
         if not plan.probabilities:
             return None
         roll = self._rng.random()

@@ -193,6 +193,12 @@ def test_the_queue_runs_in_order_then_stops(fault_sim: SimulatorProcess, account
     assert faults["internal_error"] >= 2 and faults["html_503"] >= 1
 
 
+def test_pass_lets_queued_requests_through(fault_sim: SimulatorProcess, account: ConnectedAccount) -> None:
+    fault_sim.admin.set_faults("video_list", queue=[("pass", 2), ("internal_error", 1)])
+    statuses = [account.api.video_list("id").status_code for _ in range(4)]
+    assert statuses == [200, 200, 500, 200]
+
+
 def test_probabilities_are_reproducible_from_the_seed() -> None:
     def statuses() -> list[int]:
         with running_simulator(seed=21, accounts=0) as process:
