@@ -11,9 +11,8 @@ for each active account, this DAG finds the videos whose cover expires within `h
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
@@ -21,9 +20,10 @@ from tiktok_pipeline.common import (
     CHECK_DOC,
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
-    SELECT_ACCOUNTS_DOC,
     TIKTOK_CONN_ID,
     quality_check,
+    select_accounts_task,
+    summary_task,
 )
 from tiktok_provider.operators.tiktok import TikTokVideoQueryOperator
 
@@ -71,14 +71,6 @@ SELECT
     },
 )
 def tiktok_cover_refresh() -> None:
-    @task(doc_md=SELECT_ACCOUNTS_DOC)
-    def select_accounts(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
-        import logging
-
-        from tiktok_pipeline.common import select_accounts as select
-
-        return select((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
-
     refreshes = TikTokVideoQueryOperator.partial(
         task_id="refresh_covers",
         tiktok_conn_id=TIKTOK_CONN_ID,
@@ -86,9 +78,9 @@ def tiktok_cover_refresh() -> None:
         pool=API_POOL,
         map_index_template=MAP_INDEX_TEMPLATE,
         doc_md=REFRESH_DOC,
-    ).expand_kwargs(select_accounts())
+    ).expand_kwargs(select_accounts_task())
 
-    refreshes >> quality_check(
+    check = quality_check(
         "check_covers",
         CHECK_SQL,
         CHECK_DOC.format(
@@ -96,6 +88,8 @@ def tiktok_cover_refresh() -> None:
             what="no negative counts, no duplicate videos, every stored cover URL has an expiry.",
         ),
     )
+
+    refreshes >> check >> summary_task(refreshes.output)
 
 
 dag_object = tiktok_cover_refresh()

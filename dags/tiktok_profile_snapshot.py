@@ -16,9 +16,8 @@ stops the others; the checks at the end run whatever happened.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
@@ -26,9 +25,10 @@ from tiktok_pipeline.common import (
     CHECK_DOC,
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
-    SELECT_ACCOUNTS_DOC,
     TIKTOK_CONN_ID,
     quality_check,
+    select_accounts_task,
+    summary_task,
 )
 from tiktok_provider.operators.tiktok import TikTokUserInfoOperator
 
@@ -72,23 +72,15 @@ SELECT
     params={"accounts": ACCOUNTS_PARAM},
 )
 def tiktok_profile_snapshot() -> None:
-    @task(doc_md=SELECT_ACCOUNTS_DOC)
-    def select_accounts(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
-        import logging
-
-        from tiktok_pipeline.common import select_accounts as select
-
-        return select((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
-
     snapshots = TikTokUserInfoOperator.partial(
         task_id="snapshot_profile",
         tiktok_conn_id=TIKTOK_CONN_ID,
         pool=API_POOL,
         map_index_template=MAP_INDEX_TEMPLATE,
         doc_md=SNAPSHOT_DOC,
-    ).expand_kwargs(select_accounts())
+    ).expand_kwargs(select_accounts_task())
 
-    snapshots >> quality_check(
+    check = quality_check(
         "check_profile_snapshots",
         CHECK_SQL,
         CHECK_DOC.format(
@@ -96,6 +88,8 @@ def tiktok_profile_snapshot() -> None:
             what="no negative counts, one snapshot per account per day, no snapshot dated after its capture.",
         ),
     )
+
+    snapshots >> check >> summary_task(snapshots.output)
 
 
 dag_object = tiktok_profile_snapshot()

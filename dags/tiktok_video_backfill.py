@@ -17,9 +17,8 @@ Re-running or clearing any task leaves the warehouse as one clean run would.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
@@ -27,9 +26,10 @@ from tiktok_pipeline.common import (
     CHECK_DOC,
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
-    SELECT_ACCOUNTS_DOC,
     TIKTOK_CONN_ID,
     quality_check,
+    select_accounts_task,
+    summary_task,
 )
 from tiktok_provider.operators.tiktok import TikTokVideoListOperator
 
@@ -91,14 +91,6 @@ SELECT
     },
 )
 def tiktok_video_backfill() -> None:
-    @task(doc_md=SELECT_ACCOUNTS_DOC)
-    def select_accounts(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
-        import logging
-
-        from tiktok_pipeline.common import select_accounts as select
-
-        return select((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
-
     syncs = TikTokVideoListOperator.partial(
         task_id="sync_videos",
         tiktok_conn_id=TIKTOK_CONN_ID,
@@ -107,9 +99,9 @@ def tiktok_video_backfill() -> None:
         pool=API_POOL,
         map_index_template=MAP_INDEX_TEMPLATE,
         doc_md=SYNC_DOC,
-    ).expand_kwargs(select_accounts())
+    ).expand_kwargs(select_accounts_task())
 
-    syncs >> quality_check(
+    check = quality_check(
         "check_videos",
         CHECK_SQL,
         CHECK_DOC.format(
@@ -117,6 +109,8 @@ def tiktok_video_backfill() -> None:
             what="no negative counts, no duplicate videos, one snapshot per video per day, no orphan snapshots.",
         ),
     )
+
+    syncs >> check >> summary_task(syncs.output)
 
 
 dag_object = tiktok_video_backfill()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param
+from airflow.sdk import Param, task
 
 API_POOL = "tiktok_api"
 WAREHOUSE_CONN_ID = "tiktok_warehouse"
@@ -59,6 +60,26 @@ def validate_open_ids(value: Any) -> list[str] | None:
     return list(dict.fromkeys(value))
 
 
+def select_accounts_task() -> Any:
+    """The first task of every per-account DAG: the active accounts to fan out over."""
+
+    @task(task_id="select_accounts", doc_md=SELECT_ACCOUNTS_DOC)
+    def select(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        return select_accounts((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
+
+    return select()
+
+
+def summary_task(results: Any) -> Any:
+    """The last task of every per-account DAG: it runs only when every account and check succeeded."""
+
+    @task(task_id="summarize", doc_md=SUMMARY_DOC)
+    def add_up(results: Any) -> dict[str, Any]:
+        return summarize(results, log=logging.getLogger("airflow.task"))
+
+    return add_up(results)
+
+
 def select_accounts(accounts: Any, *, log: Any) -> list[dict[str, str]]:
     """Return ``[{"open_id", "account_name"}]`` for the active accounts (all, or those named)."""
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
@@ -75,16 +96,41 @@ def select_accounts(accounts: Any, *, log: Any) -> list[dict[str, str]]:
 
 
 def quality_check(task_id: str, sql: str, doc_md: str) -> Any:
-    """A data-quality check on the warehouse that runs even when some account failed.
-
-    It is a teardown without setups, so it always runs after the loads, a failure of the check
-    fails the run, and failed account tasks still decide the run's state on their own.
-    """
+    """A data-quality check on the warehouse that runs even when some account failed."""
     from airflow.providers.common.sql.operators.sql import SQLCheckOperator
 
-    return SQLCheckOperator(task_id=task_id, conn_id=WAREHOUSE_CONN_ID, sql=sql, doc_md=doc_md, retries=1).as_teardown(
-        on_failure_fail_dagrun=True
+    return SQLCheckOperator(
+        task_id=task_id, conn_id=WAREHOUSE_CONN_ID, sql=sql, doc_md=doc_md, retries=1, trigger_rule="all_done"
     )
+
+
+SUMMARY_DOC = """
+### summarize
+Adds up what the per-account tasks reported (rows, pages, API calls, retries, token refreshes)
+and logs it; its return value is the run's summary.
+
+It only runs when every account task and the checks succeeded, so **this task being
+`upstream_failed` is how the run shows that some account failed**: look for the red account
+task in the grid, read its log, follow its runbook, and clear it. This task then runs on its own.
+"""
+
+
+def summarize(results: Any, *, log: Any) -> dict[str, Any]:
+    """Add up the per-account summaries returned by the transfer operators."""
+    results = [r for r in results if isinstance(r, dict)]
+    totals: dict[str, Any] = {"accounts": len(results)}
+    for result in results:
+        for key, value in result.items():
+            if isinstance(value, bool) or key == "cursor":
+                continue
+            if isinstance(value, int):
+                totals[key] = totals.get(key, 0) + value
+            elif isinstance(value, dict):
+                bucket = totals.setdefault(key, {})
+                for inner, count in value.items():
+                    bucket[inner] = bucket.get(inner, 0) + count
+    log.info("Run summary: %s", totals)
+    return totals
 
 
 CHECK_DOC = """

@@ -139,7 +139,6 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
 
     :param mode: ``full`` or ``incremental``.
     :param lookback_days: how far back an incremental run looks.
-    :param resume_within_hours: an unfinished full sync older than this is restarted, not resumed.
     """
 
     template_fields: Sequence[str] = ("open_id", "account_name", "mode", "lookback_days")
@@ -149,13 +148,11 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
         *,
         mode: str = "incremental",
         lookback_days: int = 7,
-        resume_within_hours: float = 24,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.mode = mode
         self.lookback_days = lookback_days
-        self.resume_within_hours = resume_within_hours
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.mode not in MODES:
@@ -173,15 +170,6 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             warehouse = self._warehouse(hook)
             hook.access_token(self.open_id)  # fail fast on a disconnected account before touching sync state
             sync = warehouse.begin_sync(self.open_id, self.mode, window_start=window_start, now=now)
-            if sync.resumed and sync.started_at < now - timedelta(hours=self.resume_within_hours):
-                self.log.info(
-                    "Unfinished %s sync of %s is stale (started %s); restarting",
-                    self.mode,
-                    self.open_id,
-                    sync.started_at,
-                )
-                warehouse.abandon_sync(sync)
-                sync = warehouse.begin_sync(self.open_id, self.mode, window_start=window_start, now=now)
             if sync.resumed:
                 self.log.info(
                     "Resuming %s sync of %s at cursor %s after %d pages",

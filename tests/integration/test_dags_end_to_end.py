@@ -1,0 +1,344 @@
+"""The four DAGs end to end through Airflow's dag.test(), against the simulator and the real Postgres."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import text
+
+pytestmark = pytest.mark.integration
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dags() -> dict[str, Any]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_DIR))
+    assert bag.import_errors == {}
+    return bag.dags
+
+
+@pytest.fixture
+def run_dag(dags, tiktok_connections, clean_warehouse) -> Callable[..., Any]:
+    """Run a DAG through dag.test() and return the DagRun; task states via ``states(run)``."""
+
+    def run(dag_id: str, **conf: Any) -> Any:
+        return dags[dag_id].test(run_conf=conf or None)
+
+    return run
+
+
+def states(run: Any) -> dict[tuple[str, int], str]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances(session=session)}
+
+
+def xcom(run: Any, task_id: str) -> list[Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
+            .order_by(XComModel.map_index)
+            .all()
+        )
+        return [XComModel.deserialize_value(r) for r in rows]
+
+
+def table(engine, sql: str, **params: Any) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def warehouse_state(engine) -> dict[str, list[tuple]]:
+    """Everything a run writes, minus the columns that legitimately move on a re-run."""
+    return {
+        "accounts": table(
+            engine, "SELECT open_id, display_name, username, status, scopes FROM tiktok.accounts ORDER BY 1"
+        ),
+        "profile_snapshots": table(
+            engine,
+            "SELECT open_id, snapshot_date, follower_count, following_count, likes_count, video_count, display_name,"
+            " bio_description, is_verified FROM tiktok.profile_snapshots ORDER BY 1, 2",
+        ),
+        "videos": table(
+            engine,
+            "SELECT id, open_id, create_time, title, video_description, duration, height, width, share_url,"
+            " embed_link, removed_at IS NOT NULL FROM tiktok.videos ORDER BY 1",
+        ),
+        "video_snapshots": table(engine, "SELECT video_id, snapshot_date FROM tiktok.video_snapshots ORDER BY 1, 2"),
+    }
+
+
+@pytest.fixture
+def connect_via_dag(sim, run_dag) -> Callable[..., str]:
+    """Create a simulator account and connect it through the tiktok_connect_account DAG."""
+    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+
+    def connect(videos: int = 30, scopes: Any = DEFAULT_SCOPES) -> str:
+        account = sim.admin.create_account(videos=videos)
+        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
+        run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+        assert str(run.state) == "success", states(run)
+        [summary] = xcom(run, "connect")
+        assert summary["open_id"] == account["open_id"]
+        assert summary["scopes"] == sorted(scopes)
+        return account["open_id"]
+
+    return connect
+
+
+def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+
+    open_id = connect_via_dag(videos=3)
+    [(status, name, enc)] = table(
+        clean_warehouse,
+        "SELECT status, display_name, access_token_enc FROM tiktok.accounts WHERE open_id = :o",
+        o=open_id,
+    )
+    assert status == "active"
+    assert name == sim.admin.account(open_id)["display_name"]
+    assert b"act." not in bytes(enc)
+
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.accounts SET status = 'reauth_required' WHERE open_id = :o"), {"o": open_id})
+    code = sim.admin.mint_code(open_id, ["user.info.basic", "video.list"], DEFAULT_REDIRECT_URI)
+    run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+    assert str(run.state) == "success"
+    [(status, scopes)] = table(
+        clean_warehouse, "SELECT status, scopes FROM tiktok.accounts WHERE open_id = :o", o=open_id
+    )
+    assert status == "active"
+    assert sorted(scopes) == ["user.info.basic", "video.list"]
+
+
+def test_connect_with_a_used_code_fails_at_once_with_advice(sim, run_dag, connect_via_dag) -> None:
+    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+
+    account = sim.admin.create_account(videos=1)
+    code = sim.admin.mint_code(account["open_id"])
+    assert str(run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI).state) == "success"
+    run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+    assert str(run.state) == "failed"
+    assert states(run)[("connect", -1)] == "failed", "invalid_grant must not be retried"
+
+
+def test_profile_snapshot_writes_one_row_per_account_under_the_capture_date(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    first = connect_via_dag(videos=2)
+    second = connect_via_dag(videos=2, scopes=["user.info.basic", "video.list"])  # no stats scope
+    run = run_dag("tiktok_profile_snapshot")
+    assert str(run.state) == "success", states(run)
+    rows = table(
+        clean_warehouse,
+        "SELECT open_id, snapshot_date, follower_count, (captured_at AT TIME ZONE 'UTC')::date"
+        " FROM tiktok.profile_snapshots ORDER BY open_id",
+    )
+    assert {r[0] for r in rows} == {first, second}
+    for open_id, snapshot_date, followers, captured in rows:
+        assert snapshot_date == captured
+        if open_id == first:
+            assert followers == sim.admin.account(first)["user"]["follower_count"]
+        else:
+            assert followers is None, "a field outside the scopes is never asked for"
+    summaries = xcom(run, "snapshot_profile")
+    assert len(summaries) == 2
+    assert all(s["api_calls"] == {"/v2/user/info/": 1} for s in summaries)
+
+
+def test_one_revoked_account_fails_while_the_others_succeed(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
+    good = connect_via_dag(videos=2)
+    bad = connect_via_dag(videos=2)
+    sim.admin.revoke(bad)
+    run = run_dag("tiktok_profile_snapshot")
+    task_states = states(run)
+    assert str(run.state) == "failed"
+    mapped = {k: v for k, v in task_states.items() if k[0] == "snapshot_profile"}
+    assert sorted(mapped.values()) == ["failed", "success"]
+    assert task_states[("check_profile_snapshots", -1)] == "success", "checks run whatever happened"
+    snapshot_ids = [r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")]
+    assert snapshot_ids == [good]
+    [(status,)] = table(clean_warehouse, "SELECT status FROM tiktok.accounts WHERE open_id = :o", o=bad)
+    assert status == "reauth_required"
+    # the next run leaves the disconnected account out and succeeds
+    assert str(run_dag("tiktok_profile_snapshot").state) == "success"
+
+
+def test_full_backfill_then_incremental_detects_new_and_removed_videos(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    open_id = connect_via_dag(videos=130)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "sync_videos")
+    assert summary["api_calls"]["/v2/video/list/"] == math.ceil(130 / 20)
+    assert sim.admin.stats()["endpoints"]["video_list"]["requests"] == math.ceil(130 / 20)
+    ids = {r[0] for r in table(clean_warehouse, "SELECT id FROM tiktok.videos WHERE removed_at IS NULL")}
+    assert ids == set(sim.admin.video_ids(open_id))
+    [(snapshots,)] = table(clean_warehouse, "SELECT count(*) FROM tiktok.video_snapshots")
+    assert snapshots == 130
+
+    newest = sim.admin.video_ids(open_id)[0]
+    sim.admin.delete_video(newest)
+    [added] = sim.admin.add_videos(open_id, 1)
+    run = run_dag("tiktok_video_backfill", mode="incremental", lookback_days=3650)
+    assert str(run.state) == "success", states(run)
+    rows = dict(table(clean_warehouse, "SELECT id, removed_at IS NOT NULL FROM tiktok.videos"))
+    assert rows[added] is False
+    assert rows[newest] is True
+    assert sum(rows.values()) == 1
+
+
+def test_crash_mid_backfill_then_retry_resumes_and_matches_a_clean_run(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    open_id = connect_via_dag(videos=200)
+    # three pages go through, then the fourth answer breaks the contract: the task fails at once
+    sim.admin.set_faults("video_list", queue=[("pass", 3), ("missing_data", 1)])
+    sim.admin.reset_stats()
+    crashed = run_dag("tiktok_video_backfill", mode="full")
+    assert states(crashed)[("sync_videos", 0)] == "failed"
+    [(pages,)] = table(
+        clean_warehouse,
+        "SELECT pages FROM tiktok.sync_state WHERE open_id = :o AND finished_at IS NULL",
+        o=open_id,
+    )
+    assert pages == 3
+    [(stored,)] = table(clean_warehouse, "SELECT count(*) FROM tiktok.videos")
+    assert stored == 60, "the three committed pages, nothing of the broken one"
+
+    resumed = run_dag("tiktok_video_backfill", mode="full")  # what on-call's "clear" does
+    assert str(resumed.state) == "success", states(resumed)
+    [summary] = xcom(resumed, "sync_videos")
+    assert summary["resumed"] is True
+    list_calls = sim.admin.stats()["endpoints"]["video_list"]["requests"]
+    assert list_calls == math.ceil(200 / 20) + 1, "at most the broken page is fetched twice"
+    resumed_state = warehouse_state(clean_warehouse)
+    assert {r[0] for r in resumed_state["videos"]} == set(sim.admin.video_ids(open_id))
+
+    clean = run_dag("tiktok_video_backfill", mode="full")  # a clean full run over the same data
+    assert str(clean.state) == "success"
+    assert warehouse_state(clean_warehouse) == resumed_state
+
+
+def test_token_expiring_mid_run_is_refreshed_once(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
+    open_id = connect_via_dag(videos=200)
+    sim.admin.set_faults("video_list", probabilities={"slow": 1.0}, slow_seconds=0.3)
+    sim.admin.reset_stats()
+    stop = threading.Event()
+
+    def expire_after_three_pages() -> None:
+        while not stop.is_set():
+            if sim.admin.stats()["endpoints"].get("video_list", {}).get("requests", 0) >= 3:
+                sim.admin.expire_access_tokens(open_id)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=expire_after_three_pages)
+    watcher.start()
+    try:
+        run = run_dag("tiktok_video_backfill", mode="full")
+    finally:
+        stop.set()
+        watcher.join()
+    assert str(run.state) == "success", states(run)
+    stats = sim.admin.stats()
+    assert stats["oauth"]["token"]["refresh_token"] == {"ok": 1}
+    assert stats["endpoints"]["video_list"]["errors"] == {"access_token_invalid": 1}
+    [(count,)] = table(clean_warehouse, "SELECT count(*) FROM tiktok.videos WHERE open_id = :o", o=open_id)
+    assert count == 200
+
+
+def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    first = connect_via_dag(videos=45)
+    second = connect_via_dag(videos=30)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    stale = {first: 25, second: 7}
+    for open_id, n in stale.items():
+        with clean_warehouse.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE tiktok.videos SET cover_expires_at = now() - interval '1 minute' WHERE id IN"
+                    " (SELECT id FROM tiktok.videos WHERE open_id = :o ORDER BY id LIMIT :n)"
+                ),
+                {"o": open_id, "n": n},
+            )
+    gone = table(
+        clean_warehouse,
+        "SELECT id FROM tiktok.videos WHERE open_id = :o AND cover_expires_at < now() ORDER BY id LIMIT 1",
+        o=first,
+    )[0][0]
+    sim.admin.delete_video(gone)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh")
+    assert str(run.state) == "success", states(run)
+    per_account = sim.admin.stats()["accounts"]
+    for open_id, n in stale.items():
+        assert per_account[open_id]["endpoints"] == {"video_query": math.ceil(n / 20)}
+    rows = table(
+        clean_warehouse,
+        "SELECT id, cover_image_url, cover_expires_at > now() + interval '5 hours', removed_at IS NOT NULL"
+        " FROM tiktok.videos WHERE open_id = :o",
+        o=first,
+    )
+    assert all(fresh for vid, _, fresh, removed in rows if vid != gone)
+    assert [vid for vid, _, _, removed in rows if removed] == [gone]
+    url = next(u for vid, u, _, _ in rows if vid != gone)
+    assert requests.get(url, timeout=10).headers["content-type"] == "image/jpeg"
+
+    wide = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)  # every cover expires within 7 h
+    summaries = {s["open_id"]: s for s in xcom(wide, "refresh_covers")}
+    assert summaries[second]["requested"] == 30
+    assert summaries[second]["api_calls"] == {"/v2/video/query/": 2}
+
+
+def test_running_every_dag_twice_changes_nothing(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
+    connect_via_dag(videos=60)
+    connect_via_dag(videos=25)
+    sim.admin.freeze_clock()
+    try:
+        for dag_id, conf in [
+            ("tiktok_profile_snapshot", {}),
+            ("tiktok_video_backfill", {"mode": "full"}),
+            ("tiktok_cover_refresh", {}),
+        ]:
+            assert str(run_dag(dag_id, **conf).state) == "success"
+        before = full_state(clean_warehouse)
+        for dag_id, conf in [
+            ("tiktok_profile_snapshot", {}),
+            ("tiktok_video_backfill", {"mode": "full"}),
+            ("tiktok_video_backfill", {"mode": "incremental", "lookback_days": 3650}),
+            ("tiktok_cover_refresh", {}),
+        ]:
+            assert str(run_dag(dag_id, **conf).state) == "success"
+        assert full_state(clean_warehouse) == before
+    finally:
+        sim.admin.unfreeze_clock()
+
+
+def full_state(engine) -> dict[str, list[tuple]]:
+    """Every column of every data table, except sync bookkeeping."""
+    return {
+        name: table(engine, f"SELECT * FROM tiktok.{name} ORDER BY 1, 2")
+        for name in ("profile_snapshots", "videos", "video_snapshots")
+    }
