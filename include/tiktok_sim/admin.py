@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from tiktok_sim.accounts import Account
@@ -115,7 +115,7 @@ def build_admin_router(sim: Simulator) -> APIRouter:
         }
 
     def video_id_or_400(video_id: str) -> int:
-        if not video_id.isdigit() or len(video_id) > 19:
+        if not (video_id.isascii() and video_id.isdigit()) or len(video_id) > 19:
             raise HTTPException(400, f"not a video id: {video_id!r}")
         return int(video_id)
 
@@ -163,7 +163,8 @@ def build_admin_router(sim: Simulator) -> APIRouter:
             return summary(sim.accounts.create(body.videos, display_name=body.display_name))
 
     @router.get("/accounts/{open_id}")
-    def get_account(open_id: str) -> dict[str, Any]:
+    def get_account(open_id: str, request: Request) -> dict[str, Any]:
+        base_url = str(request.base_url)
         with sim.lock:
             account = account_or_404(open_id)
             user = render_user(
@@ -171,7 +172,7 @@ def build_admin_router(sim: Simulator) -> APIRouter:
                 list(USER_FIELD_SCOPES),
                 sim.now(),
                 sim.config.epoch,
-                lambda obj: f"/cdn/avatar/{obj}.jpeg",
+                lambda obj: sim.cdn_url(base_url, "avatar", obj),
             )
             return {**summary(account), "user": user}
 

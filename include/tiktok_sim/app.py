@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 
 from tiktok_sim import display, oauth_endpoints
 from tiktok_sim.admin import build_admin_router
-from tiktok_sim.covers import JPEG
+from tiktok_sim.covers import CDN_KINDS, JPEG
 from tiktok_sim.display import Incoming
 from tiktok_sim.envelope import Outcome
 from tiktok_sim.state import Simulator
@@ -98,16 +98,14 @@ def create_app(sim: Simulator) -> FastAPI:
 
     @app.get("/cdn/{kind}/{name}", include_in_schema=False)
     def cdn(kind: str, name: str, request: Request) -> Response:
-        obj = name.removesuffix(".jpeg")
-        record = RequestRecord(method="GET", path=request.url.path, endpoint=f"cdn_{kind}"[:32])
+        if kind not in CDN_KINDS or not name.endswith(".jpeg"):
+            return Response("404 Not Found\n", status_code=404, media_type="text/plain")
+        record = RequestRecord(method="GET", path=request.url.path, endpoint=f"cdn_{kind}")
+        query = request.query_params
         with sim.lock:
             now = sim.now()
-            reason = (
-                "not found"
-                if obj == name
-                else sim.signer.check(
-                    kind, obj, request.query_params.get("x-expires"), request.query_params.get("x-signature"), now
-                )
+            reason = sim.signer.check(
+                kind, name.removesuffix(".jpeg"), query.get("x-expires"), query.get("x-signature"), now
             )
             record.status = 200 if reason is None else 403
             record.error_code = reason

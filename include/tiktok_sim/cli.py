@@ -108,6 +108,8 @@ def serve(config: SimConfig) -> None:
             log_level="warning",
             access_log=config.access_log,
             lifespan="off",
+            # Longer than any idle gap in a test run, so clients never race a server-side close.
+            timeout_keep_alive=65,
             timeout_graceful_shutdown=2,
         )
     )

@@ -225,7 +225,7 @@ def handle(sim: Simulator, endpoint: str, incoming: Incoming, record: RequestRec
         bound = visible_bound_ms(now)
         videos = []
         for video_id in ids:
-            if not video_id.isdigit() or len(video_id) > 19:
+            if not (video_id.isascii() and video_id.isdigit()) or len(video_id) > 19:
                 continue
             position = account.index_of(int(video_id))
             if position is None or not account.is_public(position) or account.ms[position] >= bound:

@@ -111,3 +111,12 @@ def test_avatar_urls_are_signed_and_served_too(cover_sim: SimulatorProcess, acco
         assert requests.get(url, timeout=10).headers["content-type"] == "image/jpeg"
     cover_sim.admin.advance_clock(SIX_HOURS + 1)
     assert requests.get(user["avatar_url"], timeout=10).status_code == 403
+
+
+def test_ground_truth_avatar_urls_work_and_unknown_cdn_paths_are_404(
+    cover_sim: SimulatorProcess, account: ConnectedAccount
+) -> None:
+    user = cover_sim.admin.account(account.open_id)["user"]
+    assert requests.get(user["avatar_large_url"], timeout=10).status_code == 200
+    for path in ("/cdn/poster/1.jpeg", "/cdn/cover/1.png"):
+        assert requests.get(f"{cover_sim.base_url}{path}", timeout=10).status_code == 404

@@ -119,7 +119,9 @@ def test_query_returns_own_public_videos_in_request_order_and_omits_the_rest(
     deleted, private = mine[5], mine[6]
     sim.admin.delete_video(deleted)
     sim.admin.privatise_video(private)
-    asked = [mine[2], theirs, deleted, mine[0], private, "not-a-number", "1234567890123456789", mine[2], mine[9]]
+    full_width = mine[1].translate({ord(digit): 0xFF10 + int(digit) for digit in "0123456789"})
+    asked = [mine[2], theirs, deleted, mine[0], private, "not-a-number", "1234567890123456789", full_width]
+    asked += [mine[2], mine[9]]
     body = check_envelope(creator.api.video_query("id,title", asked), "ok", 200)
     assert [video["id"] for video in body["data"]["videos"]] == [mine[2], mine[0], mine[9]]
     assert other.api.video_query("id", [theirs]).json()["data"]["videos"] == [{"id": theirs}]
