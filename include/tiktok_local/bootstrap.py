@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only-warehouse", action="store_true", help="only migrate the warehouse schema")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bootstrap: %(message)s")
-    s = local_settings.apply()
+    s = local_settings.apply(server_context=True)
     if args.only_warehouse:
         migrate_warehouse()
         return

@@ -90,8 +90,15 @@ def airflow_environment(settings: Settings | None = None) -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in env.items()}
 
 
-def apply(settings: Settings | None = None) -> Settings:
-    """Put the local Airflow environment into ``os.environ`` (call before importing Airflow)."""
+def apply(settings: Settings | None = None, *, server_context: bool = False) -> Settings:
+    """Put the local Airflow environment into ``os.environ`` (call before importing Airflow).
+
+    :param server_context: for tools that run beside the scheduler (bootstrap, migrations, the
+        demo): outside a task, Airflow's Task SDK then finds connections in the metadata database
+        too, not only in ``AIRFLOW_CONN_*`` variables and secrets backends.
+    """
     s = settings or Settings.from_env()
     os.environ.update(airflow_environment(s))
+    if server_context:
+        os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     return s
