@@ -1,0 +1,198 @@
+"""The warehouse schema: the single SQLAlchemy Core definition of every table in schema ``tiktok``.
+
+Migrations in ``tiktok_warehouse/migrations`` must create exactly this (a test compares them).
+Views are defined as SQL in the migration and documented here in ``VIEW_NAMES``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+SCHEMA = "tiktok"
+
+ACCOUNT_STATUSES = ("active", "reauth_required", "disabled")
+SYNC_MODES = ("full", "incremental")
+VIEW_NAMES = ("account_daily_growth", "video_latest_stats")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+def _ts(name: str, *, nullable: bool = True) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("open_id", Text, primary_key=True),
+    Column("display_name", Text),
+    Column("username", Text),
+    Column("avatar_url", Text),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("status_reason", Text),
+    Column("scopes", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    _ts("connected_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    # Fernet ciphertext; the plaintext never reaches the database.
+    Column("access_token_enc", LargeBinary, nullable=False),
+    Column("refresh_token_enc", LargeBinary, nullable=False),
+    _ts("access_expires_at", nullable=False),
+    _ts("refresh_expires_at", nullable=False),
+    CheckConstraint(
+        "status IN ('active', 'reauth_required', 'disabled')",
+        name="status",
+    ),
+)
+
+profile_snapshots = Table(
+    "profile_snapshots",
+    metadata,
+    Column(
+        "open_id",
+        Text,
+        ForeignKey("tiktok.accounts.open_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # The UTC date of capture: one row per account per day, rewritten only when a value changed.
+    Column("snapshot_date", Date, primary_key=True),
+    Column("follower_count", BigInteger),
+    Column("following_count", BigInteger),
+    Column("likes_count", BigInteger),
+    Column("video_count", BigInteger),
+    Column("display_name", Text),
+    Column("bio_description", Text),
+    Column("avatar_url", Text),
+    Column("is_verified", Boolean),
+    _ts("captured_at", nullable=False),
+)
+
+videos = Table(
+    "videos",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "open_id",
+        Text,
+        ForeignKey("tiktok.accounts.open_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    _ts("create_time"),
+    Column("title", Text),
+    Column("video_description", Text),
+    Column("duration", Integer),
+    Column("height", Integer),
+    Column("width", Integer),
+    Column("share_url", Text),
+    Column("embed_link", Text),
+    Column("embed_html", Text),
+    Column("cover_image_url", Text),
+    # Parsed from the cover URL's ``x-expires`` query parameter; NULL when absent or garbled.
+    _ts("cover_expires_at"),
+    Column("like_count", BigInteger),
+    Column("comment_count", BigInteger),
+    Column("share_count", BigInteger),
+    Column("view_count", BigInteger),
+    _ts("first_seen_at", nullable=False),
+    _ts("last_seen_at", nullable=False),
+    # Set when the API stops returning the video; cleared when it comes back.
+    _ts("removed_at"),
+)
+# Leads with open_id, so it also serves the foreign key and "videos of an account";
+# the incremental removal check scans (open_id, create_time >= window_start).
+Index(None, videos.c.open_id, videos.c.create_time)
+# Stale covers per account: only live videos need a fresh cover.
+Index(
+    None,
+    videos.c.open_id,
+    videos.c.cover_expires_at,
+    postgresql_where=videos.c.removed_at.is_(None),
+)
+
+video_snapshots = Table(
+    "video_snapshots",
+    metadata,
+    Column(
+        "video_id",
+        Text,
+        ForeignKey("tiktok.videos.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("snapshot_date", Date, primary_key=True),
+    Column("like_count", BigInteger),
+    Column("comment_count", BigInteger),
+    Column("share_count", BigInteger),
+    Column("view_count", BigInteger),
+    _ts("captured_at", nullable=False),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    # One row per sync run: the unfinished one is the checkpoint, finished ones are the history.
+    Column("sync_id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "open_id",
+        Text,
+        ForeignKey("tiktok.accounts.open_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("mode", Text, nullable=False),
+    # The video/list cursor (UTC Unix milliseconds) to request next; NULL = start from the newest.
+    Column("cursor", BigInteger),
+    _ts("window_start"),
+    _ts("started_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    _ts("finished_at"),
+    Column("pages", Integer, nullable=False, server_default=text("0")),
+    Column("videos_seen", Integer, nullable=False, server_default=text("0")),
+    Column("removed", Integer),
+    CheckConstraint("mode IN ('full', 'incremental')", name="mode"),
+    CheckConstraint("mode = 'full' OR window_start IS NOT NULL", name="incremental_window"),
+)
+# At most one unfinished sync per account and mode: that is the one begin_sync resumes.
+Index(
+    "uq_sync_state_open_id_mode_unfinished",
+    sync_state.c.open_id,
+    sync_state.c.mode,
+    unique=True,
+    postgresql_where=sync_state.c.finished_at.is_(None),
+)
+
+sync_seen_videos = Table(
+    "sync_seen_videos",
+    metadata,
+    # Video ids returned so far by an unfinished sync; kept in the database (not in memory) so
+    # removal detection stays correct across a crash and a retried task. Dropped by finish_sync.
+    Column(
+        "sync_id",
+        BigInteger,
+        ForeignKey("tiktok.sync_state.sync_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("video_id", Text, primary_key=True),
+)
