@@ -1,0 +1,718 @@
+"""
+Idempotent, batched writes of TikTok API data into the warehouse.
+
+Rules every load follows:
+
+* Upserts are keyed on natural keys (video id, open_id + UTC date, ...), and a row whose values
+  did not change is not rewritten (``ON CONFLICT ... DO UPDATE ... WHERE (stored) IS DISTINCT FROM
+  (new)``), so a retried task creates no dead tuples and no WAL.
+* A key absent from an API object (field not requested) keeps the stored value; only keys that
+  are present are written. Rows are grouped by the set of keys they carry, one statement a group.
+* ``last_seen_at`` rule: a video row is rewritten (and ``last_seen_at`` set to the capture time)
+  when a value changed, when it comes back after being marked removed, or when the stored
+  ``last_seen_at`` is on an earlier UTC day than the capture. So the first sync of a UTC day
+  touches every row it sees, and same-day re-runs with unchanged data are true no-ops:
+  ``last_seen_at`` is exact to the UTC day, and exact to the moment for rows that changed.
+* Out-of-order writes lose: data captured before the stored ``last_seen_at`` (say, a slow
+  backfill page committed after a newer sync) never overwrites newer values.
+* Batches are deduplicated by id (the last occurrence wins) and written in id order, so
+  concurrent writers take row locks in the same order and cannot deadlock each other. Rows are
+  staged already sorted (in Python) and read back with a plain scan, which returns them in the
+  order they were staged; an ORDER BY would re-sort a 100 MB batch on disk for nothing.
+* Small batches (one API page) travel as one JSON parameter; large ones are COPYed into a
+  temporary staging table. Either way a batch is a handful of statements, never one per row.
+* Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates.
+
+Result types are small frozen dataclasses of JSON types, so ``dataclasses.asdict`` gives an
+XCom-ready summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    exists,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from tiktok_warehouse.staging import (
+    COUNT_FIELDS,
+    INT64_MAX,
+    STAGE_TYPES,
+    VIDEO_FIELDS,
+    VideoGroup,
+    clean_int,
+    clean_text,
+    copy_data,
+    copy_from,
+    prepare_videos,
+)
+from tiktok_warehouse.tables import (
+    SYNC_MODES,
+    accounts,
+    profile_snapshots,
+    sync_seen_videos,
+    sync_state,
+    video_snapshots,
+)
+from tiktok_warehouse.tables import videos as videos_table
+from tiktok_warehouse.tokens import AccountNotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from sqlalchemy.engine import Connection, Engine, Row
+    from sqlalchemy.sql import Executable, FromClause
+
+log = logging.getLogger(__name__)
+
+# Batches up to this many videos travel as one JSON parameter; larger ones go through COPY.
+JSON_BATCH_LIMIT = 1000
+
+#: The user object's fields kept on ``accounts`` and in ``profile_snapshots``.
+ACCOUNT_PROFILE_FIELDS = ("display_name", "username", "avatar_url")
+PROFILE_SNAPSHOT_FIELDS = (
+    "follower_count",
+    "following_count",
+    "likes_count",
+    "video_count",
+    "display_name",
+    "bio_description",
+    "avatar_url",
+    "is_verified",
+)
+_PROFILE_COUNT_FIELDS = frozenset(("follower_count", "following_count", "likes_count", "video_count"))
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """The checkpoint of one sync run of one account (times as ISO 8601 UTC strings)."""
+
+    sync_id: int
+    open_id: str
+    mode: str
+    #: The video/list cursor (Unix ms) to request next; None = start from the newest video.
+    cursor: int | None
+    window_start: str | None
+    started_at: str
+    pages: int
+    videos_seen: int
+    #: True when begin_sync picked up an unfinished sync instead of starting one.
+    resumed: bool
+
+    @property
+    def window_start_at(self) -> datetime | None:
+        """``window_start`` as a datetime."""
+        return datetime.fromisoformat(self.window_start) if self.window_start else None
+
+    @property
+    def started(self) -> datetime:
+        """``started_at`` as a datetime."""
+        return datetime.fromisoformat(self.started_at)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a video upsert did: rows inserted, rewritten, left untouched; snapshot rows written."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    snapshots_written: int = 0
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """What loading one video/list page did, and the checkpoint after it."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    snapshots_written: int
+    #: Videos this sync had not seen on an earlier page (pages may overlap at their boundary).
+    new_in_sync: int
+    sync: SyncState
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    """What finishing a sync did."""
+
+    sync_id: int
+    open_id: str
+    mode: str
+    pages: int
+    videos_seen: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What applying a video/query answer did."""
+
+    requested: int
+    returned: int
+    inserted: int
+    updated: int
+    unchanged: int
+    snapshots_written: int
+    removed: int
+
+
+class SyncNotActive(RuntimeError):
+    """The sync was finished (by another run) or does not exist; its checkpoint cannot advance."""
+
+
+# -- cleaning -----------------------------------------------------------------------------------
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (got naive {value.isoformat()})")
+    return value.astimezone(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+# -- the upsert path ----------------------------------------------------------------------------
+
+
+def _rowcount(conn: Connection, stmt: Executable, params: dict[str, Any] | None = None) -> int:
+    """Execute ``stmt``; return the rows it wrote (kept for INSERTs too, whatever the driver)."""
+    return conn.execute(stmt, params or {}, execution_options={"preserve_rowcount": True}).rowcount
+
+
+def _stage_expr(src: FromClause, name: str) -> Any:
+    if name == "create_time":
+        return func.to_timestamp(src.c.create_time)
+    if name == "cover_expires_at":
+        return func.to_timestamp(src.c.cover_expires)
+    return src.c[name]
+
+
+class _Batch:
+    """A batch of videos staged in the database: one source relation per group of fields carried."""
+
+    def __init__(self, conn: Connection, videos: Sequence[Mapping[str, Any]], *, copy: bool) -> None:
+        # (fields carried, source relation, its bind parameters, number of videos)
+        self.sources: list[tuple[tuple[str, ...], FromClause, dict[str, Any], int]] = []
+        for number, group in enumerate(prepare_videos(videos, clean_texts=not copy)):
+            if copy:
+                source, params = self._copy(conn, group, number), {}
+            else:
+                source, params = self._json(group, number)
+            self.sources.append((group.fields, source, params, len(group)))
+
+    @staticmethod
+    def _copy(conn: Connection, group: VideoGroup, number: int) -> FromClause:
+        stage = Table(
+            f"tiktok_video_stage_{number}",
+            MetaData(),
+            *(Column(name, STAGE_TYPES[name]) for name in group.columns),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+        stage.create(conn)
+        copy_from(conn, stage.name, list(group.columns), copy_data(list(group.columns.values())))
+        return stage
+
+    @staticmethod
+    def _json(group: VideoGroup, number: int) -> tuple[FromClause, dict[str, Any]]:
+        param = f"videos_{number}"
+        source = (
+            func.jsonb_to_recordset(cast(bindparam(param, type_=Text), JSONB))
+            .table_valued(*(column(name, STAGE_TYPES[name]) for name in group.columns))
+            .render_derived(name="src", with_types=True)
+        )
+        return source, {param: json.dumps(group.rows())}
+
+
+def _video_target_columns(present: tuple[str, ...]) -> list[str]:
+    names = [name for name in VIDEO_FIELDS if name in present]
+    if "cover_image_url" in present:
+        names.insert(names.index("cover_image_url") + 1, "cover_expires_at")
+    return names
+
+
+def _merge_videos(
+    conn: Connection,
+    src: FromClause,
+    params: dict[str, Any],
+    present: tuple[str, ...],
+    open_id: str,
+    captured_at: datetime,
+) -> tuple[int, int]:
+    """Upsert one staged group into ``videos``; return (inserted, updated)."""
+    names = _video_target_columns(present)
+    seen = bindparam("captured_at", captured_at, type_=DateTime(timezone=True))
+    selected = select(
+        src.c.id,
+        literal(open_id, Text),
+        *(_stage_expr(src, name) for name in names),
+        seen,
+        seen,
+    )
+    stmt = pg_insert(videos_table).from_select(["id", "open_id", *names, "first_seen_at", "last_seen_at"], selected)
+    new = stmt.excluded
+    day_start = datetime.combine(captured_at.date(), time(0), UTC)
+    changed = [
+        videos_table.c.removed_at.is_not(None),
+        videos_table.c.last_seen_at < bindparam("day_start", day_start, type_=DateTime(timezone=True)),
+    ]
+    if names:
+        changed.append(tuple_(*(videos_table.c[n] for n in names)).is_distinct_from(tuple_(*(new[n] for n in names))))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[videos_table.c.id],
+        set_={
+            **{name: new[name] for name in names},
+            "last_seen_at": func.greatest(videos_table.c.last_seen_at, new.last_seen_at),
+            "removed_at": null(),
+        },
+        # A video never moves between accounts, and older data never overwrites newer data.
+        where=and_(
+            or_(*changed),
+            videos_table.c.open_id == new.open_id,
+            videos_table.c.last_seen_at <= new.last_seen_at,
+        ),
+    ).returning(literal_column("xmax = 0").label("inserted"))
+    merged = stmt.cte("merged")
+    inserted, written = conn.execute(
+        select(func.count().filter(merged.c.inserted), func.count()).select_from(merged), params
+    ).one()
+    return inserted, written - inserted
+
+
+def _merge_video_snapshots(
+    conn: Connection,
+    src: FromClause,
+    params: dict[str, Any],
+    present: tuple[str, ...],
+    captured_at: datetime,
+) -> int:
+    """Upsert today's engagement snapshot of one staged group's videos; return rows written."""
+    counts = [name for name in COUNT_FIELDS if name in present]
+    if not counts:
+        return 0
+    captured = bindparam("captured_at", captured_at, type_=DateTime(timezone=True))
+    selected = select(
+        src.c.id,
+        literal(captured_at.date()),
+        *(src.c[name] for name in counts),
+        captured,
+    )
+    stmt = pg_insert(video_snapshots).from_select(["video_id", "snapshot_date", *counts, "captured_at"], selected)
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[video_snapshots.c.video_id, video_snapshots.c.snapshot_date],
+        set_={**{name: new[name] for name in counts}, "captured_at": new.captured_at},
+        where=and_(
+            tuple_(*(video_snapshots.c[n] for n in counts)).is_distinct_from(tuple_(*(new[n] for n in counts))),
+            video_snapshots.c.captured_at <= new.captured_at,
+        ),
+    )
+    return _rowcount(conn, stmt, params)
+
+
+def _record_seen(conn: Connection, src: FromClause, params: dict[str, Any], sync_id: int) -> int:
+    """Remember the staged ids as seen by the sync; return how many it had not seen before."""
+    selected = select(literal(sync_id, BigInteger), src.c.id)
+    stmt = (
+        pg_insert(sync_seen_videos)
+        .from_select(["sync_id", "video_id"], selected)
+        .on_conflict_do_nothing(index_elements=[sync_seen_videos.c.sync_id, sync_seen_videos.c.video_id])
+    )
+    return _rowcount(conn, stmt, params)
+
+
+@dataclass
+class _Tally:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    snapshots_written: int = 0
+    new_in_sync: int = 0
+
+    def load_result(self) -> LoadResult:
+        return LoadResult(self.inserted, self.updated, self.unchanged, self.snapshots_written)
+
+
+def _load(
+    conn: Connection,
+    open_id: str,
+    videos: Iterable[Mapping[str, Any]],
+    captured_at: datetime,
+    *,
+    copy: bool | None = None,
+    sync_id: int | None = None,
+) -> _Tally:
+    """Upsert videos (and their snapshots, and the sync's seen ids) inside the caller's transaction."""
+    if not isinstance(videos, Sequence):
+        videos = list(videos)
+    tally = _Tally()
+    if not videos:
+        return tally
+    batch = _Batch(conn, videos, copy=len(videos) > JSON_BATCH_LIMIT if copy is None else copy)
+    for present, src, params, total in batch.sources:
+        inserted, updated = _merge_videos(conn, src, params, present, open_id, captured_at)
+        tally.inserted += inserted
+        tally.updated += updated
+        tally.unchanged += total - inserted - updated
+        tally.snapshots_written += _merge_video_snapshots(conn, src, params, present, captured_at)
+        if sync_id is not None:
+            tally.new_in_sync += _record_seen(conn, src, params, sync_id)
+    return tally
+
+
+def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
+    return SyncState(
+        sync_id=row.sync_id,
+        open_id=row.open_id,
+        mode=row.mode,
+        cursor=row.cursor,
+        window_start=_iso(row.window_start),
+        started_at=_iso(row.started_at) or "",
+        pages=row.pages,
+        videos_seen=row.videos_seen,
+        resumed=resumed,
+    )
+
+
+# -- the warehouse ------------------------------------------------------------------------------
+
+
+class Warehouse:
+    """Idempotent loads of accounts, profile snapshots and videos, with resumable sync checkpoints."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(engine={self.engine!r})"
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    def upsert_account_profile(self, open_id: str, user: Mapping[str, Any], *, now: datetime) -> None:
+        """Update the account's display_name, username and avatar_url from a user object (present keys only)."""
+        now = _utc(now, "now")
+        values = {name: clean_text(user[name]) for name in ACCOUNT_PROFILE_FIELDS if name in user}
+        with self.engine.begin() as conn:
+            if values:
+                stmt = (
+                    update(accounts)
+                    .where(
+                        accounts.c.open_id == open_id,
+                        tuple_(*(accounts.c[n] for n in values)).is_distinct_from(
+                            tuple_(*(literal(v, Text) for v in values.values()))
+                        ),
+                    )
+                    .values(**values, updated_at=now)
+                )
+                if _rowcount(conn, stmt):
+                    return
+            if conn.execute(select(accounts.c.open_id).where(accounts.c.open_id == open_id)).first() is None:
+                raise AccountNotFound(open_id)
+
+    def upsert_profile_snapshot(self, open_id: str, user: Mapping[str, Any], *, captured_at: datetime) -> bool:
+        """Write the account's snapshot for captured_at's UTC date; return whether a row was written or changed."""
+        captured_at = _utc(captured_at, "captured_at")
+        values: dict[str, Any] = {}
+        for name in PROFILE_SNAPSHOT_FIELDS:
+            if name not in user:
+                continue
+            value = user[name]
+            if name in _PROFILE_COUNT_FIELDS:
+                values[name] = clean_int(value, name, f"Account {open_id}", -INT64_MAX - 1, INT64_MAX)
+            elif name == "is_verified":
+                values[name] = None if value is None else bool(value)
+            else:
+                values[name] = clean_text(value)
+        if not values:
+            return False
+        stmt = pg_insert(profile_snapshots).values(
+            open_id=open_id, snapshot_date=captured_at.date(), captured_at=captured_at, **values
+        )
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[profile_snapshots.c.open_id, profile_snapshots.c.snapshot_date],
+            set_={**{name: new[name] for name in values}, "captured_at": new.captured_at},
+            where=and_(
+                tuple_(*(profile_snapshots.c[n] for n in values)).is_distinct_from(tuple_(*(new[n] for n in values))),
+                profile_snapshots.c.captured_at <= new.captured_at,
+            ),
+        )
+        with self.engine.begin() as conn:
+            self._require_account(conn, open_id)
+            return bool(_rowcount(conn, stmt))
+
+    @staticmethod
+    def _require_account(conn: Connection, open_id: str) -> None:
+        if conn.execute(select(accounts.c.open_id).where(accounts.c.open_id == open_id)).first() is None:
+            raise AccountNotFound(open_id)
+
+    # -- syncs ------------------------------------------------------------------------------
+
+    def begin_sync(
+        self,
+        open_id: str,
+        mode: str,
+        *,
+        window_start: datetime | None = None,
+        now: datetime,
+    ) -> SyncState:
+        """
+        Resume the unfinished ``mode`` sync of the account, or start one.
+
+        A resumed sync keeps its own cursor, page count and ``window_start`` (the argument is then
+        ignored), so a retried task continues where the crashed one stopped.
+
+        :param window_start: incremental syncs only (required there): the oldest create_time the
+            sync covers; videos created since then that it does not see are marked removed.
+        """
+        if mode not in SYNC_MODES:
+            raise ValueError(f"Unknown sync mode {mode!r}; expected one of {', '.join(SYNC_MODES)}")
+        if mode == "incremental" and window_start is None:
+            raise ValueError("An incremental sync needs window_start: the oldest create_time it covers")
+        if mode == "full" and window_start is not None:
+            raise ValueError("A full sync covers every video; it takes no window_start")
+        now = _utc(now, "now")
+        window = _utc(window_start, "window_start") if window_start is not None else None
+        unfinished = sync_state.c.finished_at.is_(None)
+        stmt = (
+            pg_insert(sync_state)
+            .values(
+                open_id=open_id,
+                mode=mode,
+                window_start=window,
+                started_at=now,
+                updated_at=now,
+                pages=0,
+                videos_seen=0,
+            )
+            .on_conflict_do_nothing(index_elements=[sync_state.c.open_id, sync_state.c.mode], index_where=unfinished)
+            .returning(*sync_state.c)
+        )
+        with self.engine.begin() as conn:
+            self._require_account(conn, open_id)
+            row = conn.execute(stmt).one_or_none()
+            if row is not None:
+                log.info("Started %s sync %d of account %s", mode, row.sync_id, open_id)
+                return _sync_state(row, resumed=False)
+            row = conn.execute(
+                select(sync_state)
+                .where(sync_state.c.open_id == open_id, sync_state.c.mode == mode, unfinished)
+                .with_for_update()
+            ).one()
+        log.info(
+            "Resuming %s sync %d of account %s after %d pages (cursor %s)",
+            mode,
+            row.sync_id,
+            open_id,
+            row.pages,
+            row.cursor,
+        )
+        return _sync_state(row, resumed=True)
+
+    @staticmethod
+    def _lock_unfinished_sync(conn: Connection, sync: SyncState) -> Row[Any]:
+        row = conn.execute(
+            select(sync_state).where(sync_state.c.sync_id == sync.sync_id).with_for_update()
+        ).one_or_none()
+        if row is None or row.finished_at is not None:
+            raise SyncNotActive(
+                f"Sync {sync.sync_id} ({sync.mode}) of account {sync.open_id} is "
+                f"{'unknown' if row is None else 'already finished'}; call begin_sync for a new one."
+            )
+        return row
+
+    def load_video_page(
+        self,
+        sync: SyncState,
+        videos: Sequence[Mapping[str, Any]],
+        *,
+        cursor: int | None,
+        captured_at: datetime,
+    ) -> PageResult:
+        """
+        Load one video/list page and advance the sync's checkpoint, in one transaction.
+
+        Upserts the videos (bringing back removed ones), writes today's snapshots of those carrying
+        counts, records their ids as seen by the sync, and moves the checkpoint (``cursor``,
+        ``pages + 1``, ``videos_seen``). A crash before the commit leaves nothing written; after
+        it, the resumed sync starts at the next page.
+
+        :param cursor: the cursor the API returned with this page (the next one to request);
+            None keeps the stored cursor.
+        """
+        captured_at = _utc(captured_at, "captured_at")
+        with self.engine.begin() as conn:
+            # Lock the checkpoint before any video row: finish_sync takes them in the same order.
+            self._lock_unfinished_sync(conn, sync)
+            tally = _load(conn, sync.open_id, videos, captured_at, sync_id=sync.sync_id)
+            row = conn.execute(
+                update(sync_state)
+                .where(sync_state.c.sync_id == sync.sync_id)
+                .values(
+                    cursor=func.coalesce(bindparam("new_cursor", cursor, type_=BigInteger), sync_state.c.cursor),
+                    pages=sync_state.c.pages + 1,
+                    videos_seen=sync_state.c.videos_seen + tally.new_in_sync,
+                    updated_at=captured_at,
+                )
+                .returning(*sync_state.c)
+            ).one()
+        return PageResult(
+            inserted=tally.inserted,
+            updated=tally.updated,
+            unchanged=tally.unchanged,
+            snapshots_written=tally.snapshots_written,
+            new_in_sync=tally.new_in_sync,
+            sync=_sync_state(row, resumed=sync.resumed),
+        )
+
+    def finish_sync(self, sync: SyncState, *, now: datetime) -> FinishResult:
+        """
+        Finish a sync: mark the videos it should have seen but did not as removed.
+
+        ``full``: every live video of the account; ``incremental``: those created at or after
+        ``window_start``. Videos first seen after the sync started (by a concurrent load) are
+        never marked. A sync that loaded no page marks nothing. Finishing an already finished
+        sync returns its stored result (a retried task is harmless).
+        """
+        now = _utc(now, "now")
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(sync_state).where(sync_state.c.sync_id == sync.sync_id).with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise SyncNotActive(f"Sync {sync.sync_id} of account {sync.open_id} does not exist")
+            if row.finished_at is not None:
+                return FinishResult(row.sync_id, row.open_id, row.mode, row.pages, row.videos_seen, row.removed or 0)
+            removed = 0
+            if row.pages:
+                missing = [
+                    videos_table.c.open_id == row.open_id,
+                    videos_table.c.removed_at.is_(None),
+                    videos_table.c.first_seen_at <= row.started_at,
+                    ~exists().where(
+                        sync_seen_videos.c.sync_id == row.sync_id,
+                        sync_seen_videos.c.video_id == videos_table.c.id,
+                    ),
+                ]
+                if row.mode == "incremental":
+                    missing.append(videos_table.c.create_time >= row.window_start)
+                removed = _rowcount(conn, update(videos_table).where(*missing).values(removed_at=now))
+            else:
+                log.warning("Sync %d of account %s loaded no page; marking nothing removed", row.sync_id, row.open_id)
+            conn.execute(sync_seen_videos.delete().where(sync_seen_videos.c.sync_id == row.sync_id))
+            conn.execute(
+                update(sync_state)
+                .where(sync_state.c.sync_id == row.sync_id)
+                .values(finished_at=now, updated_at=now, removed=removed)
+            )
+        log.info(
+            "Finished %s sync %d of account %s: %d pages, %d videos, %d removed",
+            row.mode,
+            row.sync_id,
+            row.open_id,
+            row.pages,
+            row.videos_seen,
+            removed,
+        )
+        return FinishResult(row.sync_id, row.open_id, row.mode, row.pages, row.videos_seen, removed)
+
+    # -- covers and video/query -------------------------------------------------------------
+
+    def stale_cover_video_ids(self, open_id: str, *, horizon: timedelta, now: datetime) -> list[str]:
+        """Return the ids of the account's live videos whose cover URL is unknown or expires within ``horizon``."""
+        limit = _utc(now, "now") + horizon
+        query = (
+            select(videos_table.c.id)
+            .where(
+                videos_table.c.open_id == open_id,
+                videos_table.c.removed_at.is_(None),
+                or_(videos_table.c.cover_expires_at.is_(None), videos_table.c.cover_expires_at < limit),
+            )
+            .order_by(videos_table.c.id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def apply_video_query(
+        self,
+        open_id: str,
+        requested_ids: Sequence[str],
+        videos: Sequence[Mapping[str, Any]],
+        *,
+        captured_at: datetime,
+    ) -> QueryResult:
+        """
+        Store a video/query answer: upsert the returned videos and mark requested-but-missing ones removed.
+
+        video/query silently leaves out videos that were deleted or made private, so a requested id
+        missing from the answer is marked removed at ``captured_at``. One transaction.
+        """
+        captured_at = _utc(captured_at, "captured_at")
+        requested = sorted({str(i) for i in requested_ids})
+        with self.engine.begin() as conn:
+            tally = _load(conn, open_id, videos, captured_at)
+            returned = {clean_text(v["id"]) for v in videos if v.get("id")}
+            missing = [i for i in requested if i not in returned]
+            removed = 0
+            if missing:
+                removed = _rowcount(
+                    conn,
+                    update(videos_table)
+                    .where(
+                        videos_table.c.open_id == open_id,
+                        videos_table.c.id.in_(missing),
+                        videos_table.c.removed_at.is_(None),
+                    )
+                    .values(removed_at=captured_at),
+                )
+        return QueryResult(
+            requested=len(requested),
+            returned=len(returned),
+            inserted=tally.inserted,
+            updated=tally.updated,
+            unchanged=tally.unchanged,
+            snapshots_written=tally.snapshots_written,
+            removed=removed,
+        )
+
+    # -- bulk -------------------------------------------------------------------------------
+
+    def upsert_videos(self, open_id: str, videos: Iterable[Mapping[str, Any]], *, captured_at: datetime) -> LoadResult:
+        """Upsert a large batch of videos (and today's snapshots) in one transaction, through COPY."""
+        captured_at = _utc(captured_at, "captured_at")
+        with self.engine.begin() as conn:
+            self._require_account(conn, open_id)
+            tally = _load(conn, open_id, videos, captured_at, copy=True)
+        return tally.load_result()
