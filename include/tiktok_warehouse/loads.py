@@ -128,12 +128,12 @@ class SyncState:
     resumed: bool
 
     @property
-    def window_start_at(self) -> datetime | None:
+    def window_start_dt(self) -> datetime | None:
         """``window_start`` as a datetime."""
         return datetime.fromisoformat(self.window_start) if self.window_start else None
 
     @property
-    def started(self) -> datetime:
+    def started_at_dt(self) -> datetime:
         """``started_at`` as a datetime."""
         return datetime.fromisoformat(self.started_at)
 
@@ -190,7 +190,7 @@ class SyncNotActive(RuntimeError):
     """The sync was finished (by another run) or does not exist; its checkpoint cannot advance."""
 
 
-# -- cleaning -----------------------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------------------
 
 
 def _utc(value: datetime, name: str) -> datetime:

@@ -511,9 +511,9 @@ def test_begin_sync_keeps_modes_apart_and_validates(warehouse: Warehouse, accoun
     full = warehouse.begin_sync(account, "full", now=T0)
     incremental = warehouse.begin_sync(account, "incremental", window_start=T0 - 7 * DAY, now=T0)
     assert full.sync_id != incremental.sync_id
-    assert incremental.window_start_at == T0 - 7 * DAY
+    assert incremental.window_start_dt == T0 - 7 * DAY
     resumed = warehouse.begin_sync(account, "incremental", window_start=T0, now=T0 + DAY)
-    assert resumed.resumed and resumed.window_start_at == T0 - 7 * DAY  # the checkpoint's window wins
+    assert resumed.resumed and resumed.window_start_dt == T0 - 7 * DAY  # the checkpoint's window wins
     with pytest.raises(ValueError, match="window_start"):
         warehouse.begin_sync(account, "incremental", now=T0)
     with pytest.raises(ValueError, match="no window_start"):
