@@ -392,6 +392,16 @@ def _load(
     return tally
 
 
+def _mark_removed(conn: Connection, conditions: list[Any], at: datetime) -> int:
+    """Set removed_at on the videos matching ``conditions``; return how many.
+
+    The rows are locked in id order first, the order every load writes in, so marking removals
+    cannot deadlock with a concurrent page or query load of the same account.
+    """
+    doomed = select(videos_table.c.id).where(*conditions).order_by(videos_table.c.id).with_for_update()
+    return _rowcount(conn, update(videos_table).where(videos_table.c.id.in_(doomed)).values(removed_at=at))
+
+
 def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
     return SyncState(
         sync_id=row.sync_id,
@@ -628,7 +638,7 @@ class Warehouse:
                 ]
                 if row.mode == "incremental":
                     missing.append(videos_table.c.create_time >= row.window_start)
-                removed = _rowcount(conn, update(videos_table).where(*missing).values(removed_at=now))
+                removed = _mark_removed(conn, missing, now)
             else:
                 log.warning("Sync %d of account %s loaded no page; marking nothing removed", row.sync_id, row.open_id)
             conn.execute(sync_seen_videos.delete().where(sync_seen_videos.c.sync_id == row.sync_id))
@@ -687,15 +697,14 @@ class Warehouse:
             missing = [i for i in requested if i not in returned]
             removed = 0
             if missing:
-                removed = _rowcount(
+                removed = _mark_removed(
                     conn,
-                    update(videos_table)
-                    .where(
+                    [
                         videos_table.c.open_id == open_id,
                         videos_table.c.id.in_(missing),
                         videos_table.c.removed_at.is_(None),
-                    )
-                    .values(removed_at=captured_at),
+                    ],
+                    captured_at,
                 )
         return QueryResult(
             requested=len(requested),

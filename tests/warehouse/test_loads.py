@@ -323,10 +323,21 @@ def test_concurrent_overlapping_loads_do_not_deadlock(
         except BaseException as exc:
             errors.append(exc)
 
+    def sync_and_finish() -> None:
+        # finish_sync marks (and the loads restore) removals across the same rows meanwhile.
+        try:
+            for _ in range(3):
+                sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
+                sync = warehouse.load_video_page(sync, batch[::3][::-1], cursor=None, captured_at=T0 + DAY).sync
+                warehouse.finish_sync(sync, now=T0 + DAY)
+        except BaseException as exc:
+            errors.append(exc)
+
     threads = [
         threading.Thread(target=load, args=(batch, 10)),
         threading.Thread(target=load, args=(list(reversed(batch)), 20)),
         threading.Thread(target=load, args=(batch[::2] + batch[1::2], 30)),
+        threading.Thread(target=sync_and_finish),
     ]
     for thread in threads:
         thread.start()
