@@ -307,7 +307,7 @@ class TokenStore:
         """
         Return tokens whose access token stays valid for more than ``min_remaining``, refreshing if needed.
 
-        Runs in one transaction holding ``SELECT ... FOR UPDATE`` on the account row, so concurrent
+        Runs in one transaction holding ``SELECT ... FOR NO KEY UPDATE`` on the account row, so concurrent
         callers serialise: the first one calls ``refresh`` (the HTTP call), the others then find
         the fresh token and return it without calling ``refresh``. The rotated refresh token is
         committed before the new access token is returned.
@@ -322,7 +322,11 @@ class TokenStore:
         self._cipher()
         now = _aware(now, "now") if now is not None else datetime.now(UTC)
         with self.engine.connect() as conn:
-            row = conn.execute(select(accounts).where(accounts.c.open_id == open_id).with_for_update()).one_or_none()
+            # FOR NO KEY UPDATE: refreshers of this account queue behind each other, while inserts
+            # of its videos and snapshots (whose foreign-key checks take KEY SHARE) carry on.
+            row = conn.execute(
+                select(accounts).where(accounts.c.open_id == open_id).with_for_update(key_share=True)
+            ).one_or_none()
             if row is None:
                 raise AccountNotFound(open_id)
             current = self._tokens(row)

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine, make_url
 
+from tiktok_warehouse.loads import Warehouse
 from tiktok_warehouse.tables import accounts
 from tiktok_warehouse.tokens import (
     GENERATE_KEY_COMMAND,
@@ -415,3 +416,36 @@ def test_token_store_works_with_psycopg3(
     assert got.refresh_token == fresh.refresh_token == store.get("open-psycopg3").refresh_token
     store.set_status("open-psycopg3", "disabled")
     assert store.list_accounts(statuses=("disabled",), open_ids=["open-psycopg3"])[0].status == "disabled"
+
+
+def test_a_refresh_in_flight_does_not_block_loads_of_the_account(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """The refresh holds its row lock across an HTTP call; inserting the account's videos must not wait."""
+    expire_access_token(wh_engine, account)
+    in_flight, release = threading.Event(), threading.Event()
+
+    def slow_refresh(current: AccountTokens) -> TokenGrant:
+        in_flight.set()
+        release.wait(30)
+        return make_grant(account)
+
+    refresher = threading.Thread(
+        target=store.refresh_locked, args=(account, slow_refresh), kwargs={"min_remaining": timedelta(minutes=5)}
+    )
+    refresher.start()
+    try:
+        assert in_flight.wait(10)
+        loaded: list[object] = []
+        video = {"id": f"lock-{account}", "title": "posted during a refresh", "like_count": 1}
+        loader = threading.Thread(
+            target=lambda: loaded.append(
+                Warehouse(wh_engine).upsert_videos(account, [video], captured_at=datetime.now(UTC))
+            )
+        )
+        loader.start()
+        loader.join(timeout=5)
+        assert loaded, "the video load waited for the token refresh's row lock"
+    finally:
+        release.set()
+        refresher.join(timeout=30)
