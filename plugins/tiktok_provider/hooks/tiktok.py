@@ -221,20 +221,21 @@ class TikTokDisplayHook(BaseHook):
     ) -> requests.Response:
         url = self._url(path, bearer=bearer is not None or form is not None)
         cfg = self.config
-        limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds).acquire()
+        limiter = limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds)
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        self.calls[path] += 1
         try:
-            return self.get_conn().request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                data=form,
-                headers=headers,
-                timeout=(cfg.connect_timeout, cfg.read_timeout),
-                allow_redirects=False,
-            )
+            with limiter.slot():
+                self.calls[path] += 1
+                return self.get_conn().request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=form,
+                    headers=headers,
+                    timeout=(cfg.connect_timeout, cfg.read_timeout),
+                    allow_redirects=False,
+                )
         except requests.Timeout as exc:
             raise errors.TikTokNetworkError(
                 f"timed out ({type(exc).__name__})", endpoint=path, open_id=open_id
