@@ -51,6 +51,14 @@ format: install
 bench: bootstrap
 	$(PY) -m tiktok_local.bench $(if $(QUICK),--quick,)
 
+## Airflow as in production (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
+## the simulator, in the background; prints the UI address and the login. `make down` stops it all.
+up: bootstrap
+	$(PY) -m tiktok_local.up start
+
+down: install
+	$(PY) -m tiktok_local.up stop
+
 ## The simulator alone, in the foreground.
 sim: install
 	$(PY) -m tiktok_sim --port $${TIKTOK_SIM_PORT:-8765}

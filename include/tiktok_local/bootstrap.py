@@ -2,6 +2,12 @@
 
 Idempotent: a second run changes nothing. Connections that already exist are left alone, so a
 user who pointed ``tiktok_default`` at the real TikTok API keeps that setting.
+
+Out of the box ``tiktok_default`` points at the local simulator with a random client secret and
+token encryption key. A deployment (the docker-compose init service) sets them from the
+environment instead: ``TIKTOK_API_URL``, ``TIKTOK_CLIENT_KEY``, ``TIKTOK_CLIENT_SECRET``,
+``TIKTOK_TOKEN_ENCRYPTION_KEY``; ``TIKTOK_API_POOL_SLOTS`` sizes the pool, and
+``AIRFLOW_ADMIN_PASSWORD`` sets the UI login of Airflow's simple auth manager.
 """
 
 from __future__ import annotations
@@ -9,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 from tiktok_local import settings as local_settings
 
@@ -45,16 +53,21 @@ def migrate_airflow() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
 
-def _simulator_connection(s: local_settings.Settings) -> dict[str, object]:
+def _tiktok_connection(s: local_settings.Settings) -> dict[str, object]:
+    """The TikTok app: from ``TIKTOK_*`` variables when set, else the local simulator."""
     from cryptography.fernet import Fernet
 
+    host = os.environ.get("TIKTOK_API_URL") or s.sim_url
+    simulator = host == s.sim_url
     return {
         "conn_type": "tiktok",
-        "description": "TikTok Display API app (points at the local simulator out of the box)",
-        "host": s.sim_url,
-        "login": SIM_CLIENT_KEY,
-        "password": secrets.token_urlsafe(24),
-        "extra": json.dumps({"token_encryption_key": Fernet.generate_key().decode()}),
+        "description": "TikTok Display API app" + (" (the local simulator)" if simulator else ""),
+        "host": host,
+        "login": os.environ.get("TIKTOK_CLIENT_KEY") or SIM_CLIENT_KEY,
+        "password": os.environ.get("TIKTOK_CLIENT_SECRET") or secrets.token_urlsafe(24),
+        "extra": json.dumps(
+            {"token_encryption_key": os.environ.get("TIKTOK_TOKEN_ENCRYPTION_KEY") or Fernet.generate_key().decode()}
+        ),
     }
 
 
@@ -79,30 +92,62 @@ def ensure_connections(s: local_settings.Settings) -> None:
     from airflow.models import Connection
     from airflow.utils.session import create_session
 
-    wanted = {"tiktok_default": _simulator_connection, "tiktok_warehouse": _warehouse_connection}
+    wanted = {"tiktok_default": _tiktok_connection, "tiktok_warehouse": _warehouse_connection}
     with create_session() as session:
         for conn_id, build in wanted.items():
             if session.query(Connection).filter(Connection.conn_id == conn_id).first() is None:  # noqa: AIR311
                 session.add(Connection(conn_id=conn_id, **build(s)))  # noqa: AIR311
                 log.info("Created connection %s", conn_id)
+            else:
+                log.info("Connection %s exists; left as it is (edit it in the UI to change it)", conn_id)
 
 
 def ensure_pool() -> None:
-    """Create the pool that caps concurrent TikTok API tasks."""
+    """Create the pool that caps concurrent TikTok API tasks (``TIKTOK_API_POOL_SLOTS`` slots)."""
     from airflow.models import Pool
     from airflow.utils.session import create_session
 
+    slots = int(os.environ.get("TIKTOK_API_POOL_SLOTS") or API_POOL_SLOTS)
     with create_session() as session:
         if session.query(Pool).filter(Pool.pool == API_POOL).first() is None:
             session.add(
                 Pool(
                     pool=API_POOL,
-                    slots=API_POOL_SLOTS,
+                    slots=slots,
                     description="Caps concurrent TikTok API tasks (rate limit: 600 requests/min/endpoint)",
                     include_deferred=False,
                 )
             )
-            log.info("Created pool %s with %d slots", API_POOL, API_POOL_SLOTS)
+            log.info("Created pool %s with %d slots", API_POOL, slots)
+
+
+def ensure_admin_login(path: Path, username: str, password: str | None = None) -> str:
+    """Make ``path`` (the simple auth manager's passwords file) hold a password for ``username``.
+
+    A given password is written if it differs; otherwise one is generated the first time and kept.
+    Return the password.
+    """
+    passwords: dict[str, str] = {}
+    if path.exists() and path.read_text().strip():
+        passwords = json.loads(path.read_text())
+    if password is None:
+        password = passwords.get(username) or secrets.token_urlsafe(12)
+    if passwords.get(username) != password:
+        passwords[username] = password
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(json.dumps(passwords) + "\n")
+        log.info("Set the UI password of %s in %s", username, path)
+    return password
+
+
+def ensure_admin_from_env() -> None:
+    """With ``AIRFLOW_ADMIN_PASSWORD`` set, write it to the simple auth manager's passwords file."""
+    password = os.environ.get("AIRFLOW_ADMIN_PASSWORD")
+    path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    users = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "")
+    if password and path and users:
+        ensure_admin_login(Path(path), users.split(",")[0].split(":")[0].strip(), password)
 
 
 def migrate_warehouse() -> None:
@@ -123,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     migrate_airflow()
     ensure_connections(s)
     ensure_pool()
+    ensure_admin_from_env()
     migrate_warehouse()
     print(f"bootstrap: ready (Airflow DB {s.airflow_db}, warehouse DB {s.warehouse_db}, simulator {s.sim_url})")
 
