@@ -532,15 +532,19 @@ class Warehouse:
         )
         with self.engine.begin() as conn:
             self._require_account(conn, open_id)
-            row = conn.execute(stmt).one_or_none()
-            if row is not None:
-                log.info("Started %s sync %d of account %s", mode, row.sync_id, open_id)
-                return _sync_state(row, resumed=False)
-            row = conn.execute(
-                select(sync_state)
-                .where(sync_state.c.open_id == open_id, sync_state.c.mode == mode, unfinished)
-                .with_for_update()
-            ).one()
+            while True:
+                row = conn.execute(stmt).one_or_none()
+                if row is not None:
+                    log.info("Started %s sync %d of account %s", mode, row.sync_id, open_id)
+                    return _sync_state(row, resumed=False)
+                row = conn.execute(
+                    select(sync_state)
+                    .where(sync_state.c.open_id == open_id, sync_state.c.mode == mode, unfinished)
+                    .with_for_update()
+                ).one_or_none()
+                if row is not None:
+                    break
+                # The unfinished sync that blocked the insert was finished in between: start anew.
         log.info(
             "Resuming %s sync %d of account %s after %d pages (cursor %s)",
             mode,
