@@ -39,6 +39,8 @@ VIDEO_FIELDS: tuple[str, ...] = (
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+#: 9999-12-31T23:59:59Z: the last Unix second both Postgres timestamps and Python datetimes hold.
+MAX_TIMESTAMP = 253_402_300_799
 
 #: Integer fields and their upper bound (all are non-negative).
 INT_BOUNDS: dict[str, int] = {
@@ -46,7 +48,7 @@ INT_BOUNDS: dict[str, int] = {
     "following_count": INT64_MAX,
     "likes_count": INT64_MAX,
     "video_count": INT64_MAX,
-    "create_time": INT64_MAX,
+    "create_time": MAX_TIMESTAMP,
     "duration": INT32_MAX,
     "height": INT32_MAX,
     "width": INT32_MAX,
