@@ -133,7 +133,7 @@ def make_video() -> Callable[..., dict[str, Any]]:
         expires = int((T0 + timedelta(hours=6)).timestamp())
         data: dict[str, Any] = {
             "id": video_id,
-            "create_time": int((T0 - timedelta(days=i)).timestamp()),
+            "create_time": int(T0.timestamp()) - 86_400 * i,  # video i was posted i days before T0
             "title": f"Video {i} 🎉",
             "video_description": f"Description of video {i} #fyp",
             "duration": 30 + i,

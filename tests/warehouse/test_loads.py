@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -12,10 +13,13 @@ from typing import Any
 
 import psycopg2.extensions
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from tiktok_warehouse.loads import SyncNotActive, SyncState, Warehouse
+from tiktok_warehouse.staging import clean_text
 from tiktok_warehouse.tokens import AccountNotFound
 
 pytestmark = pytest.mark.integration
@@ -374,6 +378,28 @@ def test_text_edge_cases_round_trip(
     for video, (name, (_, expected)) in zip(batch, cases.items(), strict=True):
         assert stored[video["id"]]["title"] == expected, name
         assert stored[video["id"]]["video_description"] == expected, name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(), min_size=1, max_size=8))
+def test_any_text_survives_both_paths(
+    texts: list[str], warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    base = uuid.uuid4().int % 10**6 * 100
+    for path in ("page", "bulk"):
+        batch = [make_video(base + i, title=t, create_time=int(T0.timestamp())) for i, t in enumerate(texts)]
+        base += len(texts)
+        if path == "page":
+            warehouse.apply_video_query(account, [], batch, captured_at=T0)
+        else:
+            warehouse.upsert_videos(account, batch, captured_at=T0)
+        with wh_engine.connect() as conn:
+            stored = dict(
+                conn.execute(
+                    text("SELECT id, title FROM tiktok.videos WHERE id = ANY(:ids)"), {"ids": [v["id"] for v in batch]}
+                ).all()
+            )
+        assert [stored[v["id"]] for v in batch] == [clean_text(t) for t in texts], path
 
 
 @pytest.mark.parametrize("path", ["page", "bulk"])
