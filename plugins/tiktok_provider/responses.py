@@ -2,7 +2,8 @@
 
 Success is ``error.code == "ok"``, never the mere presence of ``error``. Records keep only the
 fields that were asked for (absent stays absent); numbers are range-checked, NUL bytes are
-stripped, and a field with a value of the wrong type is dropped (the stored value is kept) and
+stripped (so are unpaired UTF-16 surrogates, which no UTF-8 text can hold), and a field with a
+value of the wrong type is dropped (the stored value is kept) and
 reported, so one bad value never blocks an account nor writes a corrupt row.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiktok_provider import errors
-from tiktok_provider.fields import BOOL_FIELDS, INT_BOUNDS
+from tiktok_provider.fields import BOOL_FIELDS, INT64_MAX, INT_BOUNDS
 
 ERROR_CLASSES: dict[str, type[errors.TikTokError]] = {
     "access_token_invalid": errors.TikTokAccessTokenInvalid,
@@ -27,7 +28,10 @@ ERROR_CLASSES: dict[str, type[errors.TikTokError]] = {
 }
 OAUTH_REAUTH_CODES = frozenset({"invalid_grant"})
 OAUTH_RETRYABLE_CODES = frozenset({"server_error", "temporarily_unavailable"})
-VIDEO_ID = re.compile(r"^[0-9]{1,32}$")
+#: Longer than any token lives (100 years): a larger lifetime is garbage, and overflows datetimes.
+MAX_TOKEN_LIFETIME = 100 * 365 * 24 * 3600
+VIDEO_ID = re.compile(r"[0-9]{1,32}")  # used with fullmatch: "$" would let a trailing newline through
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,13 @@ class Issues:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _preview(value: Any) -> str:
+    """A short text of a value for messages (str() of a huge integer raises ValueError)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"<{value.bit_length()}-bit integer>"
+    return str(value)[:40]
 
 
 def _decode(body: bytes) -> Any:
@@ -120,6 +131,8 @@ def parse_oauth(status: int, body: bytes, *, endpoint: str, open_id: str | None 
     code = payload.get("error")
     if isinstance(code, dict):  # some gateways answer with the data envelope instead
         code = code.get("code") if code.get("code") != "ok" else None
+    if code is not None and not isinstance(code, str):
+        code = _preview(code)
     if code:
         description = str(payload.get("error_description") or "")[:300]
         if code in OAUTH_REAUTH_CODES:
@@ -127,13 +140,33 @@ def parse_oauth(status: int, body: bytes, *, endpoint: str, open_id: str | None 
         if code in OAUTH_RETRYABLE_CODES or status >= 500:
             raise errors.TikTokServerError(description, code=code, log_id=log_id, **ctx)
         raise errors.TikTokOAuthError(description, code=code, log_id=log_id, **ctx)
+    if status == 429:
+        raise errors.TikTokRateLimited("token endpoint rate limited", log_id=log_id, **ctx)
     if status >= 500:
         raise errors.TikTokServerError("token endpoint server error", log_id=log_id, **ctx)
-    required = {"access_token": str, "refresh_token": str, "open_id": str, "expires_in": int}
-    for key, typ in required.items():
-        if not isinstance(payload.get(key), typ) or isinstance(payload.get(key), bool) or not payload.get(key):
+    for key in ("access_token", "refresh_token", "open_id"):
+        if not isinstance(payload.get(key), str) or not payload[key]:
             raise errors.TikTokMalformedResponse(f"token answer lacks a valid {key!r}", log_id=log_id, **ctx)
+    # Lifetimes sent as strings are still read: TikTok rotated the refresh token when it answered,
+    # so throwing this answer away would lose the account.
+    for key in ("expires_in", "refresh_expires_in"):
+        if key == "expires_in" or key in payload:
+            seconds = _lifetime(payload.get(key))
+            if seconds is None:
+                raise errors.TikTokMalformedResponse(
+                    f"token answer has no valid {key!r} ({_preview(payload.get(key))!r})", log_id=log_id, **ctx
+                )
+            payload[key] = seconds
     return payload
+
+
+def _lifetime(value: Any) -> int | None:
+    """A token lifetime in seconds (an int, or digits in a string), or None if it is not one."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if type(value) is not int or not 0 < value <= MAX_TOKEN_LIFETIME:
+        return None
+    return value
 
 
 def clean_record(
@@ -157,11 +190,11 @@ def clean_record(
         value = raw[name]
         if name in INT_BOUNDS:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_BOUNDS[name]:
-                issues.add(f"{what}: {name}={str(value)[:40]!r} is not an integer in range, dropped")
+                issues.add(f"{what}: {name}={_preview(value)!r} is not an integer in range, dropped")
                 continue
         elif name in BOOL_FIELDS:
             if not isinstance(value, bool):
-                issues.add(f"{what}: {name}={str(value)[:40]!r} is not a boolean, dropped")
+                issues.add(f"{what}: {name}={_preview(value)!r} is not a boolean, dropped")
                 continue
         else:
             if not isinstance(value, str):
@@ -170,6 +203,10 @@ def clean_record(
             if "\x00" in value:
                 value = value.replace("\x00", "")
                 issues.add(f"{what}: NUL bytes removed from {name}")
+            if not value.isascii() and _SURROGATE.search(value):
+                # A JSON "\\ud83d" escape whose pair was cut off: rejoin split pairs, replace the rest.
+                value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                issues.add(f"{what}: unpaired surrogates replaced in {name}")
         clean[name] = value
     return clean
 
@@ -177,8 +214,8 @@ def clean_record(
 def clean_video(raw: Any, fields: Collection[str], *, issues: Issues) -> dict[str, Any] | None:
     """Clean one video object; a video without a valid numeric string id is skipped and reported."""
     vid = raw.get("id") if isinstance(raw, Mapping) else None
-    if not isinstance(vid, str) or not VIDEO_ID.match(vid):
-        issues.add(f"video id {str(vid)[:40]!r} is not a numeric string, video skipped")
+    if not isinstance(vid, str) or not VIDEO_ID.fullmatch(vid):
+        issues.add(f"video id {_preview(vid)!r} is not a numeric string, video skipped")
         return None
     return clean_record(raw, set(fields) | {"id"}, issues=issues, what=f"video {vid}")
 
@@ -212,11 +249,11 @@ def parse_video_page(
         raise errors.TikTokMalformedResponse("data.videos is not a list", **ctx)
     if not isinstance(has_more, bool):
         raise errors.TikTokMalformedResponse(f"data.has_more is {has_more!r}, not a boolean", **ctx)
-    if isinstance(cursor, str) and cursor.isdigit():
+    if isinstance(cursor, str) and cursor.isascii() and cursor.isdigit() and len(cursor) <= 20:
         issues.add(f"data.cursor {cursor!r} is a string, read as an integer")
         cursor = int(cursor)
-    if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0):
-        raise errors.TikTokMalformedResponse(f"data.cursor is {str(cursor)[:40]!r}, not a timestamp", **ctx)
+    if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= INT64_MAX):
+        raise errors.TikTokMalformedResponse(f"data.cursor is {_preview(cursor)!r}, not a timestamp", **ctx)
     if has_more and cursor is None:
         raise errors.TikTokMalformedResponse("has_more is true but no cursor was returned", **ctx)
     before = len(issues)
