@@ -611,7 +611,7 @@ class Warehouse:
             sync=_sync_state(row, resumed=sync.resumed),
         )
 
-    def finish_sync(self, sync: SyncState, *, now: datetime) -> FinishResult:
+    def finish_sync(self, sync: SyncState, *, now: datetime, mark_removed: bool = True) -> FinishResult:
         """
         Finish a sync: mark the videos it should have seen but did not as removed.
 
@@ -619,6 +619,9 @@ class Warehouse:
         ``window_start``. Videos first seen after the sync started (by a concurrent load) are
         never marked. A sync that loaded no page marks nothing. Finishing an already finished
         sync returns its stored result (a retried task is harmless).
+
+        :param mark_removed: False when the sync cannot tell which videos it met (the API returned
+            videos without a usable id): it then finishes without marking any video removed.
         """
         now = _utc(now, "now")
         with self.engine.begin() as conn:
@@ -630,7 +633,7 @@ class Warehouse:
             if row.finished_at is not None:
                 return FinishResult(row.sync_id, row.open_id, row.mode, row.pages, row.videos_seen, row.removed or 0)
             removed = 0
-            if row.pages:
+            if row.pages and mark_removed:
                 missing = [
                     videos_table.c.open_id == row.open_id,
                     videos_table.c.removed_at.is_(None),
@@ -643,6 +646,12 @@ class Warehouse:
                 if row.mode == "incremental":
                     missing.append(videos_table.c.create_time >= row.window_start)
                 removed = _mark_removed(conn, missing, now)
+            elif not mark_removed:
+                log.warning(
+                    "Sync %d of account %s met videos without a usable id; marking nothing removed",
+                    row.sync_id,
+                    row.open_id,
+                )
             else:
                 log.warning("Sync %d of account %s loaded no page; marking nothing removed", row.sync_id, row.open_id)
             conn.execute(sync_seen_videos.delete().where(sync_seen_videos.c.sync_id == row.sync_id))

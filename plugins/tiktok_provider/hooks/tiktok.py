@@ -29,6 +29,7 @@ from tiktok_provider import errors
 from tiktok_provider.fields import VIDEO_FIELDS, allowed_user_fields, missing_scopes
 from tiktok_provider.ratelimit import limiter_for
 from tiktok_provider.responses import (
+    VIDEO_ID,
     Envelope,
     Issues,
     VideoPage,
@@ -523,8 +524,10 @@ class TikTokDisplayHook(BaseHook):
         """Yield ``(requested_ids, videos)`` per ``video/query`` call of at most 20 ids.
 
         Ids TikTok leaves out of an answer (deleted, private, another owner's) are simply absent.
+        When an answer holds videos without a usable id, it does not show which requested ids are
+        missing: ``requested_ids`` is then narrowed to the ids that did come back.
         """
-        bad = [v for v in video_ids if not isinstance(v, str) or not v.isdigit()]
+        bad = [v for v in video_ids if not isinstance(v, str) or not VIDEO_ID.fullmatch(v)]
         if bad:
             raise errors.TikTokInvalidParams(
                 f"video ids must be numeric strings; got {bad[:3]!r}", endpoint=VIDEO_QUERY, open_id=open_id
@@ -548,8 +551,19 @@ class TikTokDisplayHook(BaseHook):
                 )
             before = len(self.issues)
             wanted = set(batch)
-            videos = [v for v in (clean_video(r, fields, issues=self.issues) for r in raw) if v and v["id"] in wanted]
+            cleaned = [clean_video(r, fields, issues=self.issues) for r in raw]
+            videos = [v for v in cleaned if v and v["id"] in wanted]
             self._log_issues(before, VIDEO_QUERY, open_id, env.log_id)
+            if None in cleaned:
+                self.log.warning(
+                    "%d videos of %s came back without a usable id [log_id=%s]; the %d requested videos "
+                    "missing from the answer are not taken for removed",
+                    cleaned.count(None),
+                    open_id,
+                    env.log_id,
+                    len(batch) - len(videos),
+                )
+                batch = [v["id"] for v in videos]
             yield batch, videos
 
     def _log_issues(self, before: int, endpoint: str, open_id: str, log_id: str | None) -> None:

@@ -165,7 +165,7 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
         window_start = now - timedelta(days=lookback) if self.mode == "incremental" else None
         window_ms = int(window_start.timestamp() * 1000) if window_start else None
         loaded = {"inserted": 0, "updated": 0, "unchanged": 0}
-        pages = 0
+        pages = unidentified = 0
         with _failing_fast(self.open_id):
             warehouse = self._warehouse(hook)
             hook.access_token(self.open_id)  # fail fast on a disconnected account before touching sync state
@@ -182,11 +182,20 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
                 result = warehouse.load_video_page(sync, page.videos, cursor=page.cursor, captured_at=now)
                 sync = result.sync
                 pages += 1
+                unidentified += page.skipped
                 for key in loaded:
                     loaded[key] += getattr(result, key)
                 if window_ms is not None and page.cursor is not None and page.cursor < window_ms:
                     break  # incremental: past the lookback window
-            finished = warehouse.finish_sync(sync, now=now)
+            # A video that came back without a usable id was met but cannot be named: marking the
+            # videos this sync did not name as removed would take it (and its page) for deleted.
+            finished = warehouse.finish_sync(sync, now=now, mark_removed=not unidentified)
+        if unidentified:
+            self.log.warning(
+                "%d videos of %s came back without a usable id; no video was marked removed this time",
+                unidentified,
+                self.open_id,
+            )
         self.log.info(
             "%s sync of %s: %d pages, %s, %d marked removed", self.mode, self.open_id, pages, loaded, finished.removed
         )
@@ -199,6 +208,7 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             "videos_seen": sync.videos_seen,
             **loaded,
             "removed": finished.removed,
+            "unidentified": unidentified,
             "cursor": sync.cursor,
             **self._api_summary(hook),
         }
