@@ -307,14 +307,35 @@ class TikTokDisplayHook(BaseHook):
     def _token_call(self, form: dict[str, str], *, open_id: str | None) -> TokenGrant:
         from tiktok_warehouse.tokens import TokenGrant
 
+        lost: list[errors.TikTokNetworkError] = []
+
         def once() -> dict[str, Any]:
             obtained_at = datetime.now(UTC)
-            resp = self._send("POST", OAUTH_TOKEN, open_id=open_id, form=form)
-            payload = parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_TOKEN, open_id=open_id)
+            try:
+                resp = self._send("POST", OAUTH_TOKEN, open_id=open_id, form=form)
+                payload = parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_TOKEN, open_id=open_id)
+            except errors.TikTokNetworkError as exc:  # the request may have been served all the same
+                lost.append(exc)
+                raise
             payload["_obtained_at"] = obtained_at
             return payload
 
-        payload = self._retrying(OAUTH_TOKEN)(once)
+        try:
+            payload = self._retrying(OAUTH_TOKEN)(once)
+        except errors.TikTokReauthRequired as exc:
+            if not lost or form.get("grant_type") != "refresh_token":
+                raise
+            # TikTok rotates the refresh token when it answers; if that answer never arrived, the
+            # retry presents a token TikTok already replaced. Say so: the log alone looks like a revoke.
+            raise errors.TikTokReauthRequired(
+                f"{exc.message} -- an earlier attempt got no usable answer ({lost[-1].message}): TikTok "
+                "had most likely rotated the refresh token then, and the new one was lost in transit",
+                endpoint=exc.endpoint,
+                open_id=exc.open_id,
+                http_status=exc.http_status,
+                code=exc.code,
+                log_id=exc.log_id,
+            ) from None
         _mask(payload["access_token"])
         _mask(payload.get("refresh_token"))
         ctx = {"endpoint": OAUTH_TOKEN, "open_id": payload.get("open_id"), "log_id": payload.get("log_id")}
