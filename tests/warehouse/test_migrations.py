@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Any
@@ -145,28 +144,30 @@ def test_downgrade_to_base_removes_everything_and_upgrade_works_again(scratch_db
         engine.dispose()
 
 
-def test_cli_finds_the_airflow_connection_in_the_environment(scratch_db: str) -> None:
+def test_cli_finds_the_airflow_connection_in_the_environment(
+    scratch_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The default target is the tiktok_warehouse Airflow connection, wherever Airflow finds it."""
-    env = {
-        **os.environ,
-        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": scratch_db.replace("postgresql+psycopg2://", "postgresql://", 1),
-    }
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TIKTOK_WAREHOUSE", scratch_db.replace("postgresql+psycopg2://", "postgresql://", 1)
+    )
+    assert migrate.main(["upgrade"]) == 0
+    assert migrate.main(["current", "--conn-id", "tiktok_warehouse"]) == 0
+    printed = capsys.readouterr().out.splitlines()  # Airflow's logging may write there too
+    assert "tiktok warehouse at revision 0001" in printed
+    assert printed[-1] == "0001"
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tiktok_warehouse.migrate", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
 
-    upgraded = run("upgrade")
-    assert upgraded.returncode == 0, upgraded.stderr
-    current = run("current", "--conn-id", "tiktok_warehouse")
-    assert current.returncode == 0, current.stderr
-    assert current.stdout.strip().splitlines()[-1] == "0001"
+def test_cli_runs_as_a_module(scratch_db: str) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "tiktok_warehouse.migrate", "current", "--url", scratch_db],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "None (not migrated)"
 
 
 @pytest.mark.parametrize(
