@@ -618,6 +618,20 @@ def test_a_sync_that_loaded_no_page_removes_nothing(
     assert full_sync(warehouse, account, [[]], T0 + 2 * DAY) == 1  # one empty page: the account has none
 
 
+def test_finish_without_marking_removals(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    """finish_sync(mark_removed=False): a sync that skipped unidentifiable videos judges nothing."""
+    warehouse.upsert_videos(account, [make_video(1), make_video(2)], captured_at=T0)
+    sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
+    sync = warehouse.load_video_page(sync, [make_video(1)], cursor=None, captured_at=T0 + DAY).sync
+    finished = warehouse.finish_sync(sync, now=T0 + DAY, mark_removed=False)
+    assert finished.removed == 0
+    assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
+    assert seen_count(wh_engine, sync.sync_id) == 0
+    assert sync_row(wh_engine, sync.sync_id)["finished_at"] == T0 + DAY
+
+
 def test_incremental_sync_only_judges_its_window(
     warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
 ) -> None:
