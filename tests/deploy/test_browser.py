@@ -1,0 +1,231 @@
+"""The UI as a user meets it after `make up`, in headless Chromium driven by Playwright.
+
+Log in, find the four DAGs, read their docs and trigger forms, trigger ``tiktok_video_backfill``
+with its form filled in, and watch the run succeed; then the connection form offers the TikTok
+Display API type. Screenshots go to test-artifacts/browser/. The browser is Debian's chromium
+(``apt-get install chromium``; .ci/run installs it): Playwright cannot download its own here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tiktok_local.settings import ROOT
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+    from tests.deploy.conftest import DeployedStack
+
+pytestmark = [pytest.mark.deploy, pytest.mark.integration, pytest.mark.timeout(600)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / "test-artifacts" / "browser"
+DAG_IDS = sorted(p.stem for p in (ROOT / "dags").glob("tiktok_*.py"))
+BACKFILL = "tiktok_video_backfill"
+
+
+@pytest.fixture(scope="module")
+def page(ui_stack: DeployedStack) -> Iterator[Page]:
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    SHOTS.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def shot(page: Page, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _screenshot_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed and "page" in request.fixturenames:
+        shot(request.getfixturevalue("page"), f"failed-{request.node.name}")
+
+
+def docs_title(dag_id: str) -> str:
+    """The first heading of the DAG file's docstring (its doc_md), as the UI renders it."""
+    source = (ROOT / "dags" / f"{dag_id}.py").read_text()
+    heading = re.search(r"^#+ (.+)$", source, re.MULTILINE)
+    assert heading, f"{dag_id} has no heading in its doc_md"
+    return re.sub(r"[*`]", "", heading.group(1)).strip()
+
+
+def test_make_up_prints_the_ui_and_the_login(ui_stack: DeployedStack) -> None:
+    out = ui_stack.start_output
+    assert f"UI        {ui_stack.url}" in out
+    assert f"log in    admin / {ui_stack.password}" in out
+    assert "LocalExecutor: api-server, scheduler, dag-processor, triggerer" in out
+    assert "1 simulated accounts connected" in out
+    # The password is generated once and kept: the api-server did not print or replace it.
+    assert ui_stack.password not in "".join(ui_stack.log(n) for n in ("api-server", "scheduler", "dag-processor"))
+    again = subprocess.run(
+        [sys.executable, "-m", "tiktok_local.up", "start"], env=ui_stack.env, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "tiktok_local.up", "status"], env=ui_stack.env, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stdout
+    assert "scheduler: healthy" in status.stdout and "dag_processor: healthy" in status.stdout, status.stdout
+
+
+def test_the_api_knows_the_dags_and_the_tiktok_connection_type(ui_stack: DeployedStack) -> None:
+    assert ui_stack.api("GET", "/api/v2/importErrors")["total_entries"] == 0
+    dags = {d["dag_id"]: d for d in ui_stack.api("GET", "/api/v2/dags?limit=100")["dags"]}
+    assert sorted(dags) == DAG_IDS
+    for dag_id in DAG_IDS:
+        details = ui_stack.api("GET", f"/api/v2/dags/{dag_id}/details")
+        assert docs_title(dag_id) in details["doc_md"]
+    providers = {p["package_name"] for p in ui_stack.api("GET", "/api/v2/providers?limit=100")["providers"]}
+    assert "airflow-tiktok-display" in providers
+    hooks = {h["connection_type"]: h for h in ui_stack.api("GET", "/ui/connections/hook_meta")}
+    assert hooks["tiktok"]["hook_name"] == "TikTok Display API"
+    assert "token_encryption_key" in hooks["tiktok"]["extra_fields"]
+
+
+def test_log_in_and_find_the_four_dags(page: Page, ui_stack: DeployedStack) -> None:
+    page.goto(f"{ui_stack.url}/")
+    page.get_by_label("Username").wait_for()
+    assert "/auth/login" in page.url
+    shot(page, "01-login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ui_stack.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    page.goto(f"{ui_stack.url}/dags")
+    for dag_id in DAG_IDS:
+        page.get_by_role("link", name=dag_id, exact=True).wait_for()
+    page.get_by_text(f"{len(DAG_IDS)} Dags").wait_for()
+    shot(page, "02-dags")
+
+
+def test_every_dag_shows_its_docs_and_trigger_form(page: Page, ui_stack: DeployedStack) -> None:
+    for dag_id in DAG_IDS:
+        page.goto(f"{ui_stack.url}/dags/{dag_id}")
+        page.get_by_role("button", name="Dag Docs").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text(docs_title(dag_id)).wait_for()
+        if dag_id == BACKFILL:
+            shot(page, "03-docs")
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+
+        page.get_by_role("button", name="Trigger Dag").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Run Parameters").wait_for()
+        params = ui_stack.api("GET", f"/api/v2/dags/{dag_id}/details")["params"]
+        for name, param in params.items():
+            title = param["schema"].get("title") or name
+            dialog.get_by_text(re.compile(rf"^{re.escape(title)}\s*\*?$")).first.wait_for()  # * when required
+            if param.get("description"):
+                dialog.get_by_text(param["description"], exact=True).wait_for()
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+
+
+def test_trigger_the_backfill_from_its_form_and_see_it_succeed(page: Page, ui_stack: DeployedStack) -> None:
+    open_id = requests.get(f"{ui_stack.sim_url}/_sim/accounts", timeout=10).json()["accounts"][0]["open_id"]
+    page.goto(f"{ui_stack.url}/dags/{BACKFILL}")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Run Parameters").wait_for()
+    dialog.get_by_role("combobox").click()
+    page.get_by_role("option", name="full", exact=True).click()
+    dialog.locator("#element_accounts").fill(open_id)
+    dialog.locator("input[name=element_lookback_days]").fill("30")
+    shot(page, "04-trigger-form")
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+
+    page.wait_for_url(re.compile(rf"/dags/{BACKFILL}/runs/manual__"))
+    run_id = page.url.rsplit("/runs/", 1)[1]
+    run = ui_stack.api("GET", f"/api/v2/dags/{BACKFILL}/dagRuns/{run_id}")
+    assert run["conf"] == {"mode": "full", "accounts": [open_id], "lookback_days": 30}
+    assert run["run_type"] == "manual"
+
+    from playwright.sync_api import expect
+
+    # The run's own badge, beside its heading (the task instances below have badges too).
+    badge = page.get_by_role("heading", name=run_id, exact=True).locator("xpath=..").get_by_test_id("state-badge")
+    deadline = time.monotonic() + 180
+    while True:  # the page refreshes a running run by itself; a reload is the fallback
+        try:
+            expect(badge).to_have_text("Success", timeout=20_000)
+            break
+        except AssertionError:
+            state = ui_stack.api("GET", f"/api/v2/dags/{BACKFILL}/dagRuns/{run_id}")["state"]
+            assert time.monotonic() < deadline and state != "failed", f"the run did not succeed (its state: {state})"
+            page.reload()
+    shot(page, "05-run-succeeded")
+    assert ui_stack.api("GET", f"/api/v2/dags/{BACKFILL}/dagRuns/{run_id}")["state"] == "success"
+
+    expected = requests.get(f"{ui_stack.sim_url}/_sim/accounts/{open_id}/video_ids", timeout=10).json()["video_ids"]
+    engine = create_engine(ui_stack.database_url(ui_stack.warehouse_db))
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT id FROM tiktok.videos WHERE open_id = :o AND removed_at IS NULL"), {"o": open_id}
+            ).scalars()
+            assert sorted(map(str, stored)) == sorted(map(str, expected))
+    finally:
+        engine.dispose()
+
+    page.goto(f"{ui_stack.url}/dags/{BACKFILL}")
+    page.get_by_text("select_accounts").first.wait_for()
+    shot(page, "06-backfill-grid")
+
+
+def test_the_connection_form_offers_the_tiktok_type(page: Page, ui_stack: DeployedStack) -> None:
+    page.goto(f"{ui_stack.url}/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("combobox").first.click()
+    page.get_by_role("option", name="TikTok Display API").click()
+    for label in ("API base URL", "Client key", "Client secret"):
+        dialog.get_by_text(label, exact=True).wait_for()
+    dialog.get_by_text("Extra Fields", exact=True).click()
+    dialog.get_by_text("Token encryption key").wait_for()
+    shot(page, "07-connection-form")
+    page.keyboard.press("Escape")
+
+    page.goto(f"{ui_stack.url}/dags")
+    page.get_by_role("link", name=BACKFILL, exact=True).wait_for()
+    page.wait_for_load_state("networkidle")
+    shot(page, "08-dags-after-runs")
