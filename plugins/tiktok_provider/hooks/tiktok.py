@@ -26,7 +26,7 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from tiktok_provider import errors
-from tiktok_provider.fields import VIDEO_FIELDS, allowed_user_fields, missing_scopes
+from tiktok_provider.fields import INT64_MAX, VIDEO_FIELDS, allowed_user_fields, missing_scopes
 from tiktok_provider.ratelimit import limiter_for
 from tiktok_provider.responses import (
     VIDEO_ID,
@@ -495,6 +495,12 @@ class TikTokDisplayHook(BaseHook):
         if not 1 <= max_count <= 20:
             raise errors.TikTokInvalidParams(
                 f"max_count must be 1..20, got {max_count}", endpoint=VIDEO_LIST, open_id=open_id
+            )
+        if cursor is not None and (type(cursor) is not int or not 0 <= cursor <= INT64_MAX):
+            raise errors.TikTokInvalidParams(
+                f"cursor must be a Unix time in milliseconds, got {str(cursor)[:40]!r}",
+                endpoint=VIDEO_LIST,
+                open_id=open_id,
             )
         fields = list(dict.fromkeys(["id", "create_time", *fields]))
         self._check_fields(open_id, VIDEO_LIST, fields, kind="video")

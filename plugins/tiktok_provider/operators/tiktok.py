@@ -8,6 +8,7 @@ Airflow does not spend retries on them; transient ones are raised as they are an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,15 @@ def _failing_fast(open_id: str):
         ) from None
     except TokenStoreError as exc:  # missing/invalid encryption key, account not active
         raise AirflowFailException(str(exc)) from None
+
+
+def _whole_number(value: Any, name: str, low: int, high: int) -> int:
+    """Return a (templated) integer argument within ``low..high``, or fail the task: retrying cannot fix it."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,12}\s*", value):
+        value = int(value)
+    if type(value) is not int or not low <= value <= high:
+        raise AirflowFailException(f"{name} must be a whole number within {low}..{high}, got {str(value)[:80]!r}")
+    return value
 
 
 class _TikTokTransferOperator(BaseOperator):
@@ -157,9 +167,7 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.mode not in MODES:
             raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
-        lookback = int(self.lookback_days)
-        if not 0 < lookback <= 3650:
-            raise AirflowFailException(f"lookback_days must be 1..3650, got {self.lookback_days!r}")
+        lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
         hook = self._hook()
         now = datetime.now(UTC)
         window_start = now - timedelta(days=lookback) if self.mode == "incremental" else None
@@ -231,9 +239,7 @@ class TikTokVideoQueryOperator(_TikTokTransferOperator):
         self.horizon_minutes = horizon_minutes
 
     def execute(self, context: Context) -> dict[str, Any]:
-        horizon = int(self.horizon_minutes)
-        if not 0 <= horizon <= 7 * 24 * 60:
-            raise AirflowFailException(f"horizon_minutes must be 0..10080, got {self.horizon_minutes!r}")
+        horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook()
         now = datetime.now(UTC)
         updated = removed = requested = 0
