@@ -3,13 +3,19 @@
 
 Trigger this DAG to connect a creator's account, or to reconnect one whose status is
 `reauth_required`. Give **either** the `auth_code` and `redirect_uri` your app received after the
-creator authorized it on TikTok (plus the PKCE `code_verifier` if your app uses PKCE), **or** a
-`refresh_token` you already hold.
+creator authorized it on TikTok (plus the PKCE `code_verifier` if your app uses PKCE), **or**, to
+import a refresh token you already hold, the name of an Airflow Variable that holds it
+(`refresh_token_variable`).
 
 The task exchanges (or refreshes) the token, fetches the profile, and stores the account with its
 tokens **encrypted** in `tiktok.accounts`. Reconnecting replaces the tokens and makes the account
-`active` again. A refresh token given here is rotated at once, so the value in the run's
-configuration stops working as soon as the run succeeds.
+`active` again.
+
+**Why a Variable, not the token itself:** a run's configuration is stored in plain text and shown
+to everyone who can see the run. An authorization code is single-use and short-lived, so it may go
+there; a refresh token lives for months. Put it in a Variable whose name contains `token` (Airflow
+encrypts Variables and masks such names), e.g. `airflow variables set tiktok_refresh_token_alice
+rft.…`; the task rotates the token at once and deletes the Variable when the account is connected.
 
 The run's return value shows the account's `open_id` and the scopes it granted.
 """
@@ -69,12 +75,16 @@ account with encrypted tokens, fetches its profile.
             title="PKCE code verifier",
             description="Only if the app used PKCE when it asked for the code.",
         ),
-        "refresh_token": Param(
+        "refresh_token_variable": Param(
             None,
             type=["null", "string"],
-            maxLength=2048,
-            title="Refresh token",
-            description="Instead of a code: a refresh token you already hold. It is rotated at once.",
+            pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+            title="Variable holding a refresh token",
+            description=(
+                "Instead of a code: the name of an Airflow Variable holding a refresh token you already "
+                "hold (never the token itself: a run's configuration is readable by everyone who can see "
+                "the run). The token is rotated at once and the Variable deleted."
+            ),
         ),
     },
 )

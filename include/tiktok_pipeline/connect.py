@@ -25,12 +25,22 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
 
     code = (params.get("auth_code") or "").strip()
     redirect_uri = (params.get("redirect_uri") or "").strip()
-    refresh_token = (params.get("refresh_token") or "").strip()
+    variable = (params.get("refresh_token_variable") or "").strip()
+    refresh_token = _refresh_token_from(variable) if variable else (params.get("refresh_token") or "").strip()
     for secret in (code, refresh_token, params.get("code_verifier")):
         if secret:
             mask_secret(secret)
+    if params.get("refresh_token"):
+        # Not a param any more (the run's configuration is readable by everyone who sees the run);
+        # a token that got there anyway is best rotated at once, which is what happens next.
+        log.warning(
+            "A refresh token was given in the run's configuration, where everyone who can see the run "
+            "can read it; it is rotated now. Next time put it in a Variable and pass refresh_token_variable."
+        )
     if bool(code) == bool(refresh_token):
-        raise AirflowFailException("Give either auth_code (with redirect_uri) or refresh_token, not both or neither.")
+        raise AirflowFailException(
+            "Give either auth_code (with redirect_uri) or refresh_token_variable, not both or neither."
+        )
     if code and not redirect_uri.startswith(("https://", "http://")):
         raise AirflowFailException(
             "redirect_uri is required with auth_code and must be the http(s) URL used to authorize."
@@ -43,6 +53,8 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
         else:
             grant = hook.refresh_grant(refresh_token)
         hook.token_store.save_grant(grant)
+        if variable:  # the token in it was just rotated: dead, and no longer needed
+            _delete_variable(variable)
         fields = [f for f in PROFILE_FIELDS if f != "username" or "user.info.profile" in grant.scopes]
         user = hook.get_user_info(grant.open_id, fields) if "user.info.basic" in grant.scopes else {}
         warehouse = Warehouse(get_engine(hook.config.warehouse_conn_id))
@@ -56,3 +68,24 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
     scopes = sorted(grant.scopes)
     log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
     return {"open_id": grant.open_id, "display_name": user.get("display_name"), "scopes": scopes}
+
+
+def _refresh_token_from(variable: str) -> str:
+    """Read the refresh token to import from the Airflow Variable named in the run's params."""
+    from airflow.sdk import Variable
+
+    token = Variable.get(variable, default=None)
+    if not token or not str(token).strip():
+        raise AirflowFailException(
+            f"Variable {variable!r} is missing or empty. Create it with the refresh token "
+            f"(airflow variables set {variable} <token>) and trigger the run again. (A try that got as "
+            "far as storing the tokens deletes the Variable: then the account is connected already.)"
+        )
+    return str(token).strip()
+
+
+def _delete_variable(variable: str) -> None:
+    from airflow.sdk import Variable
+
+    Variable.delete(variable)
+    log.info("Deleted Variable %s: the refresh token it held has been rotated", variable)
