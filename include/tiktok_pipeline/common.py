@@ -54,7 +54,8 @@ def validate_open_ids(value: Any) -> list[str] | None:
         value = [v for v in re.split(r"[\s,]+", value) if v]
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise ValueError(f"accounts must be a list of open_ids, got {type(value).__name__}")
-    bad = [v for v in value if not isinstance(v, str) or not OPEN_ID.match(v)]
+    # fullmatch: the pattern's "$" (kept for the trigger form's JavaScript) matches before a final "\n".
+    bad = [v for v in value if not isinstance(v, str) or not OPEN_ID.fullmatch(v)]
     if bad:
         raise ValueError(f"not valid open_ids: {bad[:5]!r}")
     return list(dict.fromkeys(value))
@@ -65,7 +66,12 @@ def select_accounts_task() -> Any:
 
     @task(task_id="select_accounts", doc_md=SELECT_ACCOUNTS_DOC)
     def select(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
-        return select_accounts((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return select_accounts((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
+        except ValueError as exc:  # a bad accounts param: retrying cannot fix it
+            raise AirflowFailException(f"{exc}. Trigger the DAG again with valid open_ids.") from None
 
     return select()
 
