@@ -1,0 +1,236 @@
+"""What the chaos tests share: connections, the DAG role, reading runs and tables, operator children."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+from sqlalchemy import text
+
+from tiktok_local.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS_DIR = ROOT / "dags"
+CHILD = Path(__file__).with_name("operator_child.py")
+#: The root conftest chose the test databases (TIKTOK_*_DB) before this module is imported.
+SETTINGS = Settings.from_env()
+
+#: The hook's tuning under chaos: many cheap attempts, short waits, a read timeout the "slow"
+#: fault on the data endpoints exceeds (so timeouts are exercised too) and the token endpoint's
+#: does not (a token answer lost after TikTok rotated the refresh token cannot be recovered).
+CHAOS_EXTRA: dict[str, Any] = {
+    "rate_limit_per_minute": 100_000,
+    "max_backoff_seconds": 0.05,
+    "max_attempts": 10,
+    "connect_timeout": 2.0,
+    "read_timeout": 1.0,
+}
+
+#: Columns that hold wall-clock times of our own writes (not data), or secrets that differ per run.
+VOLATILE = {"captured_at", "first_seen_at", "last_seen_at", "updated_at", "connected_at"}
+
+
+def role_name() -> str:
+    """The DAG role of this test warehouse (roles are cluster-wide: one per warehouse database)."""
+    return f"{SETTINGS.warehouse_db}_dags"
+
+
+def create_dag_role(database: str, role: str, password: str) -> None:
+    """Create (or reset) the least-privilege role the README documents for the DAGs."""
+    admin = psycopg2.connect(f"{SETTINGS.pg_server}/{database}")
+    admin.autocommit = True
+    ident = sql.Identifier(role)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(
+                sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT").format(
+                    ident
+                ),
+                (password,),
+            )
+            for statement in (
+                "REVOKE ALL ON DATABASE {db} FROM PUBLIC",  # CONNECT and TEMP are PUBLIC's by default
+                "REVOKE ALL ON DATABASE {db} FROM {role}",
+                "REVOKE ALL ON SCHEMA public FROM {role}",
+                "GRANT CONNECT ON DATABASE {db} TO {role}",
+                "GRANT USAGE ON SCHEMA tiktok TO {role}",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tiktok TO {role}",
+                "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tiktok TO {role}",
+                # Tables a later migration adds (created by the migrating role, here postgres).
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+            ):
+                cur.execute(sql.SQL(statement).format(db=sql.Identifier(database), role=ident))
+    finally:
+        admin.close()
+
+
+def chaos_connection_env(sim: Any, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:
+    """The AIRFLOW_CONN_* variables for chaos runs: the simulator, and the warehouse as the DAG role."""
+    tiktok = {
+        "conn_type": "tiktok",
+        "host": sim.base_url,
+        "login": sim.client_key,
+        "password": sim.client_secret,
+        "extra": {"token_encryption_key": encryption_key, **CHAOS_EXTRA, **extra},
+    }
+    return {"AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok), "AIRFLOW_CONN_TIKTOK_WAREHOUSE": warehouse_uri}
+
+
+# -- reading results ----------------------------------------------------------------------------
+
+
+def states(run: Any) -> dict[tuple[str, int], str]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances(session=session)}
+
+
+def tries(run: Any) -> dict[tuple[str, int], int]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {(ti.task_id, ti.map_index): ti.try_number for ti in run.get_task_instances(session=session)}
+
+
+def xcom(run: Any, task_id: str) -> list[Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
+            .order_by(XComModel.map_index)
+            .all()
+        )
+        return [XComModel.deserialize_value(r) for r in rows]
+
+
+def rows(engine: Any, query: str, **params: Any) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(query), params)]
+
+
+def warehouse_contents(engine: Any) -> dict[str, list[tuple]]:
+    """Every row of every data table, every column but our own write times and token ciphertexts."""
+    contents = {}
+    with engine.connect() as conn:
+        for table, order in (
+            ("accounts", "open_id"),
+            ("profile_snapshots", "open_id, snapshot_date"),
+            ("videos", "id"),
+            ("video_snapshots", "video_id, snapshot_date"),
+        ):
+            columns = [
+                name
+                for name in conn.execute(
+                    text(
+                        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'tiktok'"
+                        " AND table_name = :t ORDER BY ordinal_position"
+                    ),
+                    {"t": table},
+                ).scalars()
+                if (name not in VOLATILE and not name.endswith(("_enc", "_expires_at"))) or name == "cover_expires_at"
+            ]
+            contents[table] = [
+                tuple(r)
+                for r in conn.execute(text(f"SELECT {', '.join(columns)} FROM tiktok.{table} ORDER BY {order}"))
+            ]
+    return contents
+
+
+def reset_data(engine: Any) -> None:
+    """Empty every data table but keep the connected accounts (and their tokens)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE tiktok.video_snapshots, tiktok.sync_seen_videos, tiktok.sync_state, tiktok.videos,"
+                " tiktok.profile_snapshots"
+            )
+        )
+
+
+# -- operators in child processes ---------------------------------------------------------------
+
+
+class Child:
+    """An operator's execute() running in its own Python process (so it can be SIGKILLed)."""
+
+    def __init__(self, spec: dict[str, Any], *, env: dict[str, str] | None = None, go_file: Path | None = None):
+        child_env = {**os.environ, **(env or {})}
+        child_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT)])
+        child_env["PYTHONUNBUFFERED"] = "1"
+        if go_file is not None:
+            child_env["CHAOS_GO_FILE"] = str(go_file)
+        self.spec = spec
+        self.process = subprocess.Popen(
+            [sys.executable, str(CHILD), json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            cwd=str(ROOT),
+        )
+        self.stdout = ""
+        self.stderr = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait(self, timeout: float = 120) -> int:
+        out, err = self.process.communicate(timeout=timeout)
+        self.stdout, self.stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        return self.process.returncode
+
+    def outcome(self) -> dict[str, Any]:
+        """The JSON line the child printed last: ``{"result": ...}`` or ``{"error": ..., "type": ...}``."""
+        for line in reversed(self.stdout.splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+        raise AssertionError(f"child printed no outcome:\n{self.stdout}\n{self.stderr}")
+
+
+def run_inline(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the operator of ``spec`` in this process (when nothing needs to kill it); return its summary."""
+    from tiktok_provider.operators.tiktok import (
+        TikTokUserInfoOperator,
+        TikTokVideoListOperator,
+        TikTokVideoQueryOperator,
+    )
+
+    classes = {
+        "user_info": TikTokUserInfoOperator,
+        "video_list": TikTokVideoListOperator,
+        "video_query": TikTokVideoQueryOperator,
+    }
+    operator = classes[spec["operator"]](task_id=f"chaos_{spec['operator']}", **spec["kwargs"])
+    return operator.execute({})
+
+
+def run_child(spec: dict[str, Any], *, timeout: float = 120) -> Child:
+    child = Child(spec)
+    child.wait(timeout)
+    return child
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 30, interval: float = 0.005) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

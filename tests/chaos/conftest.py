@@ -1,0 +1,126 @@
+"""Chaos tests: the DAGs and operators under faults, crashes, concurrency, bad input and hostile params.
+
+Everything here runs the project as it runs in production, only smaller: the simulator over real
+HTTP, the real Postgres, DAGs through ``dag.test()``, and operators in child processes where a test
+needs to kill one. The DAGs write through a least-privilege Postgres role (DML on schema
+``tiktok`` only), created here the way the README tells a deployer to create it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from chaos_support import DAGS_DIR, SETTINGS, chaos_connection_env, create_dag_role, role_name
+from sqlalchemy.engine import make_url
+
+
+@pytest.fixture(scope="session")
+def dag_role(test_databases: Any) -> dict[str, str]:
+    """The least-privilege role and the Airflow connection URI that logs in with it."""
+    password = secrets.token_urlsafe(18)
+    role = role_name()
+    create_dag_role(SETTINGS.warehouse_db, role, password)
+    server = make_url(SETTINGS.database_url(SETTINGS.warehouse_db, driver="postgresql"))
+    uri = server.set(username=role, password=password).render_as_string(hide_password=False)
+    return {"role": role, "password": password, "uri": uri}
+
+
+@pytest.fixture
+def chaos_env(
+    sim: Any, encryption_key: str, dag_role: dict[str, str], tiktok_connections: Any, clean_warehouse: Any
+) -> Iterator[dict[str, str]]:
+    """Point the project at the simulator (chaos tuning) and the warehouse as the DAG role."""
+    env = chaos_connection_env(sim, encryption_key, dag_role["uri"])
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    sim.admin.clear_faults()
+    sim.admin.reset_stats()
+    yield env
+    sim.admin.clear_faults()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def tiktok_extra(sim: Any, encryption_key: str, dag_role: dict[str, str], chaos_env: Any) -> Callable[..., None]:
+    """Change the hook's tuning (the tiktok_default connection's extra) for the rest of the test."""
+
+    def apply(**extra: Any) -> None:
+        os.environ.update(chaos_connection_env(sim, encryption_key, dag_role["uri"], **extra))
+
+    return apply
+
+
+@pytest.fixture
+def frozen_clock(sim: Any) -> Iterator[float]:
+    """Freeze the simulator's clock at the real time, so counts and cover URLs are the same in every run.
+
+    Tests may advance it; afterwards it runs again from the real time (cover expiries are compared
+    with the database's now(), so the simulator must not stay ahead for the tests that follow).
+    """
+    now = sim.admin.set_clock(time.time(), frozen=True)
+    yield now
+    sim.admin.set_clock(time.time(), frozen=False)
+
+
+@pytest.fixture(scope="session")
+def chaos_dags(test_databases: Any) -> dict[str, Any]:
+    """The four DAGs, parsed once, with Airflow retries that start at once (no 30 s retry delay)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_DIR))
+    assert bag.import_errors == {}
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            task.retry_delay = timedelta(0)
+            task.retry_exponential_backoff = 0
+    return bag.dags
+
+
+@pytest.fixture(scope="session")
+def param_defaults(chaos_dags: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every DAG's param defaults, read before any run.
+
+    dag.test() runs tasks in this process on the DAG object itself, and a run's conf stays in that
+    object's params afterwards (a worker would start a fresh process); so every run passes every
+    param, defaults included.
+    """
+    return {dag_id: dict(dag.params.dump()) for dag_id, dag in chaos_dags.items()}
+
+
+@pytest.fixture
+def run_dag(
+    chaos_dags: dict[str, Any], param_defaults: dict[str, dict[str, Any]], chaos_env: dict[str, str]
+) -> Callable[..., Any]:
+    """Run a DAG through dag.test() and return the DagRun."""
+
+    def run(dag_id: str, **conf: Any) -> Any:
+        return chaos_dags[dag_id].test(run_conf={**param_defaults[dag_id], **conf})
+
+    return run
+
+
+@pytest.fixture
+def connect(sim: Any, chaos_env: dict[str, str]) -> Callable[..., str]:
+    """Create a simulator account and connect it through the real token endpoint; return its open_id."""
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+
+    def connect_one(videos: int = 30, scopes: Any = DEFAULT_SCOPES) -> str:
+        hook = TikTokDisplayHook()
+        account = sim.admin.create_account(videos=videos)
+        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
+        grant = hook.exchange_code(code, DEFAULT_REDIRECT_URI)
+        hook.token_store.save_grant(grant, display_name=account.get("display_name"))
+        return grant.open_id
+
+    return connect_one
