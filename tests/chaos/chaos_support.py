@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-from psycopg2 import sql
 from sqlalchemy import text
 
 from tiktok_local.settings import Settings
@@ -41,38 +39,6 @@ VOLATILE = {"captured_at", "first_seen_at", "last_seen_at", "updated_at", "conne
 def role_name() -> str:
     """The DAG role of this test warehouse (roles are cluster-wide: one per warehouse database)."""
     return f"{SETTINGS.warehouse_db}_dags"
-
-
-def create_dag_role(database: str, role: str, password: str) -> None:
-    """Create (or reset) the least-privilege role the README documents for the DAGs."""
-    admin = psycopg2.connect(f"{SETTINGS.pg_server}/{database}")
-    admin.autocommit = True
-    ident = sql.Identifier(role)
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(
-                sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT").format(
-                    ident
-                ),
-                (password,),
-            )
-            for statement in (
-                "REVOKE ALL ON DATABASE {db} FROM PUBLIC",  # CONNECT and TEMP are PUBLIC's by default
-                "REVOKE ALL ON DATABASE {db} FROM {role}",
-                "REVOKE ALL ON SCHEMA public FROM {role}",
-                "GRANT CONNECT ON DATABASE {db} TO {role}",
-                "GRANT USAGE ON SCHEMA tiktok TO {role}",
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tiktok TO {role}",
-                "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tiktok TO {role}",
-                # Tables a later migration adds (created by the migrating role, here postgres).
-                "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
-                "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT USAGE, SELECT ON SEQUENCES TO {role}",
-            ):
-                cur.execute(sql.SQL(statement).format(db=sql.Identifier(database), role=ident))
-    finally:
-        admin.close()
 
 
 def chaos_connection_env(sim: Any, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:

@@ -16,8 +16,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from chaos_support import DAGS_DIR, SETTINGS, chaos_connection_env, create_dag_role, role_name
+from chaos_support import DAGS_DIR, SETTINGS, chaos_connection_env, role_name
 from sqlalchemy.engine import make_url
+
+from tiktok_local.dag_role import create_dag_role
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +27,7 @@ def dag_role(test_databases: Any) -> dict[str, str]:
     """The least-privilege role and the Airflow connection URI that logs in with it."""
     password = secrets.token_urlsafe(18)
     role = role_name()
-    create_dag_role(SETTINGS.warehouse_db, role, password)
+    create_dag_role(SETTINGS.pg_server, SETTINGS.warehouse_db, role, password)
     server = make_url(SETTINGS.database_url(SETTINGS.warehouse_db, driver="postgresql"))
     uri = server.set(username=role, password=password).render_as_string(hide_password=False)
     return {"role": role, "password": password, "uri": uri}

@@ -131,7 +131,6 @@ def role_connection(dag_role: dict[str, str]) -> Any:
         "TRUNCATE tiktok.videos",
         "CREATE TABLE public.evil (id int)",
         "CREATE SCHEMA evil",
-        "CREATE TEMPORARY TABLE evil (id int)",
         "DROP VIEW tiktok.video_latest_stats",
         "CREATE INDEX ON tiktok.videos (title)",
         "ALTER ROLE CURRENT_USER CREATEDB",
