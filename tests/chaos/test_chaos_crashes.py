@@ -96,8 +96,8 @@ def test_backfill_killed_with_sigkill_at_several_points_resumes_to_a_clean_runs_
     sim.admin.reset_stats()
     kills = 0
     # (pages answered since the child started, extra delay): while it handles the answer (before
-    # its commit), after the commit while the next request is on the wire, and late in that wait.
-    for answered, delay in ((1, 0.0), (2, 0.06), (2, 0.13)):
+    # its commit), and after the commit while the next request is on the wire.
+    for answered, delay in ((1, 0.0), (2, 0.08)):
         before = list_requests(sim)
         child = Child(spec)
         wait_until(lambda: list_requests(sim) >= before + answered, timeout=60, interval=0.002)  # noqa: B023

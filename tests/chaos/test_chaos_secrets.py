@@ -208,3 +208,25 @@ def xcom_values(result: dict[str, str]) -> list[Any]:
     with create_session() as session:
         found = session.query(XComModel).filter_by(dag_id=result["dag_id"], run_id=result["run_id"]).all()
         return [XComModel.deserialize_value(r) for r in found]
+
+
+def test_a_bearer_token_never_goes_over_plain_http_to_a_remote_host(
+    sim, run_dag, connect, tiktok_extra, clean_warehouse, capfd
+) -> None:
+    """End to end: the connection points at a remote http:// host; every task fails at once, sending nothing."""
+    from chaos_support import states, tries
+
+    open_id = connect(videos=3)
+    with clean_warehouse.begin() as conn:  # the token is due: the hook would refresh (sending the client secret)
+        conn.exec_driver_sql("UPDATE tiktok.accounts SET access_expires_at = now()")
+    tiktok_extra()
+    env = json.loads(os.environ["AIRFLOW_CONN_TIKTOK_DEFAULT"])
+    os.environ["AIRFLOW_CONN_TIKTOK_DEFAULT"] = json.dumps({**env, "host": "http://api.tiktok.invalid"})
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_profile_snapshot")
+    assert states(run)[("snapshot_profile", 0)] == "failed"
+    assert tries(run)[("snapshot_profile", 0)] == 1, "a configuration error is not retried"
+    out, err = capfd.readouterr()
+    assert "refusing to send a bearer token over http:// to api.tiktok.invalid" in out + err
+    assert sim.admin.stats()["total"] == 0
+    assert rows(clean_warehouse, "SELECT status FROM tiktok.accounts WHERE open_id = :o", o=open_id) == [("active",)]
