@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 
-.PHONY: install lock bootstrap migrate demo test test-fast lint format bench sim up down clean
+.PHONY: install lock bootstrap migrate demo test test-fast lint format bench soak sim up down clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ format: install
 
 bench: bootstrap
 	$(PY) -m tiktok_local.bench $(if $(QUICK),--quick,)
+
+## Long, random chaos outside the test suite: faults, a changing world, killed tasks, then a check
+## against the simulator's ground truth (own databases). SOAK_ARGS="--minutes 60 --pg-restart".
+soak: install
+	$(PY) -m tiktok_local.soak $(SOAK_ARGS)
 
 ## Airflow as in production (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
 ## the simulator, in the background; prints the UI address and the login. `make down` stops it all.
