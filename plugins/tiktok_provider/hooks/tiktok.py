@@ -21,7 +21,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
 import tenacity
 from airflow.sdk import BaseHook
 
@@ -41,6 +40,8 @@ from tiktok_provider.responses import (
 )
 
 if TYPE_CHECKING:
+    import requests
+
     from tiktok_warehouse.tokens import AccountTokens, TokenGrant, TokenStore
 
 USER_INFO = "/v2/user/info/"
@@ -168,6 +169,8 @@ class TikTokDisplayHook(BaseHook):
     def get_conn(self) -> requests.Session:
         """Return the HTTP session (built once; no network until a call is made)."""
         if not hasattr(self, "_session"):
+            import requests  # here, not at the top: every DAG file importing the operators would pay ~30 ms
+
             session = requests.Session()
             session.headers["User-Agent"] = "airflow-tiktok-display/0.1"
             session.trust_env = False
@@ -220,6 +223,8 @@ class TikTokDisplayHook(BaseHook):
         json_body: dict[str, Any] | None = None,
         form: dict[str, str] | None = None,
     ) -> requests.Response:
+        import requests
+
         url = self._url(path, bearer=bearer is not None or form is not None)
         cfg = self.config
         limiter = limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds)
