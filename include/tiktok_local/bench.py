@@ -715,13 +715,18 @@ def fig_airflow(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     check_sql = dag.task_dict["check_profile_snapshots"].sql
     loops: list[float] = []
     runs: list[tuple[float, dict[str, float]]] = []
-    for _ in range(sz.snapshot_rounds):  # alternate, so both see the same machine
+    # Round 0 warms up (the first dag.test() of a process starts Airflow's in-process API); then
+    # the two alternate, so both see the same machine, and each keeps its fastest round.
+    for round_ in range(sz.snapshot_rounds + 1):
         with b.engine.begin() as conn:
             conn.execute(text("DELETE FROM tiktok.profile_snapshots"))
-        loops.append(plain_snapshot_loop(b, check_sql))
+        loop = plain_snapshot_loop(b, check_sql)
         with b.engine.begin() as conn:
             conn.execute(text("DELETE FROM tiktok.profile_snapshots"))
-        runs.append(run_dag(b, dag.dag_id))
+        run = run_dag(b, dag.dag_id)
+        if round_:
+            loops.append(loop)
+            runs.append(run)
     snapshots = scalar(b, "SELECT count(*) FROM tiktok.profile_snapshots")
     if snapshots != sz.snapshot_accounts:
         raise BenchError(f"{snapshots} profile snapshots after the run, expected {sz.snapshot_accounts}")
