@@ -226,10 +226,9 @@ def _stack_processes(stack: Stack, names: list[str]) -> list[int]:
     return sorted(ours)
 
 
-def _child_environment(stack: Stack, extra: Mapping[str, str] = ()) -> dict[str, str]:
+def _child_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY}
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
     return env
 
 
@@ -261,25 +260,35 @@ def _kill(pids: list[int], sig: signal.Signals) -> None:
 def stop(stack: Stack, *, timeout: float = 30.0) -> list[str]:
     """Stop every process of the stack (SIGTERM, then SIGKILL after ``timeout``); return what ran."""
     names = sorted(p.stem for p in stack.run_dir.glob("*.pid")) if stack.run_dir.exists() else []
-    alive = sorted(name for name, pid in running(stack, names).items() if pid is not None)
-    leaders = [pid for pid in running(stack, names).values() if pid is not None]
-    _kill(leaders, signal.SIGTERM)  # leaders first: each shuts down its own children in order
+    leaders = {name: pid for name, pid in running(stack, names).items() if pid is not None}
+    known: dict[int, int] = {}  # pid -> start time of every process of the stack seen so far
+
+    def survivors() -> list[int]:
+        """What is still alive of the stack, including orphans that left its sessions."""
+        for pid in _stack_processes(stack, names):
+            if (proc := _proc(pid)) is not None:
+                known.setdefault(pid, proc.start)
+        return [pid for pid, start in known.items() if (p := _proc(pid)) and not p.zombie and p.start == start]
+
+    survivors()
+    _kill(list(leaders.values()), signal.SIGTERM)  # leaders first: each shuts its children down in order
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(running(stack, names).values()):
+        survivors()
         time.sleep(0.2)
-    _kill(_stack_processes(stack, names), signal.SIGTERM)
+    _kill(survivors(), signal.SIGTERM)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _stack_processes(stack, names):
+    while time.monotonic() < deadline and survivors():
         time.sleep(0.2)
     for _ in range(50):  # whatever ignored SIGTERM
-        left = _stack_processes(stack, names)
+        left = survivors()
         if not left:
             break
         _kill(left, signal.SIGKILL)
         time.sleep(0.1)
     for name in names:
         stack.pid_file(name).unlink(missing_ok=True)
-    return alive
+    return sorted(leaders)
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -390,7 +399,7 @@ def _tiktok_connection() -> Any:
 def start_simulator(stack: Stack, conn: Any, *, accounts: int, videos: int, timeout: float = 30.0) -> int:
     """Start the simulator with the connection's client key and secret; wait until it answers."""
     s = stack.settings
-    env = {k: v for k, v in _child_environment(stack).items() if not k.startswith("TIKTOK_SIM_")}
+    env = {k: v for k, v in _child_environment().items() if not k.startswith("TIKTOK_SIM_")}
     env["TIKTOK_SIM_CLIENT_SECRET"] = conn.password or ""  # through the environment, never argv
     argv = simulator_argv(stack, conn.login or "", accounts=accounts, videos=videos)
     _spawn(stack, SIMULATOR, argv, env)
@@ -457,7 +466,7 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
             sim_note = f"{len(connected)} simulated accounts connected ({', '.join(connected)})"
         else:
             sim_note = f"tiktok_default points at {conn.host}, so no simulated account was connected"
-        env = _child_environment(stack)
+        env = _child_environment()
         for component in components(stack.executor):
             _spawn(stack, component.name, airflow_argv(stack, component), env)
         seen = wait_until_ready(stack, password, names, timeout)
