@@ -219,7 +219,15 @@ class Soak:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(self.rng.uniform(3.0, 8.0))  # importing Airflow takes a few seconds, then pages flow
+
+        # Strike after a few pages of this task (importing Airflow takes it a few seconds first).
+        def pages() -> int:
+            return self.sim.admin.stats()["endpoints"].get("video_list", {}).get("requests", 0)
+
+        target, deadline = pages() + self.rng.randint(1, 3), time.monotonic() + 60
+        while pages() < target and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(self.rng.uniform(0, 0.3))
         if restart:
             version = os.listdir("/etc/postgresql")[0]
             subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
@@ -229,6 +237,8 @@ class Soak:
             if child.poll() is None:
                 os.kill(child.pid, signal.SIGKILL)
                 self.counts["SIGKILLs"] += 1
+            else:
+                self.counts["backfills that finished before the kill"] += 1
         child.wait(120)
         self.run("tiktok_video_backfill", mode="full")  # the retry resumes where the task stopped
 
@@ -337,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.accounts):
             soak.connect(args.videos)
         soak.run("tiktok_video_backfill", mode="full")
+        if args.pg_restart:  # at least once, whatever the dice say
+            soak.faults(on=True)
+            soak.interrupt_backfill(restart=True)
         deadline = time.monotonic() + args.minutes * 60
         rounds = 0
         while time.monotonic() < deadline:
