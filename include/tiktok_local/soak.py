@@ -330,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_child(json.loads(args.child))
 
     s = local_settings.apply()
+    if "soak" not in s.warehouse_db or "soak" not in s.airflow_db:
+        # The soak empties its warehouse first: never let it near a real one.
+        parser.error(f"the databases' names must contain 'soak' (got {s.airflow_db}, {s.warehouse_db})")
     started = time.monotonic()
     log(f"seed {args.seed}; databases {s.airflow_db} and {s.warehouse_db}; {args.minutes} min of rounds")
     prepare(s)
