@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dag_support import rows, states, tries, xcom  # noqa: F401 - re-exported for the chaos tests
 from sqlalchemy import text
 
 from tiktok_local.settings import Settings
@@ -54,39 +55,6 @@ def chaos_connection_env(sim: Any, encryption_key: str, warehouse_uri: str, **ex
 
 
 # -- reading results ----------------------------------------------------------------------------
-
-
-def states(run: Any) -> dict[tuple[str, int], str]:
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances(session=session)}
-
-
-def tries(run: Any) -> dict[tuple[str, int], int]:
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {(ti.task_id, ti.map_index): ti.try_number for ti in run.get_task_instances(session=session)}
-
-
-def xcom(run: Any, task_id: str) -> list[Any]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
-            .order_by(XComModel.map_index)
-            .all()
-        )
-        return [XComModel.deserialize_value(r) for r in rows]
-
-
-def rows(engine: Any, query: str, **params: Any) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(query), params)]
 
 
 def warehouse_contents(engine: Any) -> dict[str, list[tuple]]:

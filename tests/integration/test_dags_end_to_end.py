@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import requests
+from dag_support import rows as table
+from dag_support import states, xcom
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -18,8 +20,9 @@ pytestmark = pytest.mark.integration
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dags() -> dict[str, Any]:
+    """Freshly parsed DAGs: dag.test() leaves a run's conf in the DAG's params."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_DIR))
@@ -35,32 +38,6 @@ def run_dag(dags, tiktok_connections, clean_warehouse) -> Callable[..., Any]:
         return dags[dag_id].test(run_conf=conf or None)
 
     return run
-
-
-def states(run: Any) -> dict[tuple[str, int], str]:
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances(session=session)}
-
-
-def xcom(run: Any, task_id: str) -> list[Any]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
-            .order_by(XComModel.map_index)
-            .all()
-        )
-        return [XComModel.deserialize_value(r) for r in rows]
-
-
-def table(engine, sql: str, **params: Any) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql), params)]
 
 
 def warehouse_state(engine) -> dict[str, list[tuple]]:
