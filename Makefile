@@ -48,7 +48,8 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: bootstrap
+## Where we stand against the limits (README, Performance). Own databases and simulator; QUICK=1 for a small run.
+bench: install
 	$(PY) -m tiktok_local.bench $(if $(QUICK),--quick,)
 
 ## Long, random chaos outside the test suite: faults, a changing world, killed tasks, then a check
