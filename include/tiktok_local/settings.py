@@ -57,13 +57,14 @@ def _fernet_key(home: Path) -> str:
     return path.read_text().strip()
 
 
-def _secret(home: Path, name: str) -> str:
+def _secret(home: Path, name: str, *, nbytes: int = 64) -> str:
+    """Return a random secret kept in AIRFLOW_HOME, created once (Airflow wants 64+ bytes for JWTs)."""
     import secrets
 
     path = home / name
-    if not path.exists():
+    if not path.exists() or len(path.read_text().strip()) < nbytes:
         home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(secrets.token_urlsafe(nbytes))
         path.chmod(0o600)
     return path.read_text().strip()
 
