@@ -59,6 +59,8 @@ def _tiktok_connection(s: local_settings.Settings) -> dict[str, object]:
 
     host = os.environ.get("TIKTOK_API_URL") or s.sim_url
     simulator = host == s.sim_url
+    # e.g. the simulator's container in docker-compose: plain http is allowed to these hosts only
+    insecure = os.environ.get("TIKTOK_INSECURE_HTTP_HOSTS")
     return {
         "conn_type": "tiktok",
         "description": "TikTok Display API app" + (" (the local simulator)" if simulator else ""),
@@ -66,7 +68,10 @@ def _tiktok_connection(s: local_settings.Settings) -> dict[str, object]:
         "login": os.environ.get("TIKTOK_CLIENT_KEY") or SIM_CLIENT_KEY,
         "password": os.environ.get("TIKTOK_CLIENT_SECRET") or secrets.token_urlsafe(24),
         "extra": json.dumps(
-            {"token_encryption_key": os.environ.get("TIKTOK_TOKEN_ENCRYPTION_KEY") or Fernet.generate_key().decode()}
+            {
+                "token_encryption_key": os.environ.get("TIKTOK_TOKEN_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
+                **({"insecure_http_hosts": insecure} if insecure else {}),
+            }
         ),
     }
 

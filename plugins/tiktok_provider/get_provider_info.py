@@ -78,6 +78,12 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Rate-limit window (s)",
                         "schema": {"type": ["number", "null"], "default": 60},
                     },
+                    "insecure_http_hosts": {
+                        "label": "Hosts allowed over plain http",
+                        "description": "Comma-separated host names (besides loopback) that may get bearer tokens "
+                        "over http: only a simulator's, e.g. tiktok-sim in docker-compose. Empty for TikTok.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "max_attempts": {
                         "label": "Attempts per request (429, 5xx, timeouts)",
                         "schema": {"type": ["integer", "null"], "default": 6},

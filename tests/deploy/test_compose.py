@@ -166,10 +166,12 @@ def test_the_simulator_service_runs_what_make_up_starts(compose: dict[str, Any])
     assert command[:3] == ["python", "-m", up.SIMULATOR_MODULE] and local[1:3] == ["-m", up.SIMULATOR_MODULE]
     options = serve_parser().parse_args(command[3:])  # the simulator accepts every flag
     assert int(options.seed) == int(local[local.index("--seed") + 1]), "the demo's simulated world"
-    assert options.host == "127.0.0.1", "the hook sends tokens over http to loopback hosts only"
+    assert options.host == "0.0.0.0", "the workers reach it by its service name"
     assert not {"--client-secret"} & set(command), "secrets go through the environment"
     assert set(sim["environment"]) == {OPTIONS_BY_NAME["client_key"].env, OPTIONS_BY_NAME["client_secret"].env}
-    assert sim["network_mode"] == "service:airflow-worker"
+    assert "network_mode" not in sim, "any number of workers reach it over the compose network"
+    init_env = compose["services"]["airflow-init"]["environment"]
+    assert "TIKTOK_INSECURE_HTTP_HOSTS" in init_env, "the opt-in that lets tokens reach http://tiktok-sim"
 
 
 def test_it_sets_every_airflow_setting_the_local_path_sets(compose: dict[str, Any]) -> None:

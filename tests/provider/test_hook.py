@@ -240,6 +240,27 @@ def test_bearer_token_never_goes_over_plain_http_to_a_remote_host(hook, connect_
     assert dict(hook.calls) == before, "nothing may be sent"
 
 
+def test_insecure_http_hosts_opt_in_only_names_hosts(hook, connect_account, sim) -> None:
+    from tiktok_provider.hooks.tiktok import TikTokConnectionConfig
+
+    class Conn:
+        host = "http://tiktok-sim:8765"
+        port = login = password = None
+        extra_dejson = {"insecure_http_hosts": "tiktok-sim, other"}
+
+    config = TikTokConnectionConfig.from_connection(Conn())
+    assert config.insecure_http_hosts == {"tiktok-sim", "other"}
+    open_id = connect_account(videos=1)
+    object.__setattr__(hook.config, "base_url", "http://api.example.com")
+    object.__setattr__(hook.config, "insecure_http_hosts", frozenset({"tiktok-sim"}))
+    with pytest.raises(errors.TikTokConfigError):
+        hook.get_user_info(open_id, ["open_id"])
+    object.__setattr__(hook.config, "insecure_http_hosts", frozenset({"api.example.com"}))
+    with pytest.raises(errors.TikTokNetworkError):  # allowed now: it tries (and the name does not resolve)
+        object.__setattr__(hook.config, "max_attempts", 1)
+        hook.get_user_info(open_id, ["open_id"])
+
+
 def test_stuck_cursor_ends_with_a_clear_error(hook, sim, connect_account) -> None:
     open_id = connect_account(videos=100)
     pages = hook.iter_video_pages(open_id)

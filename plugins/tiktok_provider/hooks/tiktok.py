@@ -71,6 +71,14 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def _host_list(value: Any) -> list[str]:
+    """Read a list of host names given as a JSON list or a comma-separated string."""
+    if not value:
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip().lower() for item in items if str(item).strip()]
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     try:
@@ -95,6 +103,9 @@ class TikTokConnectionConfig:
     max_attempts: int = 6
     max_backoff_seconds: float = 60.0
     refresh_margin_seconds: float = 300.0
+    #: Hosts (besides loopback) that may get bearer tokens over plain http: a simulator in its own
+    #: container, never a real API host.
+    insecure_http_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def from_connection(cls, conn: Any) -> TikTokConnectionConfig:
@@ -122,6 +133,7 @@ class TikTokConnectionConfig:
             max_attempts=num("max_attempts", 6, int),
             max_backoff_seconds=num("max_backoff_seconds", 60.0),
             refresh_margin_seconds=num("refresh_margin_seconds", 300.0),
+            insecure_http_hosts=frozenset(_host_list(extra.get("insecure_http_hosts"))),
         )
 
 
@@ -204,10 +216,11 @@ class TikTokDisplayHook(BaseHook):
 
     def _url(self, path: str, *, bearer: bool) -> str:
         parts = urlsplit(self.config.base_url)
-        if bearer and parts.scheme != "https" and not _is_loopback(parts.hostname):
+        trusted = _is_loopback(parts.hostname) or parts.hostname in self.config.insecure_http_hosts
+        if bearer and parts.scheme != "https" and not trusted:
             raise errors.TikTokConfigError(
                 f"refusing to send a bearer token over {parts.scheme}:// to {parts.hostname}; "
-                "use https (plain http is only allowed for loopback hosts such as the simulator)",
+                "use https (plain http is only allowed for loopback hosts and the connection's insecure_http_hosts)",
                 endpoint=path,
             )
         return f"{self.config.base_url}{path}"
