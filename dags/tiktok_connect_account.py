@@ -3,19 +3,21 @@
 
 Trigger this DAG to connect a creator's account, or to reconnect one whose status is
 `reauth_required`. Give **either** the `auth_code` and `redirect_uri` your app received after the
-creator authorized it on TikTok (plus the PKCE `code_verifier` if your app uses PKCE), **or**, to
-import a refresh token you already hold, the name of an Airflow Variable that holds it
+creator authorized it on TikTok (plus the PKCE `code_verifier` if your app uses PKCE), **or** a
+`refresh_token` you already hold, **or** (better) the name of an Airflow Variable that holds it
 (`refresh_token_variable`).
 
 The task exchanges (or refreshes) the token, fetches the profile, and stores the account with its
 tokens **encrypted** in `tiktok.accounts`. Reconnecting replaces the tokens and makes the account
 `active` again.
 
-**Why a Variable, not the token itself:** a run's configuration is stored in plain text and shown
+**Why a Variable is better than the token itself:** a run's configuration is stored in plain text and shown
 to everyone who can see the run. An authorization code is single-use and short-lived, so it may go
 there; a refresh token lives for months. Put it in a Variable whose name contains `token` (Airflow
 encrypts Variables and masks such names), e.g. `airflow variables set tiktok_refresh_token_alice
 rft.…`; the task rotates the token at once and deletes the Variable when the account is connected.
+A `refresh_token` given directly is rotated at once too, so the copy left in the run's
+configuration is dead as soon as the run succeeds.
 
 The run's return value shows the account's `open_id` and the scopes it granted.
 """
@@ -74,6 +76,16 @@ account with encrypted tokens, fetches its profile.
             maxLength=256,
             title="PKCE code verifier",
             description="Only if the app used PKCE when it asked for the code.",
+        ),
+        "refresh_token": Param(
+            None,
+            type=["null", "string"],
+            maxLength=2048,
+            title="Refresh token",
+            description=(
+                "Instead of a code: a refresh token you already hold. It is rotated at once, so the value "
+                "left in the run's configuration stops working; prefer refresh_token_variable below."
+            ),
         ),
         "refresh_token_variable": Param(
             None,

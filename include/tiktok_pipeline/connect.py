@@ -30,16 +30,19 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
     for secret in (code, refresh_token, params.get("code_verifier")):
         if secret:
             mask_secret(secret)
+    if variable and params.get("refresh_token"):
+        raise AirflowFailException("Give refresh_token or refresh_token_variable, not both.")
     if params.get("refresh_token"):
-        # Not a param any more (the run's configuration is readable by everyone who sees the run);
-        # a token that got there anyway is best rotated at once, which is what happens next.
+        # The run's configuration is readable by everyone who sees the run: rotate the token at once
+        # (next), so the copy left there is dead; a Variable is the better way to hand one over.
         log.warning(
-            "A refresh token was given in the run's configuration, where everyone who can see the run "
-            "can read it; it is rotated now. Next time put it in a Variable and pass refresh_token_variable."
+            "A refresh token was given in the run's configuration; it is rotated now so that copy stops "
+            "working. Next time put it in a Variable and pass refresh_token_variable."
         )
     if bool(code) == bool(refresh_token):
         raise AirflowFailException(
-            "Give either auth_code (with redirect_uri) or refresh_token_variable, not both or neither."
+            "Give either auth_code (with redirect_uri) or a refresh token (refresh_token or "
+            "refresh_token_variable), not both or neither."
         )
     if code and not redirect_uri.startswith(("https://", "http://")):
         raise AirflowFailException(

@@ -34,8 +34,11 @@ def dags() -> dict[str, Any]:
 def run_dag(dags, tiktok_connections, clean_warehouse) -> Callable[..., Any]:
     """Run a DAG through dag.test() and return the DagRun; task states via ``states(run)``."""
 
+    # dag.test() leaves a run's conf in the DAG's params: give every run every param, defaults first.
+    defaults = {dag_id: dict(dag.params.dump()) for dag_id, dag in dags.items()}
+
     def run(dag_id: str, **conf: Any) -> Any:
-        return dags[dag_id].test(run_conf=conf or None)
+        return dags[dag_id].test(run_conf={**defaults[dag_id], **conf})
 
     return run
 
@@ -319,3 +322,16 @@ def full_state(engine) -> dict[str, list[tuple]]:
         name: table(engine, f"SELECT * FROM tiktok.{name} ORDER BY 1, 2")
         for name in ("profile_snapshots", "videos", "video_snapshots")
     }
+
+
+def test_connect_with_a_refresh_token_rotates_it_at_once(sim, run_dag, connect_via_dag, hook) -> None:
+    open_id = connect_via_dag(videos=1)
+    held = hook.token_store.get(open_id).refresh_token
+    run = run_dag("tiktok_connect_account", refresh_token=held)
+    assert str(run.state) == "success", states(run)
+    assert xcom(run, "connect")[0]["open_id"] == open_id
+    assert hook.token_store.get(open_id).refresh_token != held
+    from tiktok_provider.errors import TikTokReauthRequired
+
+    with pytest.raises(TikTokReauthRequired):  # the copy left in the run's conf is dead
+        hook.refresh_grant(held)
