@@ -17,7 +17,6 @@ from airflow.sdk import Param, dag
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
-    CHECK_DOC,
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
@@ -83,10 +82,7 @@ def tiktok_cover_refresh() -> None:
     check = quality_check(
         "check_covers",
         CHECK_SQL,
-        CHECK_DOC.format(
-            task_id="check_covers",
-            what="no negative counts, no duplicate videos, every stored cover URL has an expiry.",
-        ),
+        what="no negative counts, no duplicate videos, every stored cover URL has an expiry.",
     )
 
     refreshes >> check >> summary_task(refreshes.output)

@@ -22,7 +22,6 @@ from airflow.sdk import dag
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
-    CHECK_DOC,
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
@@ -83,10 +82,7 @@ def tiktok_profile_snapshot() -> None:
     check = quality_check(
         "check_profile_snapshots",
         CHECK_SQL,
-        CHECK_DOC.format(
-            task_id="check_profile_snapshots",
-            what="no negative counts, one snapshot per account per day, no snapshot dated after its capture.",
-        ),
+        what="no negative counts, one snapshot per account per day, no snapshot dated after its capture.",
     )
 
     snapshots >> check >> summary_task(snapshots.output)

@@ -23,7 +23,6 @@ from airflow.sdk import Param, dag
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
-    CHECK_DOC,
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
@@ -104,10 +103,7 @@ def tiktok_video_backfill() -> None:
     check = quality_check(
         "check_videos",
         CHECK_SQL,
-        CHECK_DOC.format(
-            task_id="check_videos",
-            what="no negative counts, no duplicate videos, one snapshot per video per day, no orphan snapshots.",
-        ),
+        what="no negative counts, no duplicate videos, one snapshot per video per day, no orphan snapshots.",
     )
 
     syncs >> check >> summary_task(syncs.output)

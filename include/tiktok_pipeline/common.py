@@ -101,12 +101,20 @@ def select_accounts(accounts: Any, *, log: Any) -> list[dict[str, str]]:
     return [{"open_id": r.open_id, "account_name": r.display_name or r.username or r.open_id} for r in rows]
 
 
-def quality_check(task_id: str, sql: str, doc_md: str) -> Any:
-    """A data-quality check on the warehouse that runs even when some account failed."""
+def quality_check(task_id: str, sql: str, *, what: str) -> Any:
+    """A data-quality check on the warehouse that runs even when some account failed.
+
+    :param what: the invariants the check's SQL asserts, for its runbook.
+    """
     from airflow.providers.common.sql.operators.sql import SQLCheckOperator
 
     return SQLCheckOperator(
-        task_id=task_id, conn_id=WAREHOUSE_CONN_ID, sql=sql, doc_md=doc_md, retries=1, trigger_rule="all_done"
+        task_id=task_id,
+        conn_id=WAREHOUSE_CONN_ID,
+        sql=sql,
+        doc_md=CHECK_DOC.format(task_id=task_id, what=what),
+        retries=1,
+        trigger_rule="all_done",
     )
 
 
