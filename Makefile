@@ -69,5 +69,6 @@ down: install
 sim: install
 	$(PY) -m tiktok_sim --port $${TIKTOK_SIM_PORT:-8765}
 
+## Keeps .airflow's keys: the metadata DB's connections are encrypted with them.
 clean:
-	rm -rf $(VENV) .airflow .pytest_cache .ruff_cache
+	rm -rf $(VENV) .airflow/logs .airflow/up .pytest_cache .ruff_cache

@@ -96,11 +96,22 @@ def ensure_connections(s: local_settings.Settings) -> None:
     # The ORM model, not airflow.sdk.Connection: bootstrap writes Airflow's metadata DB directly.
     from airflow.models import Connection
     from airflow.utils.session import create_session
+    from cryptography.fernet import InvalidToken
 
     wanted = {"tiktok_default": _tiktok_connection, "tiktok_warehouse": _warehouse_connection}
     with create_session() as session:
         for conn_id, build in wanted.items():
-            if session.query(Connection).filter(Connection.conn_id == conn_id).first() is None:  # noqa: AIR311
+            try:
+                existing = session.query(Connection).filter(Connection.conn_id == conn_id).first()  # noqa: AIR311
+            except InvalidToken:
+                raise SystemExit(
+                    f"bootstrap: connection {conn_id} in database {s.airflow_db} was encrypted with another "
+                    f"Fernet key than {s.airflow_home / 'fernet.key'} (was .airflow/ deleted, or AIRFLOW_HOME "
+                    "changed?). Put the old key back, or delete the connection "
+                    f"(.venv/bin/airflow connections delete {conn_id}) and run make bootstrap again; a new "
+                    "tiktok_default also has a new token_encryption_key, so connect the accounts again."
+                ) from None
+            if existing is None:
                 session.add(Connection(conn_id=conn_id, **build(s)))  # noqa: AIR311
                 log.info("Created connection %s", conn_id)
             else:
