@@ -29,23 +29,9 @@ from airflow.providers.http.operators.http import HttpOperator
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import dag, task
 
-FIELDS = [
-    "id",
-    "create_time",
-    "cover_image_url",
-    "share_url",
-    "video_description",
-    "duration",
-    "height",
-    "width",
-    "title",
-    "embed_html",
-    "embed_link",
-    "like_count",
-    "comment_count",
-    "share_count",
-    "view_count",
-]
+from tiktok_provider.fields import VIDEO_FIELDS
+
+FIELDS = list(VIDEO_FIELDS)  # the same fields our operators ask for, so both sides move the same bytes
 
 CREATE_TABLE = """
 CREATE SCHEMA IF NOT EXISTS baseline;

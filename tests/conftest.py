@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -85,36 +84,22 @@ def encryption_key() -> str:
 
 def connection_env(sim: Any, encryption_key: str, **extra: Any) -> dict[str, str]:
     """Return the AIRFLOW_CONN_* variables that point the project at ``sim`` and the test warehouse."""
-    tiktok = {
-        "conn_type": "tiktok",
-        "host": sim.base_url,
-        "login": sim.client_key,
-        "password": sim.client_secret,
-        "extra": {
-            "token_encryption_key": encryption_key,
-            "rate_limit_per_minute": 100_000,
-            "max_backoff_seconds": 0.2,
-            **extra,
-        },
-    }
-    return {
-        "AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok),
-        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": SETTINGS.database_url(SETTINGS.warehouse_db, driver="postgresql"),
-    }
+    return local_settings.simulator_connections(
+        sim,
+        encryption_key=encryption_key,
+        warehouse_uri=SETTINGS.database_url(SETTINGS.warehouse_db, driver="postgresql"),
+        **{"rate_limit_per_minute": 100_000, "max_backoff_seconds": 0.2, **extra},
+    )
 
 
 @pytest.fixture(scope="session")
 def tiktok_connections(sim: Any, encryption_key: str, test_databases: Any) -> Iterator[dict[str, str]]:
     """Point ``tiktok_default`` and ``tiktok_warehouse`` at the simulator and the test warehouse."""
     env = connection_env(sim, encryption_key)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield env
 
 
 @pytest.fixture

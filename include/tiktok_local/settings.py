@@ -7,9 +7,11 @@ from the environment; the defaults are the machine's local Postgres and the simu
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,3 +105,19 @@ def apply(settings: Settings | None = None, *, server_context: bool = False) -> 
     if server_context:
         os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     return s
+
+
+def simulator_connections(sim: Any, *, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:
+    """Return ``AIRFLOW_CONN_*`` variables: ``tiktok_default`` on a running simulator, and the warehouse.
+
+    :param sim: a ``tiktok_sim.testing`` simulator (base_url, client_key, client_secret).
+    :param extra: the hook's tuning (rate_limit_per_minute, max_backoff_seconds, ...).
+    """
+    tiktok = {
+        "conn_type": "tiktok",
+        "host": sim.base_url,
+        "login": sim.client_key,
+        "password": sim.client_secret,
+        "extra": {"token_encryption_key": encryption_key, **extra},
+    }
+    return {"AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok), "AIRFLOW_CONN_TIKTOK_WAREHOUSE": warehouse_uri}

@@ -90,24 +90,16 @@ def connections(s: local_settings.Settings, sim: Any, role: str, password: str) 
     from cryptography.fernet import Fernet
     from sqlalchemy.engine import make_url
 
-    tiktok = {
-        "conn_type": "tiktok",
-        "host": sim.base_url,
-        "login": sim.client_key,
-        "password": sim.client_secret,
-        "extra": {
-            "token_encryption_key": Fernet.generate_key().decode(),
-            "rate_limit_per_minute": 100_000,
-            "max_backoff_seconds": 0.5,
-            "max_attempts": 8,
-            "read_timeout": 1.0,
-        },
-    }
     warehouse = make_url(s.database_url(s.warehouse_db, driver="postgresql")).set(username=role, password=password)
-    return {
-        "AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok),
-        "AIRFLOW_CONN_TIKTOK_WAREHOUSE": warehouse.render_as_string(hide_password=False),
-    }
+    return local_settings.simulator_connections(
+        sim,
+        encryption_key=Fernet.generate_key().decode(),
+        warehouse_uri=warehouse.render_as_string(hide_password=False),
+        rate_limit_per_minute=100_000,
+        max_backoff_seconds=0.5,
+        max_attempts=8,
+        read_timeout=1.0,
+    )
 
 
 class Soak:

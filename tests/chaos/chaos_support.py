@@ -14,7 +14,7 @@ from typing import Any
 from dag_support import rows, states, tries, xcom  # noqa: F401 - re-exported for the chaos tests
 from sqlalchemy import text
 
-from tiktok_local.settings import Settings
+from tiktok_local.settings import Settings, simulator_connections
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = ROOT / "dags"
@@ -44,14 +44,9 @@ def role_name() -> str:
 
 def chaos_connection_env(sim: Any, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:
     """The AIRFLOW_CONN_* variables for chaos runs: the simulator, and the warehouse as the DAG role."""
-    tiktok = {
-        "conn_type": "tiktok",
-        "host": sim.base_url,
-        "login": sim.client_key,
-        "password": sim.client_secret,
-        "extra": {"token_encryption_key": encryption_key, **CHAOS_EXTRA, **extra},
-    }
-    return {"AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok), "AIRFLOW_CONN_TIKTOK_WAREHOUSE": warehouse_uri}
+    return simulator_connections(
+        sim, encryption_key=encryption_key, warehouse_uri=warehouse_uri, **{**CHAOS_EXTRA, **extra}
+    )
 
 
 # -- reading results ----------------------------------------------------------------------------
@@ -139,19 +134,9 @@ class Child:
 
 def run_inline(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the operator of ``spec`` in this process (when nothing needs to kill it); return its summary."""
-    from tiktok_provider.operators.tiktok import (
-        TikTokUserInfoOperator,
-        TikTokVideoListOperator,
-        TikTokVideoQueryOperator,
-    )
+    from operator_child import build_operator
 
-    classes = {
-        "user_info": TikTokUserInfoOperator,
-        "video_list": TikTokVideoListOperator,
-        "video_query": TikTokVideoQueryOperator,
-    }
-    operator = classes[spec["operator"]](task_id=f"chaos_{spec['operator']}", **spec["kwargs"])
-    return operator.execute({})
+    return build_operator(spec).execute({})
 
 
 def run_child(spec: dict[str, Any], *, timeout: float = 120) -> Child:

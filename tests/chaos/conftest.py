@@ -8,7 +8,6 @@ needs to kill one. The DAGs write through a least-privilege Postgres role (DML o
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -35,29 +34,32 @@ def dag_role(test_databases: Any) -> dict[str, str]:
 
 @pytest.fixture
 def chaos_env(
-    sim: Any, encryption_key: str, dag_role: dict[str, str], tiktok_connections: Any, clean_warehouse: Any
+    sim: Any,
+    encryption_key: str,
+    dag_role: dict[str, str],
+    tiktok_connections: Any,
+    clean_warehouse: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
     """Point the project at the simulator (chaos tuning) and the warehouse as the DAG role."""
     env = chaos_connection_env(sim, encryption_key, dag_role["uri"])
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     sim.admin.clear_faults()
     sim.admin.reset_stats()
     yield env
     sim.admin.clear_faults()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture
-def tiktok_extra(sim: Any, encryption_key: str, dag_role: dict[str, str], chaos_env: Any) -> Callable[..., None]:
+def tiktok_extra(
+    sim: Any, encryption_key: str, dag_role: dict[str, str], chaos_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., None]:
     """Change the hook's tuning (the tiktok_default connection's extra) for the rest of the test."""
 
     def apply(**extra: Any) -> None:
-        os.environ.update(chaos_connection_env(sim, encryption_key, dag_role["uri"], **extra))
+        for key, value in chaos_connection_env(sim, encryption_key, dag_role["uri"], **extra).items():
+            monkeypatch.setenv(key, value)
 
     return apply
 

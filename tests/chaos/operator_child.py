@@ -15,15 +15,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
-def main() -> int:
-    spec = json.loads(sys.argv[1])
-    from tiktok_local import settings
-
-    settings.apply()
-    from airflow.sdk.exceptions import AirflowFailException
-
+def build_operator(spec: dict[str, Any]) -> Any:
+    """Build the transfer operator a spec names: ``{"operator": "video_list", "kwargs": {...}}``."""
     from tiktok_provider.operators.tiktok import (
         TikTokUserInfoOperator,
         TikTokVideoListOperator,
@@ -35,7 +31,17 @@ def main() -> int:
         "video_list": TikTokVideoListOperator,
         "video_query": TikTokVideoQueryOperator,
     }
-    operator = classes[spec["operator"]](task_id=f"chaos_{spec['operator']}", **spec["kwargs"])
+    return classes[spec["operator"]](task_id=f"chaos_{spec['operator']}", **spec["kwargs"])
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    from tiktok_local import settings
+
+    settings.apply()
+    from airflow.sdk.exceptions import AirflowFailException
+
+    operator = build_operator(spec)
     go = os.environ.get("CHAOS_GO_FILE")
     if go:
         print(json.dumps({"ready": os.getpid()}), flush=True)
