@@ -24,7 +24,7 @@ def token_calls(sim, grant_type: str = "refresh_token") -> dict[str, int]:
     return sim.admin.stats()["oauth"]["token"].get(grant_type, {})
 
 
-def test_test_connection_checks_the_client_credentials(hook, sim, monkeypatch, tiktok_connections) -> None:
+def test_test_connection_checks_the_client_credentials(hook, sim, tiktok_connections) -> None:
     ok, message = hook.test_connection()
     assert ok, message
     bad = TikTokDisplayHook()
