@@ -58,7 +58,12 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
 
 
 class _TikTokTransferOperator(BaseOperator):
-    """Shared plumbing: connection ids, the hook and the warehouse, the call counts in the summary."""
+    """Shared plumbing: connection ids, the hook and the warehouse, the call counts in the summary.
+
+    ``open_id`` and ``account_name`` are deliberately not template fields: they come from the
+    warehouse, and a display name is whatever a creator typed. Rendering one as Jinja would let a
+    creator run a template in our workers (``{{ conn.tiktok_default.extra_dejson }}``).
+    """
 
     ui_color = "#fe2c55"
 
@@ -106,7 +111,7 @@ class TikTokUserInfoOperator(_TikTokTransferOperator):
     :param fields: user fields to request; default every field the account's scopes allow.
     """
 
-    template_fields: Sequence[str] = ("open_id", "account_name", "fields")
+    template_fields: Sequence[str] = ("fields",)
 
     def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -151,7 +156,7 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
     :param lookback_days: how far back an incremental run looks.
     """
 
-    template_fields: Sequence[str] = ("open_id", "account_name", "mode", "lookback_days")
+    template_fields: Sequence[str] = ("mode", "lookback_days")
 
     def __init__(
         self,
@@ -231,7 +236,7 @@ class TikTokVideoQueryOperator(_TikTokTransferOperator):
     :param horizon_minutes: how soon a cover must expire to be refreshed.
     """
 
-    template_fields: Sequence[str] = ("open_id", "account_name", "video_ids", "horizon_minutes")
+    template_fields: Sequence[str] = ("video_ids", "horizon_minutes")
 
     def __init__(self, *, video_ids: Sequence[str] | None = None, horizon_minutes: int = 60, **kwargs: Any) -> None:
         super().__init__(**kwargs)
