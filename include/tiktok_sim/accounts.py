@@ -34,6 +34,9 @@ class Account:
     rng: random.Random
     private: dict[int, int] = field(default_factory=dict)
     deleted: set[int] = field(default_factory=set)
+    #: Text every video of the account carries instead of its generated one ("title",
+    #: "description"): creator-controlled text a test chooses, e.g. a Jinja template.
+    video_text: dict[str, str] = field(default_factory=dict)
 
     @property
     def open_id(self) -> str:
@@ -114,18 +117,31 @@ class AccountStore:
         self.by_open_id: dict[str, Account] = {}
         self.taken_ids: set[int] = set()
 
-    def create(self, videos: int, *, display_name: str | None = None) -> Account:
-        """Create the next account (index ``len(accounts)``) with ``videos`` videos."""
+    def create(
+        self,
+        videos: int,
+        *,
+        display_name: str | None = None,
+        username: str | None = None,
+        video_title: str | None = None,
+        video_description: str | None = None,
+    ) -> Account:
+        """Create the next account (index ``len(accounts)``) with ``videos`` videos.
+
+        The other arguments replace the generated text (of every video, for the ``video_`` ones).
+        """
         index = len(self.accounts)
         profile = make_profile(self.seed, index)
-        if display_name is not None:
-            profile = dataclasses.replace(profile, display_name=display_name)
+        chosen = {"display_name": display_name, "username": username}
+        profile = dataclasses.replace(profile, **{k: v for k, v in chosen.items() if v is not None})
         ms, ids = make_timeline(self.seed, index, videos, self.epoch, self.taken_ids)
+        video_text = {"title": video_title, "description": video_description}
         account = Account(
             profile=profile,
             ms=ms,
             ids=ids,
             rng=random.Random(f"tiktok-sim:{self.seed}:added:{index}"),
+            video_text={k: v for k, v in video_text.items() if v is not None},
         )
         self.accounts.append(account)
         self.by_open_id[account.open_id] = account

@@ -48,6 +48,9 @@ GROUND_TRUTH_VIDEO_FIELDS = [name for name in VIDEO_FIELDS if name != "cover_ima
 class CreateAccount(BaseModel):
     videos: int = Field(10, ge=0, le=1_000_000)
     display_name: str | None = None
+    username: str | None = None
+    video_title: str | None = Field(None, description="the title of every video of the account")
+    video_description: str | None = Field(None, description="the description of every video of the account")
 
 
 class AddVideos(BaseModel):
@@ -160,7 +163,7 @@ def build_admin_router(sim: Simulator) -> APIRouter:
     @router.post("/accounts", status_code=201)
     def create_account(body: CreateAccount) -> dict[str, Any]:
         with sim.lock:
-            return summary(sim.accounts.create(body.videos, display_name=body.display_name))
+            return summary(sim.accounts.create(body.videos, **body.model_dump(exclude={"videos"})))
 
     @router.get("/accounts/{open_id}")
     def get_account(open_id: str, request: Request) -> dict[str, Any]:

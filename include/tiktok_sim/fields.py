@@ -90,6 +90,8 @@ def render_video(
     video_id = str(numeric_id)
     create_time = account.ms[position] // 1000
     traits = video_traits(seed, numeric_id)
+    title = account.video_text.get("title", traits.title)
+    description = account.video_text.get("description", traits.description)
     share_url = f"https://www.tiktok.com/@{account.profile.username}/video/{video_id}"
     counts = video_counts(traits, create_time, now)
     values: dict[str, Callable[[], Any]] = {
@@ -97,15 +99,15 @@ def render_video(
         "create_time": lambda: create_time,
         "cover_image_url": lambda: cover_url(video_id),
         "share_url": lambda: share_url,
-        "video_description": lambda: traits.description,
+        "video_description": lambda: description,
         "duration": lambda: traits.duration,
         "height": lambda: traits.height,
         "width": lambda: traits.width,
-        "title": lambda: traits.title,
+        "title": lambda: title,
         "embed_html": lambda: (
             f'<blockquote class="tiktok-embed" cite="{share_url}" data-video-id="{video_id}" '
             f'style="max-width: 605px;min-width: 325px;"><section>'
-            f"{escape(traits.description)}</section></blockquote> "
+            f"{escape(description)}</section></blockquote> "
             '<script async src="https://www.tiktok.com/embed.js"></script>'
         ),
         "embed_link": lambda: f"https://www.tiktok.com/player/v1/{video_id}",

@@ -157,9 +157,28 @@ class SimulatorAdmin:
         """Return one account's summary plus ``user`` with every user field (ground truth)."""
         return self._call("GET", f"/accounts/{open_id}")
 
-    def create_account(self, *, videos: int = 10, display_name: str | None = None) -> dict[str, Any]:
-        """Create an account with ``videos`` public videos; return its summary (with ``open_id``)."""
-        return self._call("POST", "/accounts", json={"videos": videos, "display_name": display_name})
+    def create_account(
+        self,
+        *,
+        videos: int = 10,
+        display_name: str | None = None,
+        username: str | None = None,
+        video_title: str | None = None,
+        video_description: str | None = None,
+    ) -> dict[str, Any]:
+        """Create an account with ``videos`` public videos; return its summary (with ``open_id``).
+
+        ``display_name``, ``username`` and the title and description of every video replace the
+        generated ones when given (creator-controlled text of a test's choosing).
+        """
+        body = {
+            "videos": videos,
+            "display_name": display_name,
+            "username": username,
+            "video_title": video_title,
+            "video_description": video_description,
+        }
+        return self._call("POST", "/accounts", json=body)
 
     def video_ids(self, open_id: str) -> list[str]:
         """Return the ids ``video/list`` should yield right now: public, visible, newest first."""
