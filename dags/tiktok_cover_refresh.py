@@ -20,8 +20,8 @@ from tiktok_pipeline.common import (
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
+    for_each_account,
     quality_check,
-    select_accounts_task,
     summary_task,
 )
 from tiktok_provider.operators.tiktok import TikTokVideoQueryOperator
@@ -70,14 +70,16 @@ SELECT
     },
 )
 def tiktok_cover_refresh() -> None:
-    refreshes = TikTokVideoQueryOperator.partial(
-        task_id="refresh_covers",
-        tiktok_conn_id=TIKTOK_CONN_ID,
-        horizon_minutes="{{ params.horizon_minutes }}",
-        pool=API_POOL,
-        map_index_template=MAP_INDEX_TEMPLATE,
-        doc_md=REFRESH_DOC,
-    ).expand_kwargs(select_accounts_task())
+    refreshes = for_each_account(
+        TikTokVideoQueryOperator.partial(
+            task_id="refresh_covers",
+            tiktok_conn_id=TIKTOK_CONN_ID,
+            horizon_minutes="{{ params.horizon_minutes }}",
+            pool=API_POOL,
+            map_index_template=MAP_INDEX_TEMPLATE,
+            doc_md=REFRESH_DOC,
+        )
+    )
 
     check = quality_check(
         "check_covers",

@@ -25,8 +25,8 @@ from tiktok_pipeline.common import (
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
+    for_each_account,
     quality_check,
-    select_accounts_task,
     summary_task,
 )
 from tiktok_provider.operators.tiktok import TikTokUserInfoOperator
@@ -71,13 +71,15 @@ SELECT
     params={"accounts": ACCOUNTS_PARAM},
 )
 def tiktok_profile_snapshot() -> None:
-    snapshots = TikTokUserInfoOperator.partial(
-        task_id="snapshot_profile",
-        tiktok_conn_id=TIKTOK_CONN_ID,
-        pool=API_POOL,
-        map_index_template=MAP_INDEX_TEMPLATE,
-        doc_md=SNAPSHOT_DOC,
-    ).expand_kwargs(select_accounts_task())
+    snapshots = for_each_account(
+        TikTokUserInfoOperator.partial(
+            task_id="snapshot_profile",
+            tiktok_conn_id=TIKTOK_CONN_ID,
+            pool=API_POOL,
+            map_index_template=MAP_INDEX_TEMPLATE,
+            doc_md=SNAPSHOT_DOC,
+        )
+    )
 
     check = quality_check(
         "check_profile_snapshots",

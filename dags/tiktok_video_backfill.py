@@ -26,8 +26,8 @@ from tiktok_pipeline.common import (
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
+    for_each_account,
     quality_check,
-    select_accounts_task,
     summary_task,
 )
 from tiktok_provider.operators.tiktok import TikTokVideoListOperator
@@ -90,15 +90,17 @@ SELECT
     },
 )
 def tiktok_video_backfill() -> None:
-    syncs = TikTokVideoListOperator.partial(
-        task_id="sync_videos",
-        tiktok_conn_id=TIKTOK_CONN_ID,
-        mode="{{ params.mode }}",
-        lookback_days="{{ params.lookback_days }}",
-        pool=API_POOL,
-        map_index_template=MAP_INDEX_TEMPLATE,
-        doc_md=SYNC_DOC,
-    ).expand_kwargs(select_accounts_task())
+    syncs = for_each_account(
+        TikTokVideoListOperator.partial(
+            task_id="sync_videos",
+            tiktok_conn_id=TIKTOK_CONN_ID,
+            mode="{{ params.mode }}",
+            lookback_days="{{ params.lookback_days }}",
+            pool=API_POOL,
+            map_index_template=MAP_INDEX_TEMPLATE,
+            doc_md=SYNC_DOC,
+        )
+    )
 
     check = quality_check(
         "check_videos",

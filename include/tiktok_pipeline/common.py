@@ -32,7 +32,14 @@ ACCOUNTS_PARAM = Param(
     description="open_ids to process (one per line). Leave empty for every active account.",
 )
 
-#: The map index shows the account's display name in the grid.
+#: What select_accounts gives each per-account task, through ``expand_kwargs()``.
+ACCOUNT_KWARGS = ("open_id", "account_name")
+#: The longest account name the grid shows (Airflow stores at most 250 characters of a map index,
+#: and fails to record the task's end when the label is longer).
+LABEL_LENGTH = 100
+
+#: The map index shows the account's display name in the grid. The name is data: this template
+#: only reads the task's attribute, and the attribute is never a template (see ``for_each_account``).
 MAP_INDEX_TEMPLATE = "{{ task.account_name or task.open_id }}"
 
 SELECT_ACCOUNTS_DOC = """
@@ -76,6 +83,23 @@ def select_accounts_task() -> Any:
     return select()
 
 
+def for_each_account(partial: Any) -> Any:
+    """Map a per-account operator (``Operator.partial(...)``) over the active accounts.
+
+    Airflow renders a value that ``expand_kwargs()`` takes from XCom as a Jinja template when its
+    key is a template field (apache/airflow#32272; so in 3.3), so an operator that templated
+    ``account_name`` would run a creator's display name as a template in the worker: such an
+    operator is refused.
+    """
+    templated = sorted(set(ACCOUNT_KWARGS) & set(partial.operator_class.template_fields))
+    if templated:
+        raise TypeError(
+            f"{partial.operator_class.__name__} has {templated} in template_fields: these come from the "
+            "warehouse (a display name is whatever a creator typed) and must never be rendered as Jinja."
+        )
+    return partial.expand_kwargs(select_accounts_task())
+
+
 def summary_task(results: Any) -> Any:
     """The last task of every per-account DAG: it runs only when every account and check succeeded."""
 
@@ -98,7 +122,19 @@ def select_accounts(accounts: Any, *, log: Any) -> list[dict[str, str]]:
         for open_id in wanted:
             if open_id not in found:
                 log.warning("Account %s is not connected or not active; skipped (reconnect it first)", open_id)
-    return [{"open_id": r.open_id, "account_name": r.display_name or r.username or r.open_id} for r in rows]
+    return [{"open_id": r.open_id, "account_name": account_label(r.display_name, r.username, r.open_id)} for r in rows]
+
+
+def account_label(display_name: str | None, username: str | None, open_id: str) -> str:
+    """Return the name the grid shows for an account: its display name, else username, else open_id.
+
+    The name is kept as the creator wrote it (it is data, shown as text), only cut to
+    ``LABEL_LENGTH`` characters.
+    """
+    for name in (display_name, username):
+        if name and name.strip():
+            return name if len(name) <= LABEL_LENGTH else name[: LABEL_LENGTH - 1] + "\u2026"
+    return open_id
 
 
 def quality_check(task_id: str, sql: str, *, what: str) -> Any:

@@ -49,3 +49,15 @@ def test_api_tasks_retry_and_use_the_pool(dagbag: DagBag, dag_id: str) -> None:
 def test_dag_default_retries_at_least_two(dagbag: DagBag) -> None:
     for dag_id in EXPECTED:
         assert dagbag.dags[dag_id].default_args["retries"] >= 2
+
+
+def test_no_value_select_accounts_hands_a_mapped_task_is_a_template_field(dagbag: DagBag) -> None:
+    """expand_kwargs() values taken from XCom are rendered as Jinja in Airflow 3.3 when templated."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from tiktok_pipeline.common import ACCOUNT_KWARGS
+
+    mapped = [t for dag in dagbag.dags.values() for t in dag.tasks if isinstance(t, MappedOperator)]
+    assert len(mapped) == 3
+    for task in mapped:
+        assert set(ACCOUNT_KWARGS).isdisjoint(task.template_fields), f"{task.dag_id}.{task.task_id}"

@@ -1,0 +1,61 @@
+"""What the DAGs share (tiktok_pipeline.common), as pure logic: no Postgres, no simulator."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tiktok_pipeline import common
+
+HOSTILE = [
+    "{{ 7*7 }}",
+    "{{ conn.tiktok_default.extra_dejson.token_encryption_key }}",
+    "{% for x in ().__class__.__base__.__subclasses__() %}{% endfor %}",
+    "<script>alert(1)</script>",
+    "\u202e\u0645\u0631\u062d\u0628\u0627 {{ 7*7 }}",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_display_name_is_its_own_label_and_the_map_index_shows_it_unrendered(name: str) -> None:
+    from airflow.sdk import DAG
+
+    label = common.account_label(name, "someone", "open-id")
+    assert label == name
+    env = DAG(dag_id="labels", schedule=None).get_template_env()
+    task = SimpleNamespace(account_name=label, open_id="open-id")
+    assert env.from_string(common.MAP_INDEX_TEMPLATE).render(task=task) == name
+
+
+def test_a_label_falls_back_to_username_then_open_id_and_is_cut_to_what_the_grid_can_store() -> None:
+    assert common.account_label("", "{{ 7*7 }}", "open-id") == "{{ 7*7 }}"
+    assert common.account_label("  \n", None, "open-id") == "open-id"
+    assert common.account_label(None, None, "open-id") == "open-id"
+    long = "{{ 7*7 }}" + "\U0001f600" * 300
+    label = common.account_label(long, "someone", "open-id")
+    assert len(label) == common.LABEL_LENGTH <= 250  # task_instance.rendered_map_index is VARCHAR(250)
+    assert label.endswith("\u2026") and long.startswith(label[:-1])
+
+
+def test_the_per_account_operators_template_none_of_the_values_select_accounts_gives_them() -> None:
+    from tiktok_provider.operators import tiktok
+
+    for operator in (tiktok.TikTokUserInfoOperator, tiktok.TikTokVideoListOperator, tiktok.TikTokVideoQueryOperator):
+        assert set(common.ACCOUNT_KWARGS).isdisjoint(operator.template_fields), operator.__name__
+
+
+@pytest.mark.filterwarnings("ignore:Task 'per_account' was never mapped")
+def test_for_each_account_refuses_an_operator_that_templates_the_account_name() -> None:
+    from airflow.sdk import BaseOperator
+
+    class Templating(BaseOperator):
+        template_fields = ("account_name",)
+
+        def __init__(self, *, open_id: str, account_name: str | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.open_id, self.account_name = open_id, account_name
+
+    with pytest.raises(TypeError, match=r"Templating has \['account_name'\] in template_fields"):
+        common.for_each_account(Templating.partial(task_id="per_account"))
