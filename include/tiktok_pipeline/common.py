@@ -1,17 +1,28 @@
-"""What every TikTok DAG shares: default_args, the API pool, account selection, data-quality checks."""
+"""What every TikTok DAG shares: names, default_args, account selection, data-quality checks.
+
+Connection and pool names live here and nowhere else in the DAGs. ``TIKTOK_CONN_ID`` is the one
+place to point every DAG at another TikTok connection; the warehouse is never named by a DAG: every
+task that reads or writes it (the loads, account selection, the checks) asks the TikTok
+connection's ``warehouse_conn_id`` extra when it runs, so all of them use the same database.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, task
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: The pool that caps concurrent TikTok API tasks (``make bootstrap`` creates it).
 API_POOL = "tiktok_api"
-WAREHOUSE_CONN_ID = "tiktok_warehouse"
+#: The TikTok connection of every DAG; its extra names the warehouse (``warehouse_conn_id``).
 TIKTOK_CONN_ID = "tiktok_default"
 OPEN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -47,9 +58,12 @@ SELECT_ACCOUNTS_DOC = """
 Lists the **active** accounts of the warehouse (`tiktok.accounts`), narrowed to the `accounts`
 param when given, for the per-account tasks that follow.
 
-**On failure:** the warehouse is unreachable or the `tiktok_warehouse` connection is wrong.
-Check Postgres, then clear this task. An account you named that is missing or not active is
-logged as a warning and skipped: reconnect it with `tiktok_connect_account`.
+**On failure:**
+- the warehouse is unreachable, or the connection named by the `warehouse_conn_id` extra of the
+  TikTok connection (default `tiktok_warehouse`) is wrong: check Postgres, then clear this task.
+
+An account you named that is missing or not active is logged as a warning and skipped: reconnect
+it with `tiktok_connect_account`.
 """
 
 
@@ -68,15 +82,17 @@ def validate_open_ids(value: Any) -> list[str] | None:
     return list(dict.fromkeys(value))
 
 
-def select_accounts_task() -> Any:
+def select_accounts_task(tiktok_conn_id: str | None = None) -> Any:
     """The first task of every per-account DAG: the active accounts to fan out over."""
+    conn_id = tiktok_conn_id or TIKTOK_CONN_ID
 
     @task(task_id="select_accounts", doc_md=SELECT_ACCOUNTS_DOC)
     def select(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
         from airflow.sdk.exceptions import AirflowFailException
 
         try:
-            return select_accounts((params or {}).get("accounts"), log=logging.getLogger("airflow.task"))
+            accounts = (params or {}).get("accounts")
+            return select_accounts(accounts, log=logging.getLogger("airflow.task"), tiktok_conn_id=conn_id)
         except ValueError as exc:  # a bad accounts param: retrying cannot fix it
             raise AirflowFailException(f"{exc}. Trigger the DAG again with valid open_ids.") from None
 
@@ -86,10 +102,10 @@ def select_accounts_task() -> Any:
 def for_each_account(partial: Any) -> Any:
     """Map a per-account operator (``Operator.partial(...)``) over the active accounts.
 
-    Airflow renders a value that ``expand_kwargs()`` takes from XCom as a Jinja template when its
-    key is a template field (apache/airflow#32272; so in 3.3), so an operator that templated
-    ``account_name`` would run a creator's display name as a template in the worker: such an
-    operator is refused.
+    The accounts are listed through the operator's own ``tiktok_conn_id``. Airflow renders a value
+    that ``expand_kwargs()`` takes from XCom as a Jinja template when its key is a template field
+    (apache/airflow#32272; so in 3.3), so an operator that templated ``account_name`` would run a
+    creator's display name as a template in the worker: such an operator is refused.
     """
     templated = sorted(set(ACCOUNT_KWARGS) & set(partial.operator_class.template_fields))
     if templated:
@@ -97,7 +113,7 @@ def for_each_account(partial: Any) -> Any:
             f"{partial.operator_class.__name__} has {templated} in template_fields: these come from the "
             "warehouse (a display name is whatever a creator typed) and must never be rendered as Jinja."
         )
-    return partial.expand_kwargs(select_accounts_task())
+    return partial.expand_kwargs(select_accounts_task(partial.kwargs.get("tiktok_conn_id")))
 
 
 def summary_task(results: Any) -> Any:
@@ -110,12 +126,12 @@ def summary_task(results: Any) -> Any:
     return add_up(results)
 
 
-def select_accounts(accounts: Any, *, log: Any) -> list[dict[str, str]]:
+def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = None) -> list[dict[str, str]]:
     """Return ``[{"open_id", "account_name"}]`` for the active accounts (all, or those named)."""
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
     wanted = validate_open_ids(accounts)
-    store = TikTokDisplayHook(tiktok_conn_id=TIKTOK_CONN_ID).token_store
+    store = TikTokDisplayHook(tiktok_conn_id=tiktok_conn_id or TIKTOK_CONN_ID).token_store
     rows = store.list_accounts(statuses=("active",), open_ids=wanted)
     if wanted:
         found = {r.open_id for r in rows}
@@ -137,8 +153,29 @@ def account_label(display_name: str | None, username: str | None, open_id: str) 
     return open_id
 
 
-def quality_check(task_id: str, sql: str, *, what: str) -> Any:
+@dataclass(frozen=True)
+class WarehouseConnId:
+    """The warehouse connection id of a TikTok connection, resolved when a task runs.
+
+    A callable template field value (Airflow calls it with ``context`` and ``jinja_env`` and uses
+    what it returns, unrendered): given as a SQL operator's ``conn_id``, the operator reads the
+    database the TikTok connection's loads write to, its ``warehouse_conn_id`` extra, found by
+    the same code as the hook's.
+    """
+
+    tiktok_conn_id: str
+
+    def __call__(self, context: Context | None = None, jinja_env: Any = None) -> str:
+        from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+
+        return TikTokDisplayHook(tiktok_conn_id=self.tiktok_conn_id).config.warehouse_conn_id
+
+
+def quality_check(task_id: str, sql: str, *, what: str, tiktok_conn_id: str | None = None) -> Any:
     """A data-quality check on the warehouse that runs even when some account failed.
+
+    It reads the warehouse of the TikTok connection (its ``warehouse_conn_id`` extra), the one the
+    loads write to; the *Rendered Template* tab shows which connection that was.
 
     :param what: the invariants the check's SQL asserts, for its runbook.
     """
@@ -146,7 +183,7 @@ def quality_check(task_id: str, sql: str, *, what: str) -> Any:
 
     return SQLCheckOperator(
         task_id=task_id,
-        conn_id=WAREHOUSE_CONN_ID,
+        conn_id=WarehouseConnId(tiktok_conn_id or TIKTOK_CONN_ID),
         sql=sql,
         doc_md=CHECK_DOC.format(task_id=task_id, what=what),
         retries=1,
@@ -189,6 +226,7 @@ CHECK_DOC = """
 Data-quality check on the warehouse after the loads: {what}
 
 **On failure:** the warehouse holds rows that break an invariant; nothing more is loaded until
-it is understood. Run the SQL of the *Rendered Template* tab in `psql` to see the offending rows,
-then fix them (or the code that wrote them) and clear this task.
+it is understood. Run the SQL of the *Rendered Template* tab in `psql`, on the database of the
+connection its `conn_id` names (the `warehouse_conn_id` extra of the TikTok connection), to see
+the offending rows, then fix them (or the code that wrote them) and clear this task.
 """

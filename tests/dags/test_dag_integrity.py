@@ -1,4 +1,7 @@
-"""Parse-only checks: every DAG imports, has tags, an owner, retries and a runbook on every task."""
+"""Parse-only checks: every DAG imports, has tags, an owner, retries and a runbook on every task.
+
+And every connection and pool name comes from one place (``tiktok_pipeline.common``).
+"""
 
 from __future__ import annotations
 
@@ -61,3 +64,50 @@ def test_no_value_select_accounts_hands_a_mapped_task_is_a_template_field(dagbag
     assert len(mapped) == 3
     for task in mapped:
         assert set(ACCOUNT_KWARGS).isdisjoint(task.template_fields), f"{task.dag_id}.{task.task_id}"
+
+
+def _names(dagbag: DagBag) -> dict[str, set]:
+    """Every TikTok connection, check connection and pool the tasks of the DAGs name."""
+    from airflow.providers.common.sql.operators.sql import SQLCheckOperator
+
+    names: dict[str, set] = {"tiktok": set(), "checks": set(), "pools": set()}
+    for dag_id in EXPECTED - {"tiktok_connect_account"}:
+        for task in dagbag.dags[dag_id].tasks:
+            if task.task_id in {"snapshot_profile", "sync_videos", "refresh_covers"}:
+                names["tiktok"].add(task.partial_kwargs["tiktok_conn_id"])
+                names["pools"].add(task.pool)
+            elif task.task_type == SQLCheckOperator.__name__:
+                names["checks"].add(task.conn_id)
+    return names
+
+
+def test_the_checks_read_the_warehouse_the_tiktok_connection_names(dagbag: DagBag) -> None:
+    from tiktok_pipeline.common import API_POOL, TIKTOK_CONN_ID, WarehouseConnId
+
+    assert _names(dagbag) == {
+        "tiktok": {TIKTOK_CONN_ID},
+        "checks": {WarehouseConnId(TIKTOK_CONN_ID)},
+        "pools": {API_POOL},
+    }
+
+
+def test_changing_tiktok_conn_id_in_common_moves_every_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiktok_pipeline import common
+
+    monkeypatch.setattr(common, "TIKTOK_CONN_ID", "tiktok_elsewhere")
+    moved = DagBag(dag_folder=str(DAGS_DIR))
+    assert moved.import_errors == {}
+    names = _names(moved)
+    assert names["tiktok"] == {"tiktok_elsewhere"}
+    assert names["checks"] == {common.WarehouseConnId("tiktok_elsewhere")}
+
+
+def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
+    from tiktok_local import bootstrap
+    from tiktok_pipeline import common
+    from tiktok_provider.hooks.tiktok import TikTokConnectionConfig, TikTokDisplayHook
+    from tiktok_warehouse import db
+
+    assert TikTokDisplayHook.default_conn_name == common.TIKTOK_CONN_ID
+    assert TikTokConnectionConfig.warehouse_conn_id == db.DEFAULT_CONN_ID
+    assert bootstrap.API_POOL == common.API_POOL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -59,3 +60,26 @@ def test_for_each_account_refuses_an_operator_that_templates_the_account_name() 
 
     with pytest.raises(TypeError, match=r"Templating has \['account_name'\] in template_fields"):
         common.for_each_account(Templating.partial(task_id="per_account"))
+
+
+def test_the_checks_warehouse_is_the_warehouse_conn_id_extra_of_the_tiktok_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def tiktok_connection(**extra: Any) -> str:
+        return json.dumps({"conn_type": "tiktok", "host": "https://open.tiktokapis.com", "extra": extra})
+
+    monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ELSEWHERE", tiktok_connection(warehouse_conn_id="warehouse_b"))
+    monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_PLAIN", tiktok_connection())
+    assert common.WarehouseConnId("tiktok_elsewhere")(context=None, jinja_env=None) == "warehouse_b"
+    assert common.WarehouseConnId("tiktok_plain")(context=None, jinja_env=None) == "tiktok_warehouse"
+
+
+def test_a_check_serialises_the_same_on_every_parse() -> None:
+    from airflow.serialization.helpers import serialize_template_field
+
+    check = common.quality_check("check", "SELECT true", what="nothing.")
+    assert isinstance(check.conn_id, common.WarehouseConnId)
+    assert check.conn_id == common.WarehouseConnId(common.TIKTOK_CONN_ID)
+    first = serialize_template_field(check.conn_id, "conn_id")
+    assert first == serialize_template_field(common.WarehouseConnId(common.TIKTOK_CONN_ID), "conn_id")
+    assert "0x" not in str(first), "no memory address: the DAG's hash must not change between parses"
