@@ -61,6 +61,8 @@ param when given, for the per-account tasks that follow.
 **On failure:**
 - the warehouse is unreachable, or the connection named by the `warehouse_conn_id` extra of the
   TikTok connection (default `tiktok_warehouse`) is wrong: check Postgres, then clear this task.
+- *token_encryption_key*: the extra of the TikTok connection holds no valid Fernet key. Nothing
+  is retried: put back the key the tokens were stored with, then clear this task.
 
 An account you named that is missing or not active is logged as a warning and skipped: reconnect
 it with `tiktok_connect_account`.
@@ -127,11 +129,33 @@ def summary_task(results: Any) -> Any:
 
 
 def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = None) -> list[dict[str, str]]:
-    """Return ``[{"open_id", "account_name"}]`` for the active accounts (all, or those named)."""
+    """Return ``[{"open_id", "account_name"}]`` for the active accounts (all, or those named).
+
+    Listing decrypts nothing, but every task after this one needs the token encryption key: a
+    missing or malformed key fails here, once and without retries, instead of in every account.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_warehouse.tokens import GENERATE_KEY_COMMAND, TokenEncryptionKeyInvalid
 
     wanted = validate_open_ids(accounts)
-    store = TikTokDisplayHook(tiktok_conn_id=tiktok_conn_id or TIKTOK_CONN_ID).token_store
+    conn_id = tiktok_conn_id or TIKTOK_CONN_ID
+    hook = TikTokDisplayHook(tiktok_conn_id=conn_id)
+    store = None
+    problem = "is missing"
+    if (hook.config.token_encryption_key or "").strip():
+        try:
+            store = hook.token_store  # checks the key's form; listing decrypts nothing
+        except TokenEncryptionKeyInvalid:
+            problem = "is not a valid Fernet key (32 url-safe base64-encoded bytes; several may be comma-separated)"
+    if store is None:
+        raise AirflowFailException(
+            f'The "token_encryption_key" extra of the Airflow connection "{conn_id}" {problem}, so no '
+            f"account's tokens can be read and every account task would fail. Put back the key the "
+            f"tokens were stored with (a new one, from {GENERATE_KEY_COMMAND}, only if no account is "
+            f"connected yet), then clear this task."
+        )
     rows = store.list_accounts(statuses=("active",), open_ids=wanted)
     if wanted:
         found = {r.open_id for r in rows}

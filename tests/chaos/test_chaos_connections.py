@@ -1,12 +1,15 @@
-"""The TikTok connection's settings, end to end: which warehouse every task uses.
+"""The TikTok connection's settings, end to end: which warehouse every task uses, and a bad key.
 
 The loads find the warehouse through the ``warehouse_conn_id`` extra of the TikTok connection, so
 the account selection and the data-quality checks must too: a check that read another database
-would pass (or fail) on rows no run wrote.
+would pass (or fail) on rows no run wrote. A missing or malformed token encryption key is a
+configuration error that no retry fixes: the run fails at once, in one task, saying what to fix.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import uuid
@@ -14,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from chaos_support import SETTINGS, rows, states
+from chaos_support import SETTINGS, rows, states, tries
 from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.integration
@@ -102,3 +105,24 @@ def test_selection_loads_and_checks_all_use_the_warehouse_the_tiktok_connection_
             assert states(run)[("snapshot_profile", 0)] == "success"
         finally:
             engine_b.dispose()
+
+
+@pytest.mark.parametrize(("key", "problem"), [("not-a-fernet-key", "is not a valid Fernet key"), ("", "is missing")])
+def test_a_bad_token_encryption_key_fails_selection_at_once_saying_what_to_fix(
+    sim, run_dag, connect, tiktok_extra, capfd, key: str, problem: str
+) -> None:
+    connect(videos=2)
+    tiktok_extra(token_encryption_key=key)
+    assert json.loads(os.environ["AIRFLOW_CONN_TIKTOK_DEFAULT"])["extra"]["token_encryption_key"] == key
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_profile_snapshot")
+    task_states = states(run)
+    assert str(run.state) == "failed"
+    assert task_states[("select_accounts", -1)] == "failed"
+    assert tries(run)[("select_accounts", -1)] == 1, "a configuration error is not retried"
+    assert task_states[("snapshot_profile", -1)] == "upstream_failed", "no account task ran"
+    assert task_states[("check_profile_snapshots", -1)] == "success", "the checks run whatever happened"
+    out, err = capfd.readouterr()
+    assert f'The "token_encryption_key" extra of the Airflow connection "tiktok_default" {problem}' in out + err
+    assert "then clear this task" in out + err
+    assert sim.admin.stats()["total"] == 0, "nothing was asked of TikTok"
