@@ -11,6 +11,9 @@ with ``TIKTOK_DAG_ROLE_PASSWORD`` (locally: a random one kept in AIRFLOW_HOME) a
 step with the role's, and moves a ``tiktok_warehouse`` that an older bootstrap made for the owner
 to the DAG role; one that points elsewhere is left alone.
 
+With no ``TIKTOK_PG_SERVER`` and nothing answering on 127.0.0.1:5432, it first starts the
+embedded PostgreSQL server of :mod:`tiktok_local.pgserver` (``make down`` stops it).
+
 Out of the box ``tiktok_default`` points at the local simulator with a random client secret and
 token encryption key. A deployment (the docker-compose init service) sets them from the
 environment instead: ``TIKTOK_API_URL``, ``TIKTOK_CLIENT_KEY``, ``TIKTOK_CLIENT_SECRET``,
@@ -30,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tiktok_local import pgserver
 from tiktok_local import settings as local_settings
 
 log = logging.getLogger(__name__)
@@ -244,6 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bootstrap: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    home = local_settings.Settings.from_env().airflow_home
+    try:
+        pgserver.ensure(home)
+    except pgserver.EmbeddedPostgresError as exc:
+        raise SystemExit(f"bootstrap: {exc}") from None
     s = local_settings.apply(server_context=True)
     if args.only_warehouse:
         migrate_warehouse(s)

@@ -5,6 +5,10 @@ through ``tiktok_connect_account``, runs ``tiktok_video_backfill`` (full), ``tik
 and ``tiktok_cover_refresh`` with ``dag.test()``, prints a summary read back from the warehouse, and
 stops the simulator. Safe to run again: the same seed gives the same accounts, and every load is
 an idempotent upsert.
+
+With no Postgres server (no ``TIKTOK_PG_SERVER``, nothing on 127.0.0.1:5432) it runs on the
+embedded server of :mod:`tiktok_local.pgserver` (``make bootstrap`` starts it), and stops that
+server at the end unless ``make up`` is using it too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from tiktok_local import pgserver
 from tiktok_local import settings as local_settings
 
 SEED = 20261125
@@ -91,6 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=VIDEOS, help="videos of the first account")
     args = parser.parse_args(argv)
 
+    home = local_settings.Settings.from_env().airflow_home
+    holder = f"demo-{os.getpid()}"
+    try:
+        pgserver.ensure(home, holder, pid=os.getpid())
+    except pgserver.EmbeddedPostgresError as exc:
+        sys.exit(f"demo: {exc}")
+    try:
+        return _demo(args)
+    finally:
+        _dispose_airflow_engines()
+        if pgserver.release(home, holder):
+            _say(f"demo: stopped the embedded PostgreSQL server (its data stays in {pgserver.Embedded(home).pgdata})")
+
+
+def _dispose_airflow_engines() -> None:
+    """Close Airflow's pooled connections, so nothing talks to a server that is about to stop."""
+    if "airflow.settings" in sys.modules:
+        sys.modules["airflow.settings"].dispose_orm()
+
+
+def _demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     s = local_settings.apply(server_context=True)
     began = time.monotonic()

@@ -3,6 +3,10 @@
 Every entry point (`python -m tiktok_local ...`, the tests' conftest) calls :func:`apply` before
 it imports Airflow, so the Makefile, the tests and `make up` agree. Each value can be overridden
 from the environment; the defaults are the machine's local Postgres and the simulator.
+
+Postgres is, in this order: ``TIKTOK_PG_SERVER``; the embedded server of this ``AIRFLOW_HOME``
+while it runs (:mod:`tiktok_local.pgserver`, started by ``make demo`` / ``make up`` when nothing
+answers on 127.0.0.1:5432); the local server at ``postgresql://postgres@127.0.0.1:5432``.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        from tiktok_local import pgserver
+
         home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
-        server = os.environ.get("TIKTOK_PG_SERVER") or DEFAULT_PG_SERVER
+        server = os.environ.get("TIKTOK_PG_SERVER") or pgserver.running_url(home) or DEFAULT_PG_SERVER
         return cls(
             pg_server=server.rstrip("/"),
             airflow_db=os.environ.get("TIKTOK_AIRFLOW_DB", "airflow"),
