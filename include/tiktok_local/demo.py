@@ -29,6 +29,31 @@ VIDEOS = 1500  # account i gets VIDEOS // (i + 1): 1500 + 750 + 500
 COVER_TTL = 45 * 60  # shorter than the DAG's 60-minute horizon, so the refresh has work to do
 
 
+#: What a terminal would act on rather than show: C0/C1 controls (ESC starts colour, cursor and
+#: title sequences; CR and LF rewrite lines), and the Unicode marks that reorder or split text.
+_TERMINAL_UNSAFE = frozenset(
+    (
+        *range(0x20), 0x7F, *range(0x80, 0xA0),  # C0 (ESC, BEL, CR, LF...), DEL, C1 (CSI, OSC...)
+        0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),  # bidi marks, overrides
+        0x2028, 0x2029,  # line and paragraph separators
+    )
+)  # fmt: skip
+
+
+def printable(text: object, limit: int = 60) -> str:
+    """Return creator text as a terminal should show it: data, never control sequences.
+
+    Display names, bios and titles are whatever a creator typed: each control character is shown
+    escaped (``\\x1b``), and long text is cut. HTML needs no escaping in a terminal, so
+    ``<script>`` stays as typed; a page of ours would ``html.escape`` it instead.
+    """
+    shown = "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") if ord(c) in _TERMINAL_UNSAFE else c
+        for c in str(text)
+    )
+    return shown if len(shown) <= limit else shown[: limit - 1] + "\u2026"
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -88,6 +113,27 @@ def _summary(engine: Any) -> list[tuple[Any, ...]]:
     """
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql))]
+
+
+def summary_table(rows: list[tuple[Any, ...]]) -> list[str]:
+    """Return the lines of the per-account table (rows as :func:`_summary` reads them)."""
+    header = ("account", "status", "videos", "video snapshots", "profile snapshots", "followers", "valid covers")
+    table = [header] + [
+        (
+            printable(r[0] if r[0] is not None else ""),
+            str(r[1]),
+            *(f"{v:,}" if isinstance(v, int) else str(v) for v in r[3:]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate(table):
+        cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  " + "  ".join(cells))
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +198,7 @@ def _demo(args: argparse.Namespace) -> int:
             state, took, result = _run(
                 dags, "tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI
             )
-            timings.append((f"tiktok_connect_account ({account['display_name']})", state, took))
+            timings.append((f"tiktok_connect_account ({printable(account['display_name'])})", state, took))
             _say(f"demo: {timings[-1][0]}: {state} in {took:.1f}s, scopes {', '.join(result.get('scopes', []))}")
         for dag_id, conf in [
             ("tiktok_video_backfill", {"mode": "full"}),
@@ -171,16 +217,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     _say("")
     _say("Warehouse (tiktok schema) after the demo")
-    header = ("account", "status", "videos", "video snapshots", "profile snapshots", "followers", "valid covers")
-    table = [header] + [(r[0], r[1], *(f"{v:,}" if isinstance(v, int) else str(v) for v in r[3:])) for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        cells = [
-            str(c).ljust(w) if j < 2 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        _say("  " + "  ".join(cells))
-        if i == 0:
-            _say("  " + "  ".join("-" * w for w in widths))
+    for line in summary_table(rows):
+        _say(line)
     _say("")
     _say("TikTok API calls (counted by the simulator)")
     for endpoint, numbers in sorted(stats["endpoints"].items()):

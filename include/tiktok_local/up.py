@@ -40,7 +40,7 @@ import requests
 
 from tiktok_local import bootstrap, pgserver
 from tiktok_local import settings as local_settings
-from tiktok_local.demo import ACCOUNTS, SEED, VIDEOS
+from tiktok_local.demo import ACCOUNTS, SEED, VIDEOS, printable
 
 API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080
@@ -437,7 +437,7 @@ def connect_simulator_accounts(s: local_settings.Settings) -> list[str]:
         result = connect_account(
             {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}, tiktok_conn_id=TIKTOK_CONN_ID
         )
-        names.append(result.get("display_name") or result["open_id"])
+        names.append(printable(result.get("display_name") or result["open_id"], limit=40))
     return names
 
 
