@@ -25,15 +25,18 @@ lock:
 	@test -x $(UV) || $(MAKE) install
 	$(UV) pip compile requirements-dev.txt -o requirements.lock --python-version 3.11 --no-header --quiet
 
-## Create the databases, migrate Airflow and the warehouse, add the connections and the pool.
+## Create the databases, migrate Airflow and the warehouse (as the owner), create the DAGs' login
+## role, add the connections and the pool. With no TIKTOK_PG_SERVER and nothing answering on
+## 127.0.0.1:5432 it starts an embedded PostgreSQL under .airflow/postgres first (tiktok_local.pgserver).
 bootstrap: install
 	$(PY) -m tiktok_local.bootstrap
 
-## Bring the warehouse schema to head (through the tiktok_warehouse connection).
+## Bring the warehouse schema to head as its owner (TIKTOK_PG_SERVER), then renew the DAG role's grants.
 migrate: install
 	$(PY) -m tiktok_local.bootstrap --only-warehouse
 
-## The main job: simulator + the four DAGs through Airflow, writing into Postgres.
+## The main job: simulator + the four DAGs through Airflow, writing into Postgres (an embedded
+## server if the machine has none, stopped at the end unless `make up` uses it).
 demo: bootstrap
 	$(PY) -m tiktok_local.demo
 
@@ -58,7 +61,8 @@ soak: install
 	$(PY) -m tiktok_local.soak $(SOAK_ARGS)
 
 ## Airflow as in production (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
-## the simulator, in the background; prints the UI address and the login. `make down` stops it all.
+## the simulator, in the background; prints the UI address and the login. `make down` stops it all,
+## the embedded Postgres server too if `make up` started on one.
 up: bootstrap
 	$(PY) -m tiktok_local.up start
 
@@ -69,6 +73,7 @@ down: install
 sim: install
 	$(PY) -m tiktok_sim --port $${TIKTOK_SIM_PORT:-8765}
 
-## Keeps .airflow's keys: the metadata DB's connections are encrypted with them.
+## Keeps .airflow's keys (the metadata DB's connections are encrypted with them) and the embedded
+## server's data (.airflow/postgres).
 clean:
 	rm -rf $(VENV) .airflow/logs .airflow/up .pytest_cache .ruff_cache

@@ -3,6 +3,17 @@
 Idempotent: a second run changes nothing. Connections that already exist are left alone, so a
 user who pointed ``tiktok_default`` at the real TikTok API keeps that setting.
 
+The warehouse schema is migrated as the role of ``TIKTOK_PG_SERVER``, which owns it. The DAGs log
+in as another role, ``TIKTOK_DAG_ROLE`` (default ``<warehouse db>_dags``), that can read and write
+rows of schema ``tiktok`` and nothing else (:mod:`tiktok_local.dag_role`); bootstrap creates it
+with ``TIKTOK_DAG_ROLE_PASSWORD`` (locally: a random one kept in AIRFLOW_HOME) and the
+``tiktok_warehouse`` connection logs in with it. Bootstrap keeps that connection's password in
+step with the role's, and moves a ``tiktok_warehouse`` that an older bootstrap made for the owner
+to the DAG role; one that points elsewhere is left alone.
+
+With no ``TIKTOK_PG_SERVER`` and nothing answering on 127.0.0.1:5432, it first starts the
+embedded PostgreSQL server of :mod:`tiktok_local.pgserver` (``make down`` stops it).
+
 Out of the box ``tiktok_default`` points at the local simulator with a random client secret and
 token encryption key. A deployment (the docker-compose init service) sets them from the
 environment instead: ``TIKTOK_API_URL``, ``TIKTOK_CLIENT_KEY``, ``TIKTOK_CLIENT_SECRET``,
@@ -20,7 +31,9 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from tiktok_local import pgserver
 from tiktok_local import settings as local_settings
 
 log = logging.getLogger(__name__)
@@ -77,18 +90,47 @@ def _tiktok_connection(s: local_settings.Settings) -> dict[str, object]:
 
 
 def _warehouse_connection(s: local_settings.Settings) -> dict[str, object]:
+    """The warehouse as the DAGs see it: logged in as the DAG role, never as the schema's owner."""
     from sqlalchemy.engine import make_url
 
     url = make_url(s.database_url(s.warehouse_db))
     return {
         "conn_type": "postgres",
-        "description": "The TikTok warehouse (schema tiktok)",
+        "description": f"The TikTok warehouse (schema tiktok), as {s.dag_role}: rows only, no DDL",
         "host": url.host,
         "port": url.port,
-        "login": url.username,
-        "password": url.password,
+        "login": s.dag_role,
+        "password": s.dag_role_password(),
         "schema": url.database,
     }
+
+
+def _owner(s: local_settings.Settings) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    return make_url(s.database_url(s.warehouse_db)).username
+
+
+def _update_warehouse_connection(existing: Any, s: local_settings.Settings) -> str | None:
+    """Bring a ``tiktok_warehouse`` that bootstrap made up to date; return what changed, if anything.
+
+    One on this server and database that logs in as the DAG role gets the role's current password;
+    one that logs in as the owner (made by an older bootstrap) moves to the DAG role. Any other
+    connection was set by hand and is left alone.
+    """
+    wanted = _warehouse_connection(s)
+    if (existing.host, existing.port, existing.schema) != (wanted["host"], wanted["port"], wanted["schema"]):
+        return None
+    if existing.login == wanted["login"]:
+        if existing.password == wanted["password"]:
+            return None
+        existing.password = wanted["password"]
+        return f"its password follows role {s.dag_role}'s"
+    if existing.login == (owner := _owner(s)):
+        existing.login, existing.password = wanted["login"], wanted["password"]
+        existing.description = wanted["description"]
+        return f"it logs in as {s.dag_role} now, no longer as {owner}, the schema's owner"
+    return None
 
 
 def ensure_connections(s: local_settings.Settings) -> None:
@@ -114,6 +156,8 @@ def ensure_connections(s: local_settings.Settings) -> None:
             if existing is None:
                 session.add(Connection(conn_id=conn_id, **build(s)))  # noqa: AIR311
                 log.info("Created connection %s", conn_id)
+            elif conn_id == "tiktok_warehouse" and (change := _update_warehouse_connection(existing, s)):
+                log.info("Updated connection %s: %s", conn_id, change)
             else:
                 log.info("Connection %s exists; left as it is (edit it in the UI to change it)", conn_id)
 
@@ -166,9 +210,36 @@ def ensure_admin_from_env() -> None:
         ensure_admin_login(Path(path), users.split(",")[0].split(":")[0].strip(), password)
 
 
-def migrate_warehouse() -> None:
-    """Bring the warehouse schema to head (through the ``tiktok_warehouse`` connection)."""
-    subprocess.run([sys.executable, "-m", "tiktok_warehouse.migrate", "upgrade"], check=True)
+def migrate_warehouse(s: local_settings.Settings) -> None:
+    """Bring the warehouse schema to head as its owner (the role of ``TIKTOK_PG_SERVER``)."""
+    from sqlalchemy import create_engine
+
+    from tiktok_warehouse import migrate
+
+    # In this process: the URL holds the owner's password, which never goes on a command line.
+    engine = create_engine(s.database_url(s.warehouse_db), pool_pre_ping=True)
+    try:
+        migrate.upgrade(engine)
+        log.info("Warehouse %s at revision %s (migrated as %s)", s.warehouse_db, migrate.current(engine), _owner(s))
+    finally:
+        engine.dispose()
+
+
+def ensure_dag_role(s: local_settings.Settings) -> str:
+    """Create or update the DAGs' login role: rows of schema ``tiktok``, nothing else; return its name.
+
+    It may not connect to Airflow's metadata database, whose connections hold every secret.
+    """
+    from tiktok_local.dag_role import create_dag_role
+
+    if s.dag_role == _owner(s):
+        raise SystemExit(
+            f"bootstrap: TIKTOK_DAG_ROLE is {s.dag_role}, the role that owns the warehouse; the DAGs need a role "
+            "of their own (unset TIKTOK_DAG_ROLE for the default)"
+        )
+    create_dag_role(s.pg_server, s.warehouse_db, s.dag_role, s.dag_role_password(), deny_databases=(s.airflow_db,))
+    log.info("Role %s may read and write rows of schema tiktok in %s, and nothing else", s.dag_role, s.warehouse_db)
+    return s.dag_role
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,17 +247,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only-warehouse", action="store_true", help="only migrate the warehouse schema")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bootstrap: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    home = local_settings.Settings.from_env().airflow_home
+    try:
+        pgserver.ensure(home)
+    except pgserver.EmbeddedPostgresError as exc:
+        raise SystemExit(f"bootstrap: {exc}") from None
     s = local_settings.apply(server_context=True)
     if args.only_warehouse:
-        migrate_warehouse()
+        migrate_warehouse(s)
+        ensure_dag_role(s)
         return
     ensure_databases(s)
     migrate_airflow()
+    migrate_warehouse(s)
+    ensure_dag_role(s)
     ensure_connections(s)
     ensure_pool()
     ensure_admin_from_env()
-    migrate_warehouse()
-    print(f"bootstrap: ready (Airflow DB {s.airflow_db}, warehouse DB {s.warehouse_db}, simulator {s.sim_url})")
+    print(
+        f"bootstrap: ready (Airflow DB {s.airflow_db}, warehouse DB {s.warehouse_db} with the DAGs as role "
+        f"{s.dag_role}, simulator {s.sim_url})"
+    )
 
 
 if __name__ == "__main__":

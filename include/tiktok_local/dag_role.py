@@ -1,7 +1,9 @@
 """Create the least-privilege Postgres role the DAGs should log in as: DML on schema ``tiktok`` only.
 
 The DAGs read and write rows; they never need to create, alter or drop anything. Migrations run
-as the role that owns the schema (``make migrate``), the DAGs as this one, e.g.::
+as the role that owns the schema (``make migrate``), the DAGs as this one. ``make bootstrap`` (and
+docker-compose's ``airflow-init``) creates it and points the ``tiktok_warehouse`` connection at it;
+to do it by hand::
 
     python -m tiktok_local.dag_role --database tiktok --role tiktok_dags   # password from $TIKTOK_DAG_ROLE_PASSWORD
     python -m tiktok_local.dag_role --database tiktok --role tiktok_dags --print   # just show the SQL
@@ -24,6 +26,8 @@ STATEMENTS: tuple[str, ...] = (
     # them); revoke TEMPORARY from PUBLIC yourself if nobody needs temporary tables.
     "REVOKE ALL ON DATABASE {db} FROM {role}",
     "REVOKE ALL ON SCHEMA public FROM {role}",
+    # PostgreSQL 15's default on older servers too: nobody but the owner creates objects in public.
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
     "GRANT CONNECT ON DATABASE {db} TO {role}",
     "GRANT USAGE ON SCHEMA tiktok TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tiktok TO {role}",
@@ -32,13 +36,23 @@ STATEMENTS: tuple[str, ...] = (
     "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT USAGE, SELECT ON SEQUENCES TO {role}",
 )
-ROLE_OPTIONS = "LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
+#: For each database the role must stay out of (Airflow's metadata): ``{db}`` is that database.
+DENY_STATEMENTS: tuple[str, ...] = (
+    "REVOKE ALL ON DATABASE {db} FROM {role}",
+    # Every role may connect to every database through PUBLIC; only the owner needs this one.
+    "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC",
+)
+ROLE_OPTIONS = "LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS"
 
 
-def create_dag_role(server: str, database: str, role: str, password: str) -> None:
+def create_dag_role(
+    server: str, database: str, role: str, password: str, *, deny_databases: tuple[str, ...] = ()
+) -> None:
     """Create (or reset) ``role`` with ``password`` and exactly the grants above, in ``database``.
 
     :param server: ``postgresql://user@host:port`` of a role that owns the schema (or a superuser).
+    :param deny_databases: databases nobody but their owner may connect to, e.g. Airflow's metadata
+        database (its connections hold every secret); ``database`` itself is never denied.
     """
     import psycopg2
     from psycopg2 import sql
@@ -53,6 +67,10 @@ def create_dag_role(server: str, database: str, role: str, password: str) -> Non
             cur.execute(sql.SQL(f"{verb} ROLE {{}} {ROLE_OPTIONS}").format(ident), (password,))
             for statement in STATEMENTS:
                 cur.execute(sql.SQL(statement).format(db=sql.Identifier(database), role=ident))
+            for other in deny_databases:
+                if other != database:
+                    for statement in DENY_STATEMENTS:
+                        cur.execute(sql.SQL(statement).format(db=sql.Identifier(other), role=ident))
     finally:
         conn.close()
 
@@ -66,18 +84,28 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("TIKTOK_PG_SERVER", "postgresql://postgres@127.0.0.1:5432"),
         help="a role that owns schema tiktok (default $TIKTOK_PG_SERVER)",
     )
+    parser.add_argument(
+        "--deny-database",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a database only its owner may connect to, e.g. Airflow's metadata database (repeatable)",
+    )
     parser.add_argument("--print", action="store_true", help="print the SQL instead of running it")
     args = parser.parse_args(argv)
     if args.print:
         print(f'CREATE ROLE "{args.role}" {ROLE_OPTIONS % "<password>"};')
         for statement in STATEMENTS:
             print(statement.format(db=f'"{args.database}"', role=f'"{args.role}"') + ";")
+        for other in args.deny_database:
+            for statement in DENY_STATEMENTS:
+                print(statement.format(db=f'"{other}"', role=f'"{args.role}"') + ";")
         return 0
     password = os.environ.get("TIKTOK_DAG_ROLE_PASSWORD")
     if not password:
         print("Set TIKTOK_DAG_ROLE_PASSWORD to the role's password (it is never taken on the command line).")
         return 2
-    create_dag_role(args.server, args.database, args.role, password)
+    create_dag_role(args.server, args.database, args.role, password, deny_databases=tuple(args.deny_database))
     print(f"Role {args.role} can now read and write rows of schema tiktok in {args.database}, and nothing else.")
     return 0
 

@@ -5,6 +5,10 @@ through ``tiktok_connect_account``, runs ``tiktok_video_backfill`` (full), ``tik
 and ``tiktok_cover_refresh`` with ``dag.test()``, prints a summary read back from the warehouse, and
 stops the simulator. Safe to run again: the same seed gives the same accounts, and every load is
 an idempotent upsert.
+
+With no Postgres server (no ``TIKTOK_PG_SERVER``, nothing on 127.0.0.1:5432) it runs on the
+embedded server of :mod:`tiktok_local.pgserver` (``make bootstrap`` starts it), and stops that
+server at the end unless ``make up`` is using it too.
 """
 
 from __future__ import annotations
@@ -16,12 +20,38 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from tiktok_local import pgserver
 from tiktok_local import settings as local_settings
 
 SEED = 20261125
 ACCOUNTS = 3
 VIDEOS = 1500  # account i gets VIDEOS // (i + 1): 1500 + 750 + 500
 COVER_TTL = 45 * 60  # shorter than the DAG's 60-minute horizon, so the refresh has work to do
+
+
+#: What a terminal would act on rather than show: C0/C1 controls (ESC starts colour, cursor and
+#: title sequences; CR and LF rewrite lines), and the Unicode marks that reorder or split text.
+_TERMINAL_UNSAFE = frozenset(
+    (
+        *range(0x20), 0x7F, *range(0x80, 0xA0),  # C0 (ESC, BEL, CR, LF...), DEL, C1 (CSI, OSC...)
+        0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),  # bidi marks, overrides
+        0x2028, 0x2029,  # line and paragraph separators
+    )
+)  # fmt: skip
+
+
+def printable(text: object, limit: int = 60) -> str:
+    """Return creator text as a terminal should show it: data, never control sequences.
+
+    Display names, bios and titles are whatever a creator typed: each control character is shown
+    escaped (``\\x1b``), and long text is cut. HTML needs no escaping in a terminal, so
+    ``<script>`` stays as typed; a page of ours would ``html.escape`` it instead.
+    """
+    shown = "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") if ord(c) in _TERMINAL_UNSAFE else c
+        for c in str(text)
+    )
+    return shown if len(shown) <= limit else shown[: limit - 1] + "\u2026"
 
 
 def _say(text: str) -> None:
@@ -85,12 +115,54 @@ def _summary(engine: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(text(sql))]
 
 
+def summary_table(rows: list[tuple[Any, ...]]) -> list[str]:
+    """Return the lines of the per-account table (rows as :func:`_summary` reads them)."""
+    header = ("account", "status", "videos", "video snapshots", "profile snapshots", "followers", "valid covers")
+    table = [header] + [
+        (
+            printable(r[0] if r[0] is not None else ""),
+            str(r[1]),
+            *(f"{v:,}" if isinstance(v, int) else str(v) for v in r[3:]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate(table):
+        cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  " + "  ".join(cells))
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tiktok_local.demo", description=__doc__)
     parser.add_argument("--accounts", type=int, default=ACCOUNTS)
     parser.add_argument("--videos", type=int, default=VIDEOS, help="videos of the first account")
     args = parser.parse_args(argv)
 
+    home = local_settings.Settings.from_env().airflow_home
+    holder = f"demo-{os.getpid()}"
+    try:
+        pgserver.ensure(home, holder, pid=os.getpid())
+    except pgserver.EmbeddedPostgresError as exc:
+        sys.exit(f"demo: {exc}")
+    try:
+        return _demo(args)
+    finally:
+        _dispose_airflow_engines()
+        if pgserver.release(home, holder):
+            _say(f"demo: stopped the embedded PostgreSQL server (its data stays in {pgserver.Embedded(home).pgdata})")
+
+
+def _dispose_airflow_engines() -> None:
+    """Close Airflow's pooled connections, so nothing talks to a server that is about to stop."""
+    if "airflow.settings" in sys.modules:
+        sys.modules["airflow.settings"].dispose_orm()
+
+
+def _demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     s = local_settings.apply(server_context=True)
     began = time.monotonic()
@@ -126,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             state, took, result = _run(
                 dags, "tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI
             )
-            timings.append((f"tiktok_connect_account ({account['display_name']})", state, took))
+            timings.append((f"tiktok_connect_account ({printable(account['display_name'])})", state, took))
             _say(f"demo: {timings[-1][0]}: {state} in {took:.1f}s, scopes {', '.join(result.get('scopes', []))}")
         for dag_id, conf in [
             ("tiktok_video_backfill", {"mode": "full"}),
@@ -145,16 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _say("")
     _say("Warehouse (tiktok schema) after the demo")
-    header = ("account", "status", "videos", "video snapshots", "profile snapshots", "followers", "valid covers")
-    table = [header] + [(r[0], r[1], *(f"{v:,}" if isinstance(v, int) else str(v) for v in r[3:])) for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        cells = [
-            str(c).ljust(w) if j < 2 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        _say("  " + "  ".join(cells))
-        if i == 0:
-            _say("  " + "  ".join("-" * w for w in widths))
+    for line in summary_table(rows):
+        _say(line)
     _say("")
     _say("TikTok API calls (counted by the simulator)")
     for endpoint, numbers in sorted(stats["endpoints"].items()):

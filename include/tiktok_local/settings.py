@@ -3,6 +3,10 @@
 Every entry point (`python -m tiktok_local ...`, the tests' conftest) calls :func:`apply` before
 it imports Airflow, so the Makefile, the tests and `make up` agree. Each value can be overridden
 from the environment; the defaults are the machine's local Postgres and the simulator.
+
+Postgres is, in this order: ``TIKTOK_PG_SERVER``; the embedded server of this ``AIRFLOW_HOME``
+while it runs (:mod:`tiktok_local.pgserver`, started by ``make demo`` / ``make up`` when nothing
+answers on 127.0.0.1:5432); the local server at ``postgresql://postgres@127.0.0.1:5432``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 @dataclass(frozen=True)
@@ -26,17 +31,33 @@ class Settings:
     sim_host: str
     sim_port: int
     airflow_home: Path
+    #: The login role of the DAGs' ``tiktok_warehouse`` connection; default ``<warehouse_db>_dags``.
+    dag_role_name: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
+        from tiktok_local import pgserver
+
+        home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
+        server = os.environ.get("TIKTOK_PG_SERVER") or pgserver.running_url(home) or DEFAULT_PG_SERVER
         return cls(
-            pg_server=os.environ.get("TIKTOK_PG_SERVER", "postgresql://postgres@127.0.0.1:5432").rstrip("/"),
+            pg_server=server.rstrip("/"),
             airflow_db=os.environ.get("TIKTOK_AIRFLOW_DB", "airflow"),
             warehouse_db=os.environ.get("TIKTOK_WAREHOUSE_DB", "tiktok"),
             sim_host=os.environ.get("TIKTOK_SIM_HOST", "127.0.0.1"),
             sim_port=int(os.environ.get("TIKTOK_SIM_PORT", "8765")),
-            airflow_home=Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow")),
+            airflow_home=home,
+            dag_role_name=os.environ.get("TIKTOK_DAG_ROLE") or None,
         )
+
+    @property
+    def dag_role(self) -> str:
+        """The role the DAGs log in as: DML on schema ``tiktok`` only (:mod:`tiktok_local.dag_role`)."""
+        return self.dag_role_name or f"{self.warehouse_db}_dags"
+
+    def dag_role_password(self) -> str:
+        """``TIKTOK_DAG_ROLE_PASSWORD``, else a random one kept in AIRFLOW_HOME (created once)."""
+        return os.environ.get("TIKTOK_DAG_ROLE_PASSWORD") or _secret(self.airflow_home, "dag_role.secret", nbytes=24)
 
     def database_url(self, database: str, *, driver: str = "postgresql+psycopg2") -> str:
         _, _, rest = self.pg_server.partition("://")

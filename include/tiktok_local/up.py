@@ -11,6 +11,10 @@ parsed without import errors, and prints where the UI is and how to log in.
 ``stop`` ends every process ``start`` started, with whatever they spawned (a second ``stop`` does
 nothing); ``status`` shows them. Run ``make bootstrap`` first (``make up`` does).
 
+With no Postgres server (no ``TIKTOK_PG_SERVER``, nothing on 127.0.0.1:5432), the stack runs on
+the embedded server of :mod:`tiktok_local.pgserver`: ``start`` holds it, ``stop`` lets it go and
+stops it unless a demo is still using it.
+
 The UI login: Airflow's simple auth manager with one user, ``admin``, whose password is generated
 once into ``$AIRFLOW_HOME/simple_auth_manager_passwords.json`` (never committed, printed by start).
 Set ``AIRFLOW__API__PORT`` (default 8080) and ``TIKTOK_SIM_PORT`` to run a second stack beside it.
@@ -34,15 +38,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tiktok_local import bootstrap
+from tiktok_local import bootstrap, pgserver
 from tiktok_local import settings as local_settings
-from tiktok_local.demo import ACCOUNTS, SEED, VIDEOS
+from tiktok_local.demo import ACCOUNTS, SEED, VIDEOS, printable
 
 API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080
 ADMIN_USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 SIMULATOR = "simulator"
+#: How `make up` holds the embedded Postgres server (tiktok_local.pgserver), until `make down`.
+PG_HOLDER = "up"
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 #: Variables of this process that its children must not inherit.
 _PARENT_ONLY: set[str] = {"_AIRFLOW_PROCESS_CONTEXT"}
@@ -431,7 +437,7 @@ def connect_simulator_accounts(s: local_settings.Settings) -> list[str]:
         result = connect_account(
             {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}, tiktok_conn_id=TIKTOK_CONN_ID
         )
-        names.append(result.get("display_name") or result["open_id"])
+        names.append(printable(result.get("display_name") or result["open_id"], limit=40))
     return names
 
 
@@ -492,6 +498,9 @@ def status(stack: Stack) -> int:
     state = running(stack, names)
     for name, pid in state.items():
         _say(f"{name:<14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    if url := pgserver.running_url(stack.home):
+        held = ", ".join(pgserver.holders(stack.home)) or "nobody"
+        _say(f"{'postgres':<14} embedded, on {url.rsplit('@', 1)[1]} (held by {held})")
     if state.get("api-server"):
         with contextlib.suppress(requests.RequestException, ValueError):
             health = requests.get(f"{stack.url}/api/v2/monitor/health", timeout=5).json()
@@ -521,15 +530,34 @@ def main(argv: list[str] | None = None) -> int:
     if "AIRFLOW__LOGGING__LOGGING_LEVEL" not in os.environ:  # quiet here, not in the components' logs
         os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
         _PARENT_ONLY.add("AIRFLOW__LOGGING__LOGGING_LEVEL")
-    stack = configure(args.executor)
+    home = local_settings.Settings.from_env().airflow_home
     with _errors_to_exit():
         if args.command == "start":
-            return start(stack, accounts=args.sim_accounts, videos=args.sim_videos, timeout=args.timeout)
+            try:
+                pgserver.ensure(home, PG_HOLDER)  # before configure(): the stack's settings follow it
+            except pgserver.EmbeddedPostgresError as exc:
+                raise StartError(str(exc)) from None
+        stack = configure(args.executor)
+        if args.command == "start":
+            try:
+                return start(stack, accounts=args.sim_accounts, videos=args.sim_videos, timeout=args.timeout)
+            except BaseException:
+                release_postgres(stack)
+                raise
         if args.command == "stop":
             stopped = stop(stack)
             _say(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+            release_postgres(stack)
             return 0
         return status(stack)
+
+
+def release_postgres(stack: Stack) -> None:
+    """Let go of the embedded Postgres server; it stops unless a demo still uses it."""
+    if pgserver.release(stack.home, PG_HOLDER):
+        _say(f"stopped the embedded PostgreSQL server (its data stays in {pgserver.Embedded(stack.home).pgdata})")
+    elif pgserver.running_url(stack.home):
+        _say(f"the embedded PostgreSQL server keeps running for {', '.join(pgserver.holders(stack.home))}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def render_video(
         "width": lambda: traits.width,
         "title": lambda: title,
         "embed_html": lambda: (
-            f'<blockquote class="tiktok-embed" cite="{share_url}" data-video-id="{video_id}" '
+            f'<blockquote class="tiktok-embed" cite="{escape(share_url)}" data-video-id="{escape(video_id)}" '
             f'style="max-width: 605px;min-width: 325px;"><section>'
             f"{escape(description)}</section></blockquote> "
             '<script async src="https://www.tiktok.com/embed.js"></script>'

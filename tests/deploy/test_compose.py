@@ -8,20 +8,27 @@
 - It sets every Airflow setting the local path sets (except this machine's paths and ports).
 - Every variable it reads is documented in .env.example; no secret has a default anywhere.
 - The Dockerfile builds on apache/airflow at the version and Python that the lock is made for.
+- The DAGs' warehouse connection logs in as a role of its own, not as the Postgres superuser;
+  airflow-init's command, run with its environment on this machine's Postgres, creates that role
+  (rows of schema tiktok only) and points ``tiktok_warehouse`` at it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from tiktok_local import bootstrap, up
 from tiktok_local import settings as local_settings
@@ -237,3 +244,140 @@ def test_the_dockerfile_extends_the_airflow_image_the_lock_is_made_for() -> None
         assert (ROOT / path).exists(), path
         assert f"!{path}" in ignore or f"!{path}/" in ignore, f".dockerignore leaves {path} out of the build context"
     assert {"dags", "plugins", "include", "pyproject.toml", "requirements.lock"} <= sources
+
+
+def test_the_dags_log_in_to_the_warehouse_as_their_own_role_not_the_superuser(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    superuser = services["postgres"]["environment"]["POSTGRES_USER"]
+    init_env = services["airflow-init"]["environment"]
+    for name, service in services.items():
+        env = service.get("environment", {})
+        # Only airflow-init holds the owner's URL and the role's password; the workers read the
+        # connection airflow-init wrote, and nothing in their environment overrides it.
+        if name != "airflow-init":
+            assert not {"TIKTOK_PG_SERVER", "TIKTOK_DAG_ROLE_PASSWORD"} & set(env), name
+        assert not any(key.startswith("AIRFLOW_CONN_") for key in env), f"{name} overrides a connection"
+    assert "TIKTOK_DAG_ROLE_PASSWORD" in variables(COMPOSE.read_text())
+    # What airflow-init writes into tiktok_warehouse, which every scheduler and worker then uses.
+    for key in list(os.environ):
+        if key.startswith(("TIKTOK_", "AIRFLOW_HOME")):
+            monkeypatch.delenv(key)
+    for key, value in init_env.items():
+        if key.startswith("TIKTOK_"):
+            monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    s = local_settings.Settings.from_env()
+    assert make_url(s.pg_server).username == superuser, "migrations run as the owner"
+    connection = bootstrap._warehouse_connection(s)
+    assert connection["host"] == "postgres" and connection["schema"] == init_env["TIKTOK_WAREHOUSE_DB"]
+    assert connection["login"] == init_env["TIKTOK_DAG_ROLE"] == env_example()["TIKTOK_DAG_ROLE"]
+    assert connection["login"] != superuser
+    assert connection["password"] == filled_env()["TIKTOK_DAG_ROLE_PASSWORD"]
+
+
+def _admin(database: str = "postgres") -> Any:
+    conn = psycopg2.connect(f"{local_settings.Settings.from_env().pg_server}/{database}")
+    conn.autocommit = True
+    return conn
+
+
+def _query(database: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = _admin(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_airflow_init_creates_the_dag_role_and_points_the_warehouse_connection_at_it(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """airflow-init's command and TIKTOK_* environment, on this machine's Postgres and databases of its own."""
+    from cryptography.fernet import Fernet
+
+    local = local_settings.Settings.from_env()
+    airflow_db, warehouse_db = f"{local.airflow_db}_init", f"{local.warehouse_db}_init"
+    role = f"{warehouse_db}_dags"  # the compose default, tiktok_dags, may exist on a shared server
+    init = compose["services"]["airflow-init"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "TIKTOK_"))}
+    env.update({k: str(v) for k, v in init["environment"].items() if k.startswith("TIKTOK_")})
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
+        AIRFLOW_HOME=str(tmp_path),
+        TIKTOK_PG_SERVER=local.pg_server,
+        TIKTOK_AIRFLOW_DB=airflow_db,
+        TIKTOK_WAREHOUSE_DB=warehouse_db,
+        TIKTOK_DAG_ROLE=role,
+    )
+    owner = make_url(local.pg_server).username
+    command = argv(init["command"])
+    assert command[:1] == ["python"]
+
+    def drop() -> None:
+        for name in (airflow_db, warehouse_db):
+            _query("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _query("postgres", f'DROP ROLE IF EXISTS "{role}"')
+
+    def init_run(password: str) -> str:
+        done = subprocess.run(
+            [sys.executable, *command[1:]],
+            env={**env, "TIKTOK_DAG_ROLE_PASSWORD": password},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert password not in done.stdout + done.stderr, "the role's password was printed"
+        return done.stdout + done.stderr
+
+    def stored_connection() -> tuple[str, str]:
+        [(login, password)] = _query(
+            airflow_db, "SELECT login, password FROM connection WHERE conn_id = 'tiktok_warehouse'"
+        )
+        fernet = Fernet((tmp_path / "fernet.key").read_text().strip().encode())
+        return login, fernet.decrypt(password.encode()).decode()
+
+    drop()
+    try:
+        init_run(env["TIKTOK_DAG_ROLE_PASSWORD"])
+        assert _query(
+            "postgres", "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s", role
+        ) == [(False, False, False)]
+        assert stored_connection() == (role, env["TIKTOK_DAG_ROLE_PASSWORD"])
+        # The migrations ran as the owner: it owns every table; the role only got rows.
+        owners = _query(warehouse_db, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'tiktok'")
+        assert owners == [(owner,)]
+        [(dml, ddl)] = _query(
+            warehouse_db,
+            "SELECT has_table_privilege(%s, 'tiktok.videos', 'INSERT, UPDATE, DELETE, SELECT'),"
+            " has_schema_privilege(%s, 'tiktok', 'CREATE')",
+            role,
+            role,
+        )
+        assert (dml, ddl) == (True, False)
+        assert _query("postgres", "SELECT has_database_privilege(%s, %s, 'CONNECT')", role, airflow_db) == [(False,)]
+
+        # A new password in .env and airflow-init again: the role and the connection follow it.
+        init_run("rotated-password")
+        assert stored_connection() == (role, "rotated-password")
+        # A connection an older airflow-init made for the owner moves to the role.
+        _query(airflow_db, "UPDATE connection SET login = %s WHERE conn_id = 'tiktok_warehouse'", owner)
+        output = init_run("rotated-password")
+        assert stored_connection() == (role, "rotated-password")
+        assert f"logs in as {role} now" in output
+        # One set by hand to another server is left alone.
+        _query(airflow_db, "UPDATE connection SET host = 'warehouse.example' WHERE conn_id = 'tiktok_warehouse'")
+        init_run("third-password")
+        assert _query(airflow_db, "SELECT host FROM connection WHERE conn_id = 'tiktok_warehouse'") == [
+            ("warehouse.example",)
+        ]
+        assert stored_connection() == (role, "rotated-password")
+    finally:
+        drop()
