@@ -844,3 +844,96 @@ def test_a_connect_without_scope_or_refresh_lifetime_is_stored_conservatively(
     store.save_grant(make_grant(open_id, scopes=frozenset({"user.info.basic"})))
     store.save_grant(replace(make_grant(open_id), scopes=None))  # a reconnect that does not say
     assert store.get(open_id).scopes == {"user.info.basic"}
+
+
+# -- what an on-call would try: keys rotated and accounts reconnected mid-refresh -----------------
+
+
+def refresh_in_background(
+    store: TokenStore, open_id: str, grant: TokenGrant
+) -> tuple[threading.Thread, threading.Event, threading.Event, list[object]]:
+    """Start a refresh whose HTTP call waits for ``release``; return (thread, in_flight, release, results)."""
+    in_flight, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def slow(current: AccountTokens) -> TokenGrant:
+        in_flight.set()
+        release.wait(30)
+        return grant
+
+    def run() -> None:
+        try:
+            results.append(store.refresh_locked(open_id, slow, min_remaining=timedelta(minutes=5)))
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert in_flight.wait(10)
+    return thread, in_flight, release, results
+
+
+def test_a_key_rotated_while_a_refresh_is_in_flight_loses_nothing(
+    wh_engine: Engine, fernet_key: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """A worker started with the old key refreshes; meanwhile the connection gets "new,old"."""
+    old = TokenStore(wh_engine, fernet_key)
+    open_id = f"open-{uuid.uuid4().hex}"
+    old.save_grant(make_grant(open_id))
+    expire_access_token(wh_engine, open_id)
+    new_key = Fernet.generate_key().decode()
+    rotated = TokenStore(wh_engine, f"{new_key},{fernet_key}")
+    fresh = make_grant(open_id)
+    thread, _, release, results = refresh_in_background(old, open_id, fresh)
+    waiter = threading.Thread(
+        target=lambda: results.append(
+            rotated.refresh_locked(
+                open_id, lambda c: pytest.fail("refreshed twice"), min_remaining=timedelta(minutes=5)
+            )
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)  # the waiter polls the lease held by the old-key worker
+    release.set()
+    thread.join(30)
+    waiter.join(30)
+    assert [getattr(r, "refresh_token", r) for r in results] == [fresh.refresh_token] * 2
+    # The next refresh (by a new-key worker) re-encrypts: then the old key can be dropped.
+    newer = make_grant(open_id)
+    rotated.refresh_locked(open_id, lambda c: newer, min_remaining=timedelta(0), stale_access_token=fresh.access_token)
+    assert TokenStore(wh_engine, new_key).get(open_id).refresh_token == newer.refresh_token
+
+
+def test_a_reconnect_during_a_refresh_wins_over_the_refresh(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    expire_access_token(wh_engine, account)
+    refreshed = make_grant(account)
+    thread, _, release, results = refresh_in_background(store, account, refreshed)
+    reconnected = make_grant(account, scopes=frozenset({"user.info.basic"}))
+    store.save_grant(reconnected)  # the owner authorized again while the refresh was in flight
+    release.set()
+    thread.join(30)
+    assert [getattr(r, "access_token", r) for r in results] == [reconnected.access_token]
+    stored = store.get(account)
+    assert (stored.refresh_token, stored.scopes) == (reconnected.refresh_token, {"user.info.basic"})
+    row = raw_row(wh_engine, account)
+    assert (row["refresh_lease_owner"], row["refresh_lease_until"]) == (None, None)
+
+
+def test_a_failed_refresh_hands_the_lease_on_at_once(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """A non-reauth failure (TikTok down) must not make the next worker wait out the lease."""
+    expire_access_token(wh_engine, account)
+    with pytest.raises(TimeoutError):
+        store.refresh_locked(
+            account,
+            lambda c: (_ for _ in ()).throw(TimeoutError("token endpoint timed out")),
+            min_remaining=timedelta(minutes=5),
+            lease=timedelta(hours=1),
+        )
+    fresh = make_grant(account)
+    started = time.monotonic()
+    assert store.refresh_locked(account, lambda c: fresh, min_remaining=timedelta(minutes=5)) is not None
+    assert time.monotonic() - started < 1.0
