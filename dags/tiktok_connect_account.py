@@ -113,7 +113,7 @@ A failure after the tokens are stored never retries the task (that would spend t
             description=(
                 "Instead of a code: the name of an Airflow Variable holding a refresh token you already "
                 "hold (never the token itself: a run's configuration is readable by everyone who can see "
-                "the run). The token is rotated at once and the Variable deleted."
+                "the run). It is spent only once the tokens it buys can be stored; then the Variable is deleted."
             ),
         ),
     },
