@@ -3,21 +3,20 @@
 
 Trigger this DAG to connect a creator's account, or to reconnect one whose status is
 `reauth_required`. Give **either** the `auth_code` and `redirect_uri` your app received after the
-creator authorized it on TikTok (plus the PKCE `code_verifier` if your app uses PKCE), **or** a
-`refresh_token` you already hold, **or** (better) the name of an Airflow Variable that holds it
-(`refresh_token_variable`).
+creator authorized it on TikTok (plus the PKCE `code_verifier` if your app uses PKCE), **or** the
+name of an Airflow Variable holding a refresh token you already have (`refresh_token_variable`).
 
-The task exchanges (or refreshes) the token, fetches the profile, and stores the account with its
-tokens **encrypted** in `tiktok.accounts`. Reconnecting replaces the tokens and makes the account
-`active` again.
+The task first checks that the tokens can be stored (encryption key, warehouse reachable, migrated
+and writable) -- before it spends the code or the refresh token, which work only once. Then it
+exchanges (or rotates) it, stores the account with its tokens **encrypted** in `tiktok.accounts`,
+and fetches the profile. Reconnecting replaces the tokens and makes the account `active` again.
 
-**Why a Variable is better than the token itself:** a run's configuration is stored in plain text and shown
-to everyone who can see the run. An authorization code is single-use and short-lived, so it may go
-there; a refresh token lives for months. Put it in a Variable whose name contains `token` (Airflow
-encrypts Variables and masks such names), e.g. `airflow variables set tiktok_refresh_token_alice
-rft.…`; the task rotates the token at once and deletes the Variable when the account is connected.
-A `refresh_token` given directly is rotated at once too, so the copy left in the run's
-configuration is dead as soon as the run succeeds.
+**Why never the token itself:** a run's configuration is stored in plain text and shown to everyone
+who can see the run, and stays there after the run. An authorization code is single-use and lives
+minutes, so it may go there; a refresh token lives for months, so a run is refused at trigger time
+if its configuration holds one. Put it in a Variable whose name contains `token` (Airflow encrypts
+Variables and masks such names), e.g. `airflow variables set tiktok_refresh_token_alice rft.…`;
+the task deletes the Variable once the rotated token is stored.
 
 The run's return value shows the account's `open_id` and the scopes it granted.
 """
@@ -29,20 +28,37 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from tiktok_pipeline.common import API_POOL, DEFAULT_ARGS, TIKTOK_CONN_ID
+from tiktok_pipeline.common import DEFAULT_ARGS, TIKTOK_CONN_ID
+
+#: Its own pool (created by ``make bootstrap``): an auth code lives minutes, so connecting must not
+#: queue behind backfills in the tiktok_api pool. It makes two API calls; the pool still bounds it.
+CONNECT_POOL = "tiktok_connect"
+#: Ahead of anything else waiting for a worker slot (absolute: connect has no downstream tasks).
+CONNECT_PRIORITY = 100
 
 CONNECT_DOC = """
 ### connect
 Exchanges the authorization code (or refresh token) at TikTok's token endpoint, stores the
 account with encrypted tokens, fetches its profile.
 
+It runs in its own pool (`tiktok_connect`) at a high priority, so a code never expires queued
+behind a backfill.
+
 **On failure:**
+- missing or invalid `token_encryption_key`, warehouse not migrated or not writable: nothing was
+  sent to TikTok. Fix it (the log says what) and trigger again -- with a new code if this one has
+  expired meanwhile. A warehouse that is merely unreachable is retried automatically.
 - `invalid_grant`: the code was already used, has expired (codes live minutes), or the
   `redirect_uri` differs from the one used to authorize. Ask the creator to authorize again and
   trigger a new run; do **not** clear this task with the same code.
 - `invalid_client`: the client key/secret in the `tiktok_default` connection are wrong.
-- missing `token_encryption_key`: add it to the `tiktok_default` connection's extra.
-- network / 5xx: retried automatically; if retries run out, clear the task.
+- "TikTok issued new tokens ... could not store them": the warehouse failed for minutes right
+  after the exchange; the code (or refresh token) is spent. Fix the warehouse, then have the
+  creator authorize again.
+- network / 5xx at TikTok: retried automatically (nothing came back, so nothing is lost); if
+  retries run out, trigger again.
+
+A failure after the tokens are stored never retries the task (that would spend the code twice).
 """
 
 
@@ -77,14 +93,16 @@ account with encrypted tokens, fetches its profile.
             title="PKCE code verifier",
             description="Only if the app used PKCE when it asked for the code.",
         ),
+        # Kept only to refuse it: a conf holding a string here fails validation at trigger time, before
+        # the run (and its conf) is stored, so no run's configuration ever holds a live refresh token.
+        # (A key that is not a param at all would be accepted silently.)
         "refresh_token": Param(
             None,
-            type=["null", "string"],
-            maxLength=2048,
-            title="Refresh token",
+            type="null",
+            title="Refresh token: not accepted here",
             description=(
-                "Instead of a code: a refresh token you already hold. It is rotated at once, so the value "
-                "left in the run's configuration stops working; prefer refresh_token_variable below."
+                "Leave empty. A run's configuration is visible to everyone who can see the run, so a refresh "
+                "token is refused here: put it in a Variable and give the Variable's name below."
             ),
         ),
         "refresh_token_variable": Param(
@@ -95,13 +113,13 @@ account with encrypted tokens, fetches its profile.
             description=(
                 "Instead of a code: the name of an Airflow Variable holding a refresh token you already "
                 "hold (never the token itself: a run's configuration is readable by everyone who can see "
-                "the run). The token is rotated at once and the Variable deleted."
+                "the run). It is spent only once the tokens it buys can be stored; then the Variable is deleted."
             ),
         ),
     },
 )
 def tiktok_connect_account() -> None:
-    @task(pool=API_POOL, doc_md=CONNECT_DOC)
+    @task(pool=CONNECT_POOL, priority_weight=CONNECT_PRIORITY, weight_rule="absolute", doc_md=CONNECT_DOC)
     def connect(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from tiktok_pipeline.connect import connect_account
 

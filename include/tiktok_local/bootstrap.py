@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 API_POOL = "tiktok_api"
 API_POOL_SLOTS = 4
+#: The connect DAG's own pool (dags/tiktok_connect_account.py): a code must not wait behind backfills.
+CONNECT_POOL = "tiktok_connect"
+CONNECT_POOL_SLOTS = 4
 SIM_CLIENT_KEY = "sim-client-key"
 
 
@@ -163,22 +166,20 @@ def ensure_connections(s: local_settings.Settings) -> None:
 
 
 def ensure_pool() -> None:
-    """Create the pool that caps concurrent TikTok API tasks (``TIKTOK_API_POOL_SLOTS`` slots)."""
+    """Create the pools: TikTok API tasks (``TIKTOK_API_POOL_SLOTS`` slots), and connecting accounts."""
     from airflow.models import Pool
     from airflow.utils.session import create_session
 
     slots = int(os.environ.get("TIKTOK_API_POOL_SLOTS") or API_POOL_SLOTS)
+    pools = {
+        API_POOL: (slots, "Caps concurrent TikTok API tasks (rate limit: 600 requests/min/endpoint)"),
+        CONNECT_POOL: (CONNECT_POOL_SLOTS, "Connecting accounts: auth codes live minutes, so never behind backfills"),
+    }
     with create_session() as session:
-        if session.query(Pool).filter(Pool.pool == API_POOL).first() is None:
-            session.add(
-                Pool(
-                    pool=API_POOL,
-                    slots=slots,
-                    description="Caps concurrent TikTok API tasks (rate limit: 600 requests/min/endpoint)",
-                    include_deferred=False,
-                )
-            )
-            log.info("Created pool %s with %d slots", API_POOL, slots)
+        for name, (size, description) in pools.items():
+            if session.query(Pool).filter(Pool.pool == name).first() is None:
+                session.add(Pool(pool=name, slots=size, description=description, include_deferred=False))
+                log.info("Created pool %s with %d slots", name, size)
 
 
 def ensure_admin_login(path: Path, username: str, password: str | None = None) -> str:

@@ -1,4 +1,18 @@
-"""Connect or reconnect an account: exchange or refresh, store encrypted tokens, fetch the profile."""
+"""Connect or reconnect an account: exchange or refresh, store encrypted tokens, fetch the profile.
+
+An authorization code is single-use and lives minutes; a refresh token stops working once it is
+rotated. So the flow is ordered to never spend one on tokens it cannot keep:
+
+1. check the params (nothing secret is used yet);
+2. check that the token store can store tokens (key, warehouse reachable, migrated, writable):
+   a failure here leaves the credential unspent, and a warehouse that is merely down is retried;
+3. exchange the code (or rotate the refresh token) -- the one step that spends it;
+4. store the grant, retrying transient database errors while holding it in memory only;
+5. delete the Variable the refresh token came from (that token is dead now);
+6. fetch the profile: best effort, the account is connected whatever happens here.
+
+Nothing after step 3 makes Airflow retry the task: a retry would spend the credential again.
+"""
 
 from __future__ import annotations
 
@@ -19,58 +33,96 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
 
     from tiktok_provider.errors import TikTokError
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
-    from tiktok_warehouse.db import get_engine
-    from tiktok_warehouse.loads import Warehouse
     from tiktok_warehouse.tokens import TokenStoreError
 
     code = (params.get("auth_code") or "").strip()
     redirect_uri = (params.get("redirect_uri") or "").strip()
     variable = (params.get("refresh_token_variable") or "").strip()
-    refresh_token = _refresh_token_from(variable) if variable else (params.get("refresh_token") or "").strip()
-    for secret in (code, refresh_token, params.get("code_verifier")):
+    for secret in (code, params.get("refresh_token"), params.get("code_verifier")):
         if secret:
-            mask_secret(secret)
-    if variable and params.get("refresh_token"):
-        raise AirflowFailException("Give refresh_token or refresh_token_variable, not both.")
+            mask_secret(str(secret))
     if params.get("refresh_token"):
-        # The run's configuration is readable by everyone who sees the run: rotate the token at once
-        # (next), so the copy left there is dead; a Variable is the better way to hand one over.
-        log.warning(
-            "A refresh token was given in the run's configuration; it is rotated now so that copy stops "
-            "working. Next time put it in a Variable and pass refresh_token_variable."
-        )
-    if bool(code) == bool(refresh_token):
+        # The DAG's params refuse it at trigger time; this is for a run that got past them anyway.
         raise AirflowFailException(
-            "Give either auth_code (with redirect_uri) or a refresh token (refresh_token or "
-            "refresh_token_variable), not both or neither."
+            "A refresh token in the run's configuration is refused, and was not used: the configuration is "
+            "stored in plain text and shown to everyone who can see the run, and a token left there stays live "
+            "whenever a run fails before rotating it. Put it in a Variable (airflow variables set "
+            "tiktok_refresh_token_<name> <token>) and trigger the DAG with refresh_token_variable."
+        )
+    if bool(code) == bool(variable):
+        raise AirflowFailException(
+            "Give either auth_code (with redirect_uri) or refresh_token_variable (the name of a Variable holding "
+            "a refresh token), not both or neither."
         )
     if code and not redirect_uri.startswith(("https://", "http://")):
         raise AirflowFailException(
             "redirect_uri is required with auth_code and must be the http(s) URL used to authorize."
         )
+    refresh_token = _refresh_token_from(variable) if variable else ""
+    what = "authorization code" if code else f"refresh token in Variable {variable!r}"
 
     hook = TikTokDisplayHook(tiktok_conn_id=tiktok_conn_id)
+    try:
+        hook.token_store.check_ready()
+    except TokenStoreError as exc:
+        if exc.retryable:  # the warehouse is down: the credential is unspent, so trying again is safe
+            raise
+        again = "(codes live minutes: ask for a new one if this one has expired)" if code else "(the Variable is kept)"
+        raise AirflowFailException(
+            f"{exc} The {what} was not used: fix this and trigger the DAG again {again}."
+        ) from None
+
     try:
         if code:
             grant = hook.exchange_code(code, redirect_uri, params.get("code_verifier") or None)
         else:
             grant = hook.refresh_grant(refresh_token)
-        hook.token_store.save_grant(grant)
-        if variable:  # the token in it was just rotated: dead, and no longer needed
-            _delete_variable(variable)
-        fields = [f for f in PROFILE_FIELDS if f != "username" or "user.info.profile" in grant.scopes]
-        user = hook.get_user_info(grant.open_id, fields) if "user.info.basic" in grant.scopes else {}
-        warehouse = Warehouse(get_engine(hook.config.warehouse_conn_id))
-        warehouse.upsert_account_profile(grant.open_id, user, now=datetime.now(UTC))
     except TikTokError as exc:
-        if exc.retryable:
+        if exc.retryable:  # no tokens came back, so nothing is lost by trying again
             raise
         raise AirflowFailException(str(exc)) from None
-    except TokenStoreError as exc:
+
+    # From here on TikTok has spent the credential: no Airflow retry (it would spend it again).
+    try:
+        hook.token_store.save_grant(grant)
+    except TokenStoreError as exc:  # TokenGrantLost: says what was lost and what to do
         raise AirflowFailException(str(exc)) from None
-    scopes = sorted(grant.scopes)
+    except Exception as exc:
+        raise AirflowFailException(
+            f"TikTok issued tokens for account {grant.open_id} [log_id={grant.log_id or 'none'}], but storing them "
+            f"failed ({type(exc).__name__}). The {what} is spent: have the account's owner authorize the app again "
+            "and trigger this DAG with the new auth_code."
+        ) from None
+    if variable:  # the token in it was just rotated: dead, and no longer needed
+        _delete_variable(variable)
+
+    user, scopes = _profile(hook, grant)
     log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
     return {"open_id": grant.open_id, "display_name": user.get("display_name"), "scopes": scopes}
+
+
+def _profile(hook: Any, grant: Any) -> tuple[dict[str, Any], list[str]]:
+    """Fetch and store the newly connected account's profile; never fail the connect over it."""
+    from tiktok_warehouse.db import get_engine
+    from tiktok_warehouse.loads import Warehouse
+
+    scopes: frozenset[str] = grant.scopes or frozenset()
+    try:
+        scopes = grant.scopes if grant.scopes is not None else hook.scopes(grant.open_id)
+        fields = [f for f in PROFILE_FIELDS if f != "username" or "user.info.profile" in scopes]
+        user = hook.get_user_info(grant.open_id, fields) if "user.info.basic" in scopes else {}
+        Warehouse(get_engine(hook.config.warehouse_conn_id)).upsert_account_profile(
+            grant.open_id, user, now=datetime.now(UTC)
+        )
+    except Exception as exc:  # the tokens are stored: the account is connected all the same
+        log.warning(
+            "Account %s is connected, but its profile could not be fetched (%s); the next "
+            "tiktok_profile_snapshot run fills it in",
+            grant.open_id,
+            exc,
+        )
+        user = {}
+    return user, sorted(scopes)
 
 
 def _refresh_token_from(variable: str) -> str:
@@ -84,11 +136,18 @@ def _refresh_token_from(variable: str) -> str:
             f"(airflow variables set {variable} <token>) and trigger the run again. (A try that got as "
             "far as storing the tokens deletes the Variable: then the account is connected already.)"
         )
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(str(token).strip())
     return str(token).strip()
 
 
 def _delete_variable(variable: str) -> None:
     from airflow.sdk import Variable
 
-    Variable.delete(variable)
+    try:
+        Variable.delete(variable)
+    except Exception as exc:  # the token in it is dead already: a leftover is untidy, not unsafe
+        log.warning("Could not delete Variable %s (%s); its token no longer works, delete it by hand", variable, exc)
+        return
     log.info("Deleted Variable %s: the refresh token it held has been rotated", variable)

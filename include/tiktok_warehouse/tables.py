@@ -63,6 +63,11 @@ accounts = Table(
     Column("refresh_token_enc", LargeBinary, nullable=False),
     _ts("access_expires_at", nullable=False),
     _ts("refresh_expires_at", nullable=False),
+    # The refresh lease: who is calling TikTok to rotate this account's refresh token, and until
+    # when the others wait for it. Set and cleared in short transactions, so no session is held
+    # open across the HTTP call; a holder that dies blocks the others only until the lease ends.
+    Column("refresh_lease_owner", Text),
+    _ts("refresh_lease_until"),
     CheckConstraint(
         "status IN ('active', 'reauth_required', 'disabled')",
         name="status",

@@ -7,43 +7,85 @@ Several comma-separated keys are accepted for key rotation: the first encrypts, 
 decrypts (``cryptography.fernet.MultiFernet``); tokens are re-encrypted with the first key the next
 time they are saved or refreshed.
 
-TikTok rotates refresh tokens: once a new one is issued the previous one stops working. So a
-refresh happens under a row lock, and the new refresh token is committed in the same transaction
-that hands out the new access token (``TokenStore.refresh_locked``).
+TikTok rotates refresh tokens: once a new one is issued the previous one stops working. So only
+one worker refreshes an account at a time, and the new refresh token is stored before the new
+access token is handed out (``TokenStore.refresh_locked``). That worker holds a *lease* on the
+account row (``refresh_lease_owner``/``refresh_lease_until``, set in a short committed
+transaction), not a row lock: no database session stays open across the HTTP call, so a session
+killed meanwhile (idle timeout, failover, a pooler) cannot take the rotated token with it. The
+new grant is kept in memory only, never logged, while it is written (with retries on transient
+database errors). Whoever does not hold the lease waits until the holder stores the new token or
+the lease runs out (a holder that died blocks the others for at most the lease).
+
+A single-use credential (an authorization code, a refresh token about to be rotated) is only
+spent once ``TokenStore.check_ready`` has shown that what it buys can be stored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import func, select, update
+from sqlalchemy import Interval, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from tiktok_warehouse.tables import ACCOUNT_STATUSES, accounts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from sqlalchemy.engine import Connection, Engine, Row
+    from sqlalchemy.engine import Engine, Row
+    from sqlalchemy.sql.dml import Insert
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KEY_FIELD = "token_encryption_key"
 KEY_CONN_ID = "tiktok_default"
 GENERATE_KEY_COMMAND = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 MAX_REASON_LENGTH = 1000
+#: How long a refresh lease lasts unless the caller says otherwise (the hook derives it from its
+#: timeouts): the longest a worker that died mid-refresh keeps the others waiting.
+DEFAULT_LEASE = timedelta(minutes=2)
+#: How often a worker waiting for another one's refresh looks at the account row again.
+POLL_INTERVAL_SECONDS = 0.2
+#: How long a grant TikTok already issued is kept in memory while the database is unreachable.
+STORE_RETRY_SECONDS = 120.0
+STORE_ATTEMPTS = 20
+#: A refresh token lifetime TikTok did not state is taken as the shorter of the documented ones
+#: (365 days on older pages, 180 on newer), unless the previous token's expiry is known.
+ASSUMED_REFRESH_LIFETIME = timedelta(days=180)
+#: SQLSTATEs that say the warehouse is reachable but not ready for tokens, with what to do.
+_NOT_READY_ADVICE = {
+    "42P01": "the table tiktok.accounts does not exist: migrate the warehouse (make migrate, or python -m "
+    "tiktok_warehouse.migrate)",
+    "3F000": "the schema tiktok does not exist: migrate the warehouse (make migrate, or python -m "
+    "tiktok_warehouse.migrate)",
+    "42703": "tiktok.accounts lacks columns this version needs: migrate the warehouse (make migrate, or "
+    "python -m tiktok_warehouse.migrate)",
+    "42501": "the warehouse login may not write tiktok.accounts: grant it DML on schema tiktok (python -m "
+    "tiktok_local.dag_role)",
+    "25006": "the tiktok_warehouse connection points at a read-only database (a replica?): point it at the primary",
+}
 # TikTok tokens look like "act.<...>" and "rft.<...>"; scrubbed from any text we persist.
 _TOKEN_PATTERN = re.compile(r"\b(?:act|rft|clt)\.[A-Za-z0-9._~+/=!*%-]{8,}")
 
 
 class TokenStoreError(Exception):
     """Base class of the token store's own errors."""
+
+    #: Whether trying again later can help (the same protocol as the provider's errors).
+    retryable: bool = False
 
 
 class TokenEncryptionKeyMissing(TokenStoreError):
@@ -71,6 +113,27 @@ class TokenEncryptionKeyInvalid(TokenStoreError):
 
 class TokenDecryptionError(TokenStoreError):
     """The stored tokens of an account cannot be decrypted with the configured key."""
+
+
+class TokenStoreUnavailable(TokenStoreError):
+    """The warehouse could not be reached to check that tokens can be stored; nothing was spent."""
+
+    retryable = True
+
+
+class TokenStoreNotReady(TokenStoreError):
+    """The warehouse answers but cannot store tokens (not migrated, no write permission, read-only)."""
+
+
+class TokenGrantLost(TokenStoreError):
+    """TikTok issued tokens, but the warehouse could not store them: the account must be reconnected."""
+
+
+class TokenRefreshTimeout(TimeoutError):
+    """Waited too long for other workers' refresh of an account; nothing was spent.
+
+    Not a :class:`TokenStoreError` on purpose: it is transient, and callers fail fast on those.
+    """
 
 
 class AccountNotFound(LookupError):
@@ -108,9 +171,12 @@ class TokenGrant:
     access_token: str = field(repr=False)
     expires_in: int
     refresh_token: str = field(repr=False)
-    refresh_expires_in: int
-    scopes: frozenset[str]
+    #: None when TikTok did not say: the store then assumes a conservative expiry.
+    refresh_expires_in: int | None
+    #: None when TikTok did not say: the store then keeps the scopes it knows.
+    scopes: frozenset[str] | None
     obtained_at: datetime
+    log_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +227,23 @@ def redact(text: str, *secrets: str) -> str:
     return _TOKEN_PATTERN.sub("[redacted]", text)
 
 
+def _is_transient(exc: DBAPIError) -> bool:
+    """Whether a database error may go away on its own (a lost connection, a server restarting)."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's first line of an error: no SQL, no bound parameters (they hold ciphertexts)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
+
+
 class TokenStore:
     """
     Store, read and refresh the OAuth tokens of connected accounts.
@@ -168,10 +251,25 @@ class TokenStore:
     :param encryption_key: Fernet key(s), comma-separated for rotation. ``None`` still allows
         ``list_accounts`` and ``set_status``; anything touching a token raises
         ``TokenEncryptionKeyMissing``.
+    :param sleep: how to wait between attempts to store a grant and between looks at a lease
+        held by another worker (tests pass a recorder).
+    :param store_retry_seconds: how long a grant TikTok already issued is retried against an
+        unreachable database before it is given up (``TokenGrantLost``).
     """
 
-    def __init__(self, engine: Engine, encryption_key: str | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        encryption_key: str | None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        store_retry_seconds: float = STORE_RETRY_SECONDS,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
+    ) -> None:
         self.engine = engine
+        self._sleep = sleep
+        self.store_retry_seconds = store_retry_seconds
+        self.poll_interval = poll_interval
         self._fernet: MultiFernet | None = None
         if encryption_key and encryption_key.strip():
             try:
@@ -224,16 +322,152 @@ class TokenStore:
             status=row.status,
         )
 
-    def _token_values(self, grant: TokenGrant) -> dict[str, Any]:
+    def _token_values(self, grant: TokenGrant, previous: AccountTokens | None = None) -> dict[str, Any]:
         obtained_at = _aware(grant.obtained_at, "TokenGrant.obtained_at")
+        if grant.refresh_expires_in is not None:
+            refresh_expires_at = obtained_at + timedelta(seconds=grant.refresh_expires_in)
+        elif previous is not None and previous.refresh_expires_at > obtained_at:
+            # A rotation is assumed not to shorten the token's life; it may lengthen it unseen.
+            refresh_expires_at = previous.refresh_expires_at
+        else:
+            refresh_expires_at = obtained_at + ASSUMED_REFRESH_LIFETIME
         return {
             "access_token_enc": self._encrypt(grant.open_id, "access", grant.access_token),
             "access_expires_at": obtained_at + timedelta(seconds=grant.expires_in),
             "refresh_token_enc": self._encrypt(grant.open_id, "refresh", grant.refresh_token),
-            "refresh_expires_at": obtained_at + timedelta(seconds=grant.refresh_expires_in),
+            "refresh_expires_at": refresh_expires_at,
         }
 
+    # -- writing a grant that exists only in memory -------------------------------------------
+
+    def _write_with_retries(self, grant: TokenGrant, write: Callable[[], T], *, lost: str) -> T:
+        """Run ``write`` until it succeeds, retrying transient database errors for a while.
+
+        The grant exists only in this process's memory meanwhile; it is never logged. When the
+        database stays away, or refuses for good, :class:`TokenGrantLost` says what was lost.
+        """
+        deadline = time.monotonic() + self.store_retry_seconds
+        delay = 0.25
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return write()
+            except DBAPIError as exc:
+                last = _describe(exc)
+                if not _is_transient(exc) or attempt == STORE_ATTEMPTS or time.monotonic() + delay > deadline:
+                    break
+                log.warning(
+                    "Could not store the new tokens of TikTok account %s (attempt %d: %s); retrying in %.2fs. "
+                    "They are held in memory only until then.",
+                    grant.open_id,
+                    attempt,
+                    last,
+                    delay,
+                )
+                self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+        log.error(
+            "Gave up storing the new tokens of TikTok account %s after %d attempts: %s", grant.open_id, attempt, last
+        )
+        raise TokenGrantLost(
+            f"TikTok issued new tokens for account {grant.open_id!r} [log_id={grant.log_id or 'none'}], but the "
+            f"warehouse could not store them ({attempt} attempts over up to {self.store_retry_seconds:.0f}s; last "
+            f"error {last}). {lost} Check the tiktok_warehouse connection and Postgres first."
+        )
+
     # -- API ----------------------------------------------------------------------------------
+
+    def _upsert(
+        self,
+        grant: TokenGrant,
+        *,
+        display_name: str | None = None,
+        username: str | None = None,
+        avatar_url: str | None = None,
+    ) -> Insert:
+        if not grant.open_id or not grant.access_token or not grant.refresh_token:
+            raise ValueError("TokenGrant needs an open_id, an access token and a refresh token")
+        now = datetime.now(UTC)
+        values = {
+            "open_id": grant.open_id,
+            "display_name": display_name,
+            "username": username,
+            "avatar_url": avatar_url,
+            "status": "active",
+            "status_reason": None,
+            "scopes": sorted(grant.scopes or ()),
+            "connected_at": now,
+            "updated_at": now,
+            "refresh_lease_owner": None,
+            "refresh_lease_until": None,
+            **self._token_values(grant),
+        }
+        stmt = pg_insert(accounts).values(values)
+        excluded = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=[accounts.c.open_id],
+            set_={
+                "display_name": func.coalesce(excluded.display_name, accounts.c.display_name),
+                "username": func.coalesce(excluded.username, accounts.c.username),
+                "avatar_url": func.coalesce(excluded.avatar_url, accounts.c.avatar_url),
+                "status": excluded.status,
+                "status_reason": None,
+                # Scopes TikTok did not state: keep the ones we know.
+                "scopes": excluded.scopes if grant.scopes is not None else accounts.c.scopes,
+                "updated_at": excluded.updated_at,
+                "access_token_enc": excluded.access_token_enc,
+                "access_expires_at": excluded.access_expires_at,
+                "refresh_token_enc": excluded.refresh_token_enc,
+                "refresh_expires_at": excluded.refresh_expires_at,
+                # A refresh still in flight with the replaced tokens finds them changed and stores nothing.
+                "refresh_lease_owner": None,
+                "refresh_lease_until": None,
+            },
+        )
+
+    def check_ready(self) -> None:
+        """
+        Check that ``save_grant`` can store tokens, before a single-use credential is spent on them.
+
+        The key must encrypt and decrypt, the warehouse must be reachable, migrated, writable by
+        this login, and not read-only: a probe account is inserted and updated, then rolled back.
+
+        :raises TokenEncryptionKeyMissing: no key (``TokenEncryptionKeyInvalid`` is raised earlier,
+            when the store is built).
+        :raises TokenStoreUnavailable: the warehouse cannot be reached now (retryable).
+        :raises TokenStoreNotReady: the warehouse cannot store tokens until someone fixes it.
+        """
+        probe_id = f"__tiktok_preflight_{uuid.uuid4().hex}"
+        secret = uuid.uuid4().hex
+        if self._decrypt(probe_id, "probe", self._encrypt(probe_id, "probe", secret)) != secret:
+            raise TokenEncryptionKeyInvalid()  # pragma: no cover - Fernet round trips or raises
+        probe = TokenGrant(
+            open_id=probe_id,
+            access_token=f"probe-{secret}",
+            expires_in=60,
+            refresh_token=f"probe-{secret}",
+            refresh_expires_in=60,
+            scopes=frozenset(),
+            obtained_at=datetime.now(UTC),
+        )
+        try:
+            with self.engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    conn.execute(select(*accounts.c).limit(0))  # every column this version reads and writes
+                    conn.execute(self._upsert(probe))
+                    conn.execute(self._upsert(probe, display_name="probe"))  # the reconnect path: ON CONFLICT UPDATE
+                finally:
+                    transaction.rollback()
+        except DBAPIError as exc:
+            if _is_transient(exc) and _sqlstate(exc) not in _NOT_READY_ADVICE:
+                raise TokenStoreUnavailable(
+                    f"The warehouse (tiktok_warehouse connection) cannot be reached to store tokens: {_describe(exc)}. "
+                    "Nothing was sent to TikTok; the task is retried."
+                ) from None
+            advice = _NOT_READY_ADVICE.get(_sqlstate(exc) or "", "see the error")
+            raise TokenStoreNotReady(
+                f"The warehouse cannot store tokens: {advice} ({_describe(exc)}). Nothing was sent to TikTok."
+            ) from None
 
     def save_grant(
         self,
@@ -248,43 +482,23 @@ class TokenStore:
 
         On reconnect the tokens, expiries and scopes are replaced, the status reason is cleared,
         ``connected_at`` is kept, and profile fields passed as None keep their stored values.
+        Transient database errors are retried for ``store_retry_seconds``; then
+        :class:`TokenGrantLost` is raised.
         """
-        if not grant.open_id or not grant.access_token or not grant.refresh_token:
-            raise ValueError("TokenGrant needs an open_id, an access token and a refresh token")
-        now = datetime.now(UTC)
-        values = {
-            "open_id": grant.open_id,
-            "display_name": display_name,
-            "username": username,
-            "avatar_url": avatar_url,
-            "status": "active",
-            "status_reason": None,
-            "scopes": sorted(grant.scopes),
-            "connected_at": now,
-            "updated_at": now,
-            **self._token_values(grant),
-        }
-        stmt = pg_insert(accounts).values(values)
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[accounts.c.open_id],
-            set_={
-                "display_name": func.coalesce(excluded.display_name, accounts.c.display_name),
-                "username": func.coalesce(excluded.username, accounts.c.username),
-                "avatar_url": func.coalesce(excluded.avatar_url, accounts.c.avatar_url),
-                "status": excluded.status,
-                "status_reason": None,
-                "scopes": excluded.scopes,
-                "updated_at": excluded.updated_at,
-                "access_token_enc": excluded.access_token_enc,
-                "access_expires_at": excluded.access_expires_at,
-                "refresh_token_enc": excluded.refresh_token_enc,
-                "refresh_expires_at": excluded.refresh_expires_at,
-            },
+        stmt = self._upsert(grant, display_name=display_name, username=username, avatar_url=avatar_url)
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(stmt)
+
+        self._write_with_retries(
+            grant,
+            write,
+            lost="The credential that bought them is spent: have the account's owner authorize the app again and "
+            "trigger the tiktok_connect_account DAG with the new auth_code.",
         )
-        with self.engine.begin() as conn:
-            conn.execute(stmt)
-        log.info("Saved tokens of TikTok account %s (scopes: %s)", grant.open_id, ",".join(sorted(grant.scopes)))
+        scopes = ",".join(sorted(grant.scopes)) if grant.scopes is not None else "unknown, kept"
+        log.info("Saved tokens of TikTok account %s (scopes: %s)", grant.open_id, scopes)
 
     def get(self, open_id: str) -> AccountTokens:
         """Return the stored tokens of an account."""
@@ -303,90 +517,220 @@ class TokenStore:
         min_remaining: timedelta,
         stale_access_token: str | None = None,
         now: datetime | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+        max_wait: timedelta | None = None,
     ) -> AccountTokens:
         """
         Return tokens whose access token stays valid for more than ``min_remaining``, refreshing if needed.
 
-        Runs in one transaction holding ``SELECT ... FOR NO KEY UPDATE`` on the account row, so concurrent
-        callers serialise: the first one calls ``refresh`` (the HTTP call), the others then find
-        the fresh token and return it without calling ``refresh``. The rotated refresh token is
-        committed before the new access token is returned.
+        One caller per account at a time refreshes: it takes the account's lease (a short committed
+        transaction), calls ``refresh`` (the HTTP call) outside any transaction, and stores the
+        grant, retrying transient database errors, before returning it. The others poll the row
+        until the holder stores the new token (and return it without calling ``refresh``) or the
+        lease runs out (then one of them takes it over).
 
         :param refresh: called with the current tokens; returns the token endpoint's new grant.
             If it raises an exception with a truthy ``reauth_required`` attribute, the account is
-            marked ``reauth_required`` (committed) and the exception re-raised; any other exception
-            rolls back and is re-raised.
+            marked ``reauth_required`` (committed) and the exception re-raised -- unless the tokens
+            were replaced meanwhile (then those are returned); any other exception releases the
+            lease and is re-raised.
         :param stale_access_token: an access token the API just rejected; refresh even if it has
             not expired yet, unless another worker already replaced it.
+        :param lease: how long others wait for this refresh before taking over; ``refresh`` must
+            finish well within it.
+        :param max_wait: give up waiting for others after this long (``TokenRefreshTimeout``);
+            default three leases.
+        :raises TokenGrantLost: TikTok rotated the tokens but they could not be stored.
         """
         self._cipher()
-        now = _aware(now, "now") if now is not None else datetime.now(UTC)
-        with self.engine.connect() as conn:
-            # FOR NO KEY UPDATE: refreshers of this account queue behind each other, while inserts
-            # of its videos and snapshots (whose foreign-key checks take KEY SHARE) carry on.
-            row = conn.execute(
-                select(accounts).where(accounts.c.open_id == open_id).with_for_update(key_share=True)
-            ).one_or_none()
-            if row is None:
-                raise AccountNotFound(open_id)
-            current = self._tokens(row)
-            still_valid = current.access_expires_at - now > min_remaining
-            if still_valid and current.access_token != stale_access_token:
-                conn.rollback()
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        give_up = time.monotonic() + (max_wait or lease * 3).total_seconds()
+        for _round in range(3):
+            current, refresh_enc = self._claim(open_id, owner, min_remaining, stale_access_token, now, lease, give_up)
+            if refresh_enc is None:
                 return current
-            if current.status != "active":
-                # A refresh token that already failed, or an account switched off: do not hammer
-                # the token endpoint once per waiting worker.
-                conn.rollback()
-                raise AccountNotActive(open_id, current.status, row.status_reason)
             try:
                 grant = refresh(current)
             except Exception as exc:
-                if getattr(exc, "reauth_required", False):
-                    reason = redact(str(exc), current.access_token, current.refresh_token)
-                    self._set_status(conn, open_id, "reauth_required", reason[:MAX_REASON_LENGTH])
-                    conn.commit()
+                if not getattr(exc, "reauth_required", False):
+                    self._release(open_id, owner)
+                    raise
+                reason = redact(str(exc), current.access_token, current.refresh_token)[:MAX_REASON_LENGTH]
+                if self._mark_reauth(open_id, owner, refresh_enc, reason):
                     log.warning("TikTok account %s needs to be reconnected: %s", open_id, reason)
-                else:
-                    conn.rollback()
-                raise
+                    raise
+                # The tokens changed while TikTok said no (a reconnect, or an overdue lease holder
+                # that stored after all): look again instead of condemning the account.
+                log.info("Refresh of TikTok account %s was refused, but its tokens were replaced meanwhile", open_id)
+                continue
             if grant.open_id != open_id:
-                conn.rollback()
+                self._release(open_id, owner)
                 raise ValueError(
                     f"The token refresh for TikTok account {open_id!r} returned tokens of another "
                     f"account ({grant.open_id!r}); nothing was stored."
                 )
-            fresh = self._store_refreshed(conn, current, grant)
-            conn.commit()
-        log.info("Refreshed the access token of TikTok account %s, valid until %s", open_id, fresh.access_expires_at)
-        return fresh
+            return self._store_refreshed(current, refresh_enc, grant, owner)
+        raise AccountNotActive(open_id, "reauth_required", "refused by TikTok while its tokens kept changing")
 
-    def _store_refreshed(self, conn: Connection, current: AccountTokens, grant: TokenGrant) -> AccountTokens:
-        values = self._token_values(grant)
-        refresh_token, refresh_expires_at = grant.refresh_token, values["refresh_expires_at"]
-        if not grant.refresh_token:
-            # No rotation this time: the stored refresh token stays valid.
-            refresh_token, refresh_expires_at = current.refresh_token, current.refresh_expires_at
-            values["refresh_token_enc"] = self._encrypt(current.open_id, "refresh", current.refresh_token)
-            values["refresh_expires_at"] = refresh_expires_at
+    def _claim(
+        self,
+        open_id: str,
+        owner: str,
+        min_remaining: timedelta,
+        stale_access_token: str | None,
+        now: datetime | None,
+        lease: timedelta,
+        give_up: float,
+    ) -> tuple[AccountTokens, bytes | None]:
+        """Return ``(tokens, None)`` when they are good, or ``(tokens, refresh_token_enc)`` once we hold the lease."""
+        while True:
+            with self.engine.begin() as conn:
+                # FOR NO KEY UPDATE, for the few milliseconds of this transaction only: refreshers
+                # decide one at a time, while inserts of the account's videos and snapshots (whose
+                # foreign-key checks take KEY SHARE) carry on.
+                row = conn.execute(
+                    select(accounts, func.now().label("db_now"))
+                    .where(accounts.c.open_id == open_id)
+                    .with_for_update(key_share=True, of=accounts)
+                ).one_or_none()
+                if row is None:
+                    raise AccountNotFound(open_id)
+                current = self._tokens(row)
+                at = _aware(now, "now") if now is not None else datetime.now(UTC)
+                if current.access_expires_at - at > min_remaining and current.access_token != stale_access_token:
+                    return current, None
+                if current.status != "active":
+                    # A refresh token that already failed, or an account switched off: do not hammer
+                    # the token endpoint once per waiting worker.
+                    raise AccountNotActive(open_id, current.status, row.status_reason)
+                held = row.refresh_lease_until is not None and row.refresh_lease_until > row.db_now
+                if not held:
+                    if row.refresh_lease_until is not None:
+                        log.warning(
+                            "Taking over the token refresh of TikTok account %s: the lease of %s ran out at %s",
+                            open_id,
+                            row.refresh_lease_owner,
+                            row.refresh_lease_until,
+                        )
+                    conn.execute(
+                        update(accounts)
+                        .where(accounts.c.open_id == open_id)
+                        .values(refresh_lease_owner=owner, refresh_lease_until=func.now() + literal(lease, Interval()))
+                    )
+                    return current, bytes(row.refresh_token_enc)
+                holder = row.refresh_lease_owner
+            if time.monotonic() > give_up:
+                raise TokenRefreshTimeout(
+                    f"Waited too long for another worker ({holder}) to refresh the tokens of TikTok account "
+                    f"{open_id!r}; nothing was sent to TikTok. The task is retried."
+                )
+            self._sleep(self.poll_interval)
+
+    def _lease_cleared(self, owner: str) -> dict[str, Any]:
+        """Column values that end our lease, and leave anyone else's alone."""
+        ours = accounts.c.refresh_lease_owner == owner
+        return {
+            "refresh_lease_owner": case((ours, None), else_=accounts.c.refresh_lease_owner),
+            "refresh_lease_until": case((ours, None), else_=accounts.c.refresh_lease_until),
+        }
+
+    def _release(self, open_id: str, owner: str) -> None:
+        """End our lease early (best effort: if this fails, the lease simply runs out)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.open_id == open_id, accounts.c.refresh_lease_owner == owner)
+                    .values(refresh_lease_owner=None, refresh_lease_until=None)
+                )
+        except DBAPIError as exc:
+            log.warning(
+                "Could not release the refresh lease of TikTok account %s (%s); it runs out", open_id, _describe(exc)
+            )
+
+    def _mark_reauth(self, open_id: str, owner: str, refresh_enc: bytes, reason: str) -> bool:
+        """Mark the account ``reauth_required`` unless its tokens changed since we read them; return whether."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    update(accounts)
+                    .where(
+                        accounts.c.open_id == open_id,
+                        accounts.c.refresh_token_enc == refresh_enc,
+                        accounts.c.status == "active",
+                    )
+                    .values(
+                        status="reauth_required",
+                        status_reason=reason,
+                        updated_at=datetime.now(UTC),
+                        **self._lease_cleared(owner),
+                    ),
+                    execution_options={"preserve_rowcount": True},
+                )
+                marked = result.rowcount > 0
+        except DBAPIError as exc:
+            log.warning("Could not mark TikTok account %s reauth_required (%s)", open_id, _describe(exc))
+            return True  # the caller re-raises TikTok's refusal; the next refresher marks it
+        if not marked:
+            self._release(open_id, owner)
+        return marked
+
+    def _store_refreshed(
+        self, current: AccountTokens, refresh_enc: bytes, grant: TokenGrant, owner: str
+    ) -> AccountTokens:
+        """Store a refresh's grant over the tokens it was bought with, retrying transient errors."""
+        values = self._token_values(grant, previous=current)
         scopes = grant.scopes or current.scopes
-        conn.execute(
+        reauth = accounts.c.status == "reauth_required"
+        stmt = (
             update(accounts)
-            .where(accounts.c.open_id == current.open_id)
-            .values(**values, scopes=sorted(scopes), updated_at=datetime.now(UTC))
+            .where(accounts.c.open_id == current.open_id, accounts.c.refresh_token_enc == refresh_enc)
+            .values(
+                **values,
+                scopes=sorted(scopes),
+                updated_at=datetime.now(UTC),
+                # Fresh tokens prove the authorization stands: undo a reauth_required that a worker
+                # which took over an overdue lease set when TikTok refused the token we had rotated.
+                status=case((reauth, "active"), else_=accounts.c.status),
+                status_reason=case((reauth, None), else_=accounts.c.status_reason),
+                **self._lease_cleared(owner),
+            )
         )
-        return AccountTokens(
+
+        def write() -> int:
+            with self.engine.begin() as conn:
+                return conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount
+
+        stored = self._write_with_retries(
+            grant,
+            write,
+            lost="TikTok has rotated the refresh token, so the stored one no longer works: have the account's owner "
+            "authorize the app again and trigger the tiktok_connect_account DAG with the new auth_code.",
+        )
+        if not stored:
+            # Replaced meanwhile (a reconnect, or our own commit whose answer was lost): keep those.
+            log.warning(
+                "The tokens of TikTok account %s were replaced while it was being refreshed; keeping the stored ones",
+                current.open_id,
+            )
+            self._release(current.open_id, owner)
+            return self.get(current.open_id)
+        fresh = AccountTokens(
             open_id=current.open_id,
             access_token=grant.access_token,
             access_expires_at=values["access_expires_at"],
-            refresh_token=refresh_token,
-            refresh_expires_at=refresh_expires_at,
+            refresh_token=grant.refresh_token,
+            refresh_expires_at=values["refresh_expires_at"],
             scopes=frozenset(scopes),
-            status=current.status,
+            status="active" if current.status == "reauth_required" else current.status,
         )
+        log.info(
+            "Refreshed the access token of TikTok account %s, valid until %s", current.open_id, fresh.access_expires_at
+        )
+        return fresh
 
     @staticmethod
-    def _set_status(conn: Connection, open_id: str, status: str, reason: str | None) -> int:
+    def _set_status(conn: Any, open_id: str, status: str, reason: str | None) -> int:
         result = conn.execute(
             update(accounts)
             .where(accounts.c.open_id == open_id)

@@ -64,7 +64,19 @@ def _preview(value: Any) -> str:
 
 
 def _decode(body: bytes) -> Any:
-    return json.loads(body.decode("utf-8"))
+    """Parse a JSON body; raise ValueError for anything unparseable, however it is broken.
+
+    Bad UTF-8 and bad JSON raise ValueError already; a body nested deeper than the parser can
+    follow (``[[[[...``) raises RecursionError, which no caller would expect from a bad answer.
+    """
+    try:
+        return json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
+
+
+#: Every body parse of the provider goes through this one function.
+decode_json = _decode
 
 
 def parse_envelope(
@@ -148,15 +160,17 @@ def parse_oauth(status: int, body: bytes, *, endpoint: str, open_id: str | None 
         if not isinstance(payload.get(key), str) or not payload[key]:
             raise errors.TikTokMalformedResponse(f"token answer lacks a valid {key!r}", log_id=log_id, **ctx)
     # Lifetimes sent as strings are still read: TikTok rotated the refresh token when it answered,
-    # so throwing this answer away would lose the account.
-    for key in ("expires_in", "refresh_expires_in"):
-        if key == "expires_in" or key in payload:
-            seconds = _lifetime(payload.get(key))
-            if seconds is None:
-                raise errors.TikTokMalformedResponse(
-                    f"token answer has no valid {key!r} ({_preview(payload.get(key))!r})", log_id=log_id, **ctx
-                )
-            payload[key] = seconds
+    # so throwing this answer away would lose the account. For the same reason an unusable
+    # refresh_expires_in is dropped (the caller assumes a conservative one), not fatal.
+    seconds = _lifetime(payload.get("expires_in"))
+    if seconds is None:
+        raise errors.TikTokMalformedResponse(
+            f"token answer has no valid 'expires_in' ({_preview(payload.get('expires_in'))!r})", log_id=log_id, **ctx
+        )
+    payload["expires_in"] = seconds
+    refresh_seconds = _lifetime(payload.pop("refresh_expires_in", None))
+    if refresh_seconds is not None:
+        payload["refresh_expires_in"] = refresh_seconds
     return payload
 
 

@@ -324,14 +324,19 @@ def full_state(engine) -> dict[str, list[tuple]]:
     }
 
 
-def test_connect_with_a_refresh_token_rotates_it_at_once(sim, run_dag, connect_via_dag, hook) -> None:
+def test_connect_with_a_refresh_token_variable_rotates_it_at_once(sim, run_dag, connect_via_dag, hook) -> None:
+    # A refresh token comes in through a Variable (the run's conf refuses one: it would stay there).
+    from airflow.models import Variable
+
     open_id = connect_via_dag(videos=1)
     held = hook.token_store.get(open_id).refresh_token
-    run = run_dag("tiktok_connect_account", refresh_token=held)
+    Variable.set("tiktok_refresh_token_e2e", held)  # noqa: AIR311 - as an admin would
+    run = run_dag("tiktok_connect_account", refresh_token_variable="tiktok_refresh_token_e2e")
     assert str(run.state) == "success", states(run)
     assert xcom(run, "connect")[0]["open_id"] == open_id
     assert hook.token_store.get(open_id).refresh_token != held
+    assert Variable.get("tiktok_refresh_token_e2e", default_var=None) is None  # noqa: AIR311
     from tiktok_provider.errors import TikTokReauthRequired
 
-    with pytest.raises(TikTokReauthRequired):  # the copy left in the run's conf is dead
+    with pytest.raises(TikTokReauthRequired):  # the token that was handed over is dead
         hook.refresh_grant(held)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -369,3 +370,59 @@ def test_no_secret_reaches_the_logs(hook, sim, connect_account, caplog, capfd, e
     assert "Refreshing" in captured, "the logs under test must include the refresh"
     for secret in secrets:
         assert secret not in captured
+
+
+def kill_sessions_while_the_token_call_is_in_flight(sim, application_name: str) -> tuple[threading.Thread, list[int]]:
+    """Start a thread that, once the simulator holds a (slow) token request, terminates every warehouse
+    session of ``application_name``: what a failover or an idle-in-transaction timeout does."""
+    import psycopg2
+
+    from tiktok_local.settings import Settings
+
+    settings = Settings.from_env()
+    killed: list[int] = []
+
+    def kill() -> None:
+        deadline = time.monotonic() + 30
+        while sim.admin.faults()["oauth_token"]["next"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        conn = psycopg2.connect(f"{settings.pg_server}/{settings.warehouse_db}")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                    (application_name,),
+                )
+                killed.append(len(cur.fetchall()))
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread, killed
+
+
+def test_the_rotated_token_survives_the_warehouse_session_dying_during_the_refresh(
+    hook, sim, connect_account, clean_warehouse
+) -> None:
+    open_id = connect_account(videos=3)
+    before = hook.token_store.get(open_id)
+    sim.admin.expire_access_tokens(open_id)
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.accounts SET access_expires_at = now() WHERE open_id = :o"), {"o": open_id})
+    hook._tokens.clear()
+    hook.token_store.get(open_id)  # the pool now holds a warehouse session, as in a running task
+    sim.admin.set_faults("oauth_token", queue=[("slow", 1)], slow_seconds=1.0)
+    sim.admin.reset_stats()
+    killer, killed = kill_sessions_while_the_token_call_is_in_flight(sim, "tiktok_warehouse")
+    try:
+        user = hook.get_user_info(open_id, ["open_id"])
+    finally:
+        killer.join(30)
+    assert killed and killed[0] >= 1, "the test killed the hook's warehouse session(s)"
+    assert user["open_id"] == open_id
+    assert token_calls(sim) == {"ok": 1}
+    stored = hook.token_store.get(open_id)
+    assert stored.refresh_token != before.refresh_token, "the rotated refresh token was stored"
+    assert hook.refresh_grant(stored.refresh_token).open_id == open_id, "and it works"

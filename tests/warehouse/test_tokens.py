@@ -1,18 +1,24 @@
-"""The token store: encryption at rest, clear key errors, reconnects, and refreshes under a row lock."""
+"""The token store: encryption at rest, clear key errors, reconnects, and refreshes under a lease."""
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text, update
+from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import Engine, make_url
 
+from tiktok_warehouse import migrate
 from tiktok_warehouse.loads import Warehouse
 from tiktok_warehouse.tables import accounts
 from tiktok_warehouse.tokens import (
@@ -24,8 +30,16 @@ from tiktok_warehouse.tokens import (
     TokenEncryptionKeyInvalid,
     TokenEncryptionKeyMissing,
     TokenGrant,
+    TokenGrantLost,
+    TokenRefreshTimeout,
     TokenStore,
+    TokenStoreError,
+    TokenStoreNotReady,
+    TokenStoreUnavailable,
 )
+
+#: The server the warehouse tests' databases live on (as in conftest.py).
+SERVER = os.environ.get("TIKTOK_WAREHOUSE_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
 
 
 class ReauthRequired(Exception):
@@ -449,3 +463,477 @@ def test_a_refresh_in_flight_does_not_block_loads_of_the_account(
     finally:
         release.set()
         refresher.join(timeout=30)
+
+
+# -- refresh lease: no transaction across the HTTP call (audit item 9) ----------------------------
+
+APP = "tiktok_refresh_under_test"
+
+
+@pytest.fixture
+def app_engine(wh_url: str) -> Iterator[Engine]:
+    """An engine whose sessions can be told apart (and killed) in pg_stat_activity; no pre-ping."""
+    engine = create_engine(wh_url, connect_args={"application_name": APP})
+    yield engine
+    engine.dispose()
+
+
+def admin_sql(url: str, sql: str, **params: object) -> list[tuple]:
+    """Run SQL as the server admin on its own autocommit connection (as a DBA or a failover would)."""
+    database = make_url(url).database
+    conn = psycopg2.connect(f"{SERVER}/{database}")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def kill_app_sessions(url: str) -> int:
+    return len(
+        admin_sql(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %(app)s",
+            app=APP,
+        )
+    )
+
+
+def test_no_transaction_or_row_lock_is_held_while_tiktok_is_called(
+    app_engine: Engine, wh_url: str, fernet_key: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    store = TokenStore(app_engine, fernet_key)
+    open_id = f"open-{uuid.uuid4().hex}"
+    store.save_grant(make_grant(open_id))
+    expire_access_token(app_engine, open_id)
+    seen: dict[str, object] = {}
+    fresh = make_grant(open_id)
+
+    def refresh(current: AccountTokens) -> TokenGrant:
+        seen["in_transaction"] = admin_sql(
+            wh_url,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %(app)s AND state LIKE 'idle in transaction%%'",
+            app=APP,
+        )
+        # Another session can lock the row at once: nobody holds it across this call.
+        seen["row_free"] = admin_sql(
+            wh_url, "SELECT open_id FROM tiktok.accounts WHERE open_id = %(o)s FOR UPDATE NOWAIT", o=open_id
+        )
+        return fresh
+
+    store.refresh_locked(open_id, refresh, min_remaining=timedelta(minutes=5))
+    assert seen["in_transaction"] == [], "a session sat in a transaction during the HTTP call"
+    assert seen["row_free"] == [(open_id,)]
+
+
+def test_the_rotated_token_is_stored_when_the_session_is_killed_during_the_http_call(
+    app_engine: Engine, wh_url: str, fernet_key: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """A failover, an idle-in-transaction timeout or a pooler drops the session while TikTok rotates."""
+    store = TokenStore(app_engine, fernet_key, sleep=lambda seconds: None)
+    open_id = f"open-{uuid.uuid4().hex}"
+    store.save_grant(make_grant(open_id))
+    expire_access_token(app_engine, open_id)
+    fresh = make_grant(open_id)
+    killed: list[int] = []
+
+    def refresh(current: AccountTokens) -> TokenGrant:
+        killed.append(kill_app_sessions(wh_url))  # TikTok has rotated the token by the time it answers
+        return fresh
+
+    got = store.refresh_locked(open_id, refresh, min_remaining=timedelta(minutes=5))
+    assert killed == [1], "the test killed the store's (pooled) session"
+    assert got.refresh_token == fresh.refresh_token
+    stored = store.get(open_id)
+    assert (stored.access_token, stored.refresh_token) == (fresh.access_token, fresh.refresh_token)
+    assert raw_row(app_engine, open_id)["status"] == "active"
+
+
+def test_a_dead_lease_holder_blocks_the_others_no_longer_than_its_lease(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    expire_access_token(wh_engine, account)
+    with wh_engine.begin() as conn:  # a worker took the lease, then its machine died
+        conn.execute(
+            text(
+                "UPDATE tiktok.accounts SET refresh_lease_owner = 'dead-host:1:deadbeef',"
+                " refresh_lease_until = now() + interval '1.5 seconds' WHERE open_id = :o"
+            ),
+            {"o": account},
+        )
+    calls: list[AccountTokens] = []
+    fresh = make_grant(account)
+    started = time.monotonic()
+    got = store.refresh_locked(
+        account, lambda current: calls.append(current) or fresh, min_remaining=timedelta(minutes=5)
+    )
+    waited = time.monotonic() - started
+    assert 1.2 < waited < 1.5 + 2.0, waited
+    assert len(calls) == 1
+    assert got.access_token == fresh.access_token
+    row = raw_row(wh_engine, account)
+    assert (row["refresh_lease_owner"], row["refresh_lease_until"]) == (None, None)
+
+
+def test_waiting_for_a_live_lease_gives_up_without_calling_tiktok(
+    store: TokenStore, wh_engine: Engine, account: str
+) -> None:
+    expire_access_token(wh_engine, account)
+    with wh_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE tiktok.accounts SET refresh_lease_owner = 'busy-host:1:cafe',"
+                " refresh_lease_until = now() + interval '1 hour' WHERE open_id = :o"
+            ),
+            {"o": account},
+        )
+    with pytest.raises(TokenRefreshTimeout, match="busy-host"):
+        store.refresh_locked(
+            account,
+            lambda current: pytest.fail("refreshed under someone else's lease"),
+            min_remaining=timedelta(minutes=5),
+            max_wait=timedelta(seconds=0.5),
+        )
+    assert not issubclass(TokenRefreshTimeout, TokenStoreError), "transient: the operators must let Airflow retry it"
+
+
+def test_an_overdue_holder_that_stores_after_all_undoes_the_reauth_its_rotation_caused(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """Holder A outlives its lease; B takes over, TikTok refuses B's (just rotated) token; A's grant must win."""
+    expire_access_token(wh_engine, account)
+    in_flight, release = threading.Event(), threading.Event()
+    fresh = make_grant(account)
+    results: list[object] = []
+
+    def slow(current: AccountTokens) -> TokenGrant:
+        in_flight.set()
+        release.wait(30)
+        return fresh
+
+    holder = threading.Thread(
+        target=lambda: results.append(store.refresh_locked(account, slow, min_remaining=timedelta(minutes=5)))
+    )
+    holder.start()
+    try:
+        assert in_flight.wait(10)
+        with wh_engine.begin() as conn:  # A's lease runs out while it still waits for TikTok
+            conn.execute(
+                text("UPDATE tiktok.accounts SET refresh_lease_until = now() - interval '1 second' WHERE open_id = :o"),
+                {"o": account},
+            )
+        taker: list[BaseException] = []
+
+        def take_over() -> None:
+            try:
+                store.refresh_locked(
+                    account,
+                    lambda c: (_ for _ in ()).throw(ReauthRequired("invalid_grant: token was replaced")),
+                    min_remaining=timedelta(minutes=5),
+                )
+            except BaseException as exc:
+                taker.append(exc)
+
+        other = threading.Thread(target=take_over)
+        other.start()
+        other.join(10)
+        assert not other.is_alive(), "the second worker waited for the first one's row lock"
+        assert [type(e) for e in taker] == [ReauthRequired]
+        assert raw_row(wh_engine, account)["status"] == "reauth_required"
+    finally:
+        release.set()
+        holder.join(30)
+    assert [getattr(r, "access_token", r) for r in results] == [fresh.access_token]
+    row = raw_row(wh_engine, account)
+    assert (row["status"], row["status_reason"]) == ("active", None)
+    assert store.get(account).refresh_token == fresh.refresh_token
+
+
+# -- a grant exists only in memory until stored: retry the database (items 8 and 9) --------------
+
+
+@pytest.fixture
+def own_warehouse(scratch_db: str) -> Iterator[str]:
+    """A migrated warehouse of its own: these tests lock everyone out of it for a while."""
+    engine = create_engine(scratch_db)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    yield scratch_db
+    admin_sql(scratch_db, "SELECT 1")  # still reachable for the fixture's DROP
+
+
+def lock_out(url: str, *, allow: bool) -> None:
+    """Refuse (or allow again) every new connection to the database, and drop the existing ones."""
+    database = make_url(url).database
+    conn = psycopg2.connect(f"{SERVER}/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+            if not allow:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                )
+    finally:
+        conn.close()
+
+
+class Outage:
+    """The database refuses connections until the store has waited ``attempts`` times."""
+
+    def __init__(self, url: str, attempts: int) -> None:
+        self.url, self.attempts, self.waits = url, attempts, []
+
+    def start(self) -> None:
+        lock_out(self.url, allow=False)
+
+    def sleep(self, seconds: float) -> None:  # the store's backoff: recorded, not slept
+        self.waits.append(seconds)
+        if len(self.waits) == self.attempts:
+            lock_out(self.url, allow=True)
+
+
+def test_a_refreshed_grant_waits_in_memory_until_the_database_is_back(
+    own_warehouse: str, fernet_key: str, make_grant: Callable[..., TokenGrant], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    engine = create_engine(own_warehouse)
+    outage = Outage(own_warehouse, attempts=3)
+    store = TokenStore(engine, fernet_key, sleep=outage.sleep)
+    try:
+        store.save_grant(make_grant("open-outage"))
+        expire_access_token(engine, "open-outage")
+        fresh = make_grant("open-outage")
+
+        def refresh(current: AccountTokens) -> TokenGrant:
+            outage.start()  # the warehouse goes away while TikTok rotates the token
+            return fresh
+
+        got = store.refresh_locked("open-outage", refresh, min_remaining=timedelta(minutes=5))
+        assert len(outage.waits) == 3
+        assert got.refresh_token == fresh.refresh_token
+        assert store.get("open-outage").refresh_token == fresh.refresh_token
+    finally:
+        lock_out(own_warehouse, allow=True)
+        engine.dispose()
+    assert "retrying" in caplog.text
+    assert fresh.refresh_token not in caplog.text and fresh.access_token not in caplog.text
+
+
+def test_a_connect_grant_waits_in_memory_until_the_database_is_back(
+    own_warehouse: str, fernet_key: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    engine = create_engine(own_warehouse)
+    outage = Outage(own_warehouse, attempts=2)
+    store = TokenStore(engine, fernet_key, sleep=outage.sleep)
+    granted = make_grant("open-connect-outage")
+    try:
+        outage.start()
+        store.save_grant(granted)
+        assert len(outage.waits) == 2
+        assert store.get("open-connect-outage").refresh_token == granted.refresh_token
+    finally:
+        lock_out(own_warehouse, allow=True)
+        engine.dispose()
+
+
+def test_a_grant_that_cannot_be_stored_is_reported_without_the_token(
+    own_warehouse: str, fernet_key: str, make_grant: Callable[..., TokenGrant], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    engine = create_engine(own_warehouse)
+    waits: list[float] = []
+    store = TokenStore(engine, fernet_key, sleep=waits.append)
+    granted = replace(make_grant("open-lost"), log_id="20260302093000ABCDEF0123456789ABCD")
+    try:
+        lock_out(own_warehouse, allow=False)
+        with pytest.raises(TokenGrantLost) as lost:
+            store.save_grant(granted)
+    finally:
+        lock_out(own_warehouse, allow=True)
+        engine.dispose()
+    message = str(lost.value)
+    for part in ("open-lost", granted.log_id, "authorize the app again", "tiktok_connect_account"):
+        assert part in message
+    assert 1 < len(waits) < 30
+    for token in (granted.access_token, granted.refresh_token):
+        assert token not in message and token not in caplog.text
+    assert lost.value.__cause__ is None and lost.value.__context__ is None, "no chained error with SQL parameters"
+
+
+# -- check before spending a single-use credential (item 8) ---------------------------------------
+
+
+def test_check_ready_passes_on_a_migrated_writable_warehouse_and_leaves_no_trace(
+    store: TokenStore, wh_engine: Engine
+) -> None:
+    with wh_engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM tiktok.accounts")).scalar()
+    store.check_ready()
+    with wh_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tiktok.accounts")).scalar() == before
+
+
+def test_check_ready_refuses_without_a_key(wh_engine: Engine) -> None:
+    with pytest.raises(TokenEncryptionKeyMissing):
+        TokenStore(wh_engine, None).check_ready()
+
+
+def test_check_ready_names_an_unmigrated_warehouse(scratch_db: str, fernet_key: str) -> None:
+    engine = create_engine(scratch_db)
+    try:
+        with pytest.raises(TokenStoreNotReady, match="migrate") as not_ready:
+            TokenStore(engine, fernet_key).check_ready()
+        assert not not_ready.value.retryable
+        migrate.upgrade(engine, "0001")  # the schema of a release without the refresh lease
+        with pytest.raises(TokenStoreNotReady, match="lacks columns"):
+            TokenStore(engine, fernet_key).check_ready()
+    finally:
+        engine.dispose()
+
+
+def test_check_ready_names_a_read_only_warehouse(own_warehouse: str, fernet_key: str) -> None:
+    engine = create_engine(own_warehouse, connect_args={"options": "-c default_transaction_read_only=on"})
+    try:
+        with pytest.raises(TokenStoreNotReady, match="read-only"):
+            TokenStore(engine, fernet_key).check_ready()
+    finally:
+        engine.dispose()
+
+
+def test_check_ready_on_an_unreachable_warehouse_is_retryable(fernet_key: str) -> None:
+    engine = create_engine("postgresql+psycopg2://nobody@127.0.0.1:1/tiktok")
+    with pytest.raises(TokenStoreUnavailable) as unavailable:
+        TokenStore(engine, fernet_key).check_ready()
+    assert unavailable.value.retryable
+    assert "Nothing was sent to TikTok" in str(unavailable.value)
+
+
+# -- answers that leave a value out are stored, not thrown away (item 10) ------------------------
+
+
+def test_a_refresh_without_scope_or_refresh_lifetime_keeps_what_is_known(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    before = store.get(account)
+    fresh = replace(make_grant(account), scopes=None, refresh_expires_in=None)
+    got = store.refresh_locked(
+        account, lambda current: fresh, min_remaining=timedelta(0), stale_access_token=before.access_token
+    )
+    stored = store.get(account)
+    assert stored.refresh_token == got.refresh_token == fresh.refresh_token
+    assert stored.scopes == got.scopes == before.scopes
+    assert stored.refresh_expires_at == before.refresh_expires_at, "a rotation is not assumed to extend the life"
+
+
+def test_a_connect_without_scope_or_refresh_lifetime_is_stored_conservatively(
+    store: TokenStore, make_grant: Callable[..., TokenGrant]
+) -> None:
+    open_id = f"open-{uuid.uuid4().hex}"
+    first = replace(make_grant(open_id), scopes=None, refresh_expires_in=None)
+    store.save_grant(first)
+    stored = store.get(open_id)
+    assert stored.scopes == frozenset()
+    assert stored.refresh_expires_at == first.obtained_at + timedelta(days=180)
+    store.save_grant(make_grant(open_id, scopes=frozenset({"user.info.basic"})))
+    store.save_grant(replace(make_grant(open_id), scopes=None))  # a reconnect that does not say
+    assert store.get(open_id).scopes == {"user.info.basic"}
+
+
+# -- what an on-call would try: keys rotated and accounts reconnected mid-refresh -----------------
+
+
+def refresh_in_background(
+    store: TokenStore, open_id: str, grant: TokenGrant
+) -> tuple[threading.Thread, threading.Event, threading.Event, list[object]]:
+    """Start a refresh whose HTTP call waits for ``release``; return (thread, in_flight, release, results)."""
+    in_flight, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def slow(current: AccountTokens) -> TokenGrant:
+        in_flight.set()
+        release.wait(30)
+        return grant
+
+    def run() -> None:
+        try:
+            results.append(store.refresh_locked(open_id, slow, min_remaining=timedelta(minutes=5)))
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert in_flight.wait(10)
+    return thread, in_flight, release, results
+
+
+def test_a_key_rotated_while_a_refresh_is_in_flight_loses_nothing(
+    wh_engine: Engine, fernet_key: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """A worker started with the old key refreshes; meanwhile the connection gets "new,old"."""
+    old = TokenStore(wh_engine, fernet_key)
+    open_id = f"open-{uuid.uuid4().hex}"
+    old.save_grant(make_grant(open_id))
+    expire_access_token(wh_engine, open_id)
+    new_key = Fernet.generate_key().decode()
+    rotated = TokenStore(wh_engine, f"{new_key},{fernet_key}")
+    fresh = make_grant(open_id)
+    thread, _, release, results = refresh_in_background(old, open_id, fresh)
+    waiter = threading.Thread(
+        target=lambda: results.append(
+            rotated.refresh_locked(
+                open_id, lambda c: pytest.fail("refreshed twice"), min_remaining=timedelta(minutes=5)
+            )
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)  # the waiter polls the lease held by the old-key worker
+    release.set()
+    thread.join(30)
+    waiter.join(30)
+    assert [getattr(r, "refresh_token", r) for r in results] == [fresh.refresh_token] * 2
+    # The next refresh (by a new-key worker) re-encrypts: then the old key can be dropped.
+    newer = make_grant(open_id)
+    rotated.refresh_locked(open_id, lambda c: newer, min_remaining=timedelta(0), stale_access_token=fresh.access_token)
+    assert TokenStore(wh_engine, new_key).get(open_id).refresh_token == newer.refresh_token
+
+
+def test_a_reconnect_during_a_refresh_wins_over_the_refresh(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    expire_access_token(wh_engine, account)
+    refreshed = make_grant(account)
+    thread, _, release, results = refresh_in_background(store, account, refreshed)
+    reconnected = make_grant(account, scopes=frozenset({"user.info.basic"}))
+    store.save_grant(reconnected)  # the owner authorized again while the refresh was in flight
+    release.set()
+    thread.join(30)
+    assert [getattr(r, "access_token", r) for r in results] == [reconnected.access_token]
+    stored = store.get(account)
+    assert (stored.refresh_token, stored.scopes) == (reconnected.refresh_token, {"user.info.basic"})
+    row = raw_row(wh_engine, account)
+    assert (row["refresh_lease_owner"], row["refresh_lease_until"]) == (None, None)
+
+
+def test_a_failed_refresh_hands_the_lease_on_at_once(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """A non-reauth failure (TikTok down) must not make the next worker wait out the lease."""
+    expire_access_token(wh_engine, account)
+    with pytest.raises(TimeoutError):
+        store.refresh_locked(
+            account,
+            lambda c: (_ for _ in ()).throw(TimeoutError("token endpoint timed out")),
+            min_remaining=timedelta(minutes=5),
+            lease=timedelta(hours=1),
+        )
+    fresh = make_grant(account)
+    started = time.monotonic()
+    assert store.refresh_locked(account, lambda c: fresh, min_remaining=timedelta(minutes=5)) is not None
+    assert time.monotonic() - started < 1.0

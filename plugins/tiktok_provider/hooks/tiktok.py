@@ -4,13 +4,13 @@ One hook serves one TikTok app (the ``tiktok`` connection: base URL as host, cli
 client secret as password, ``token_encryption_key`` and tuning in the extra) and every account
 connected to it. Access and refresh tokens live encrypted in the warehouse's token store; the hook
 refreshes them before they expire and once more when TikTok rejects one, persisting the rotated
-refresh token before the new access token is used.
+refresh token before the new access token is used. A refresh runs under the store's lease on the
+account, never inside a database transaction; its HTTP attempts stop in time to end within the lease.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from collections import Counter
@@ -34,6 +34,7 @@ from tiktok_provider.responses import (
     VideoPage,
     clean_record,
     clean_video,
+    decode_json,
     parse_envelope,
     parse_oauth,
     parse_video_page,
@@ -51,6 +52,10 @@ OAUTH_TOKEN = "/v2/oauth/token/"
 OAUTH_REVOKE = "/v2/oauth/revoke/"
 QUERY_BATCH = 20
 PAGE_SIZE = 20
+#: What the store assumes when a token answer leaves a value out.
+ASSUMED = {"refresh_expires_in": "a conservative refresh expiry", "scope": "the scopes already known"}
+#: Seconds a refresh's HTTP attempts keep clear of the end of its lease.
+LEASE_SAFETY_SECONDS = 5.0
 
 
 def _mask(value: str | None) -> None:
@@ -79,6 +84,18 @@ def _host_list(value: Any) -> list[str]:
     return [str(item).strip().lower() for item in items if str(item).strip()]
 
 
+def _scopes(value: Any) -> frozenset[str] | None:
+    """The scopes of a token answer (comma-separated, or a list), or None when it states none usable."""
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    scopes = frozenset(item.strip() for item in items if isinstance(item, str) and item.strip())
+    return scopes or None
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     try:
@@ -103,6 +120,9 @@ class TikTokConnectionConfig:
     max_attempts: int = 6
     max_backoff_seconds: float = 60.0
     refresh_margin_seconds: float = 300.0
+    #: How long other workers wait for this one's token refresh of an account (its HTTP attempts
+    #: stop in time to end within it); also the longest a worker that died mid-refresh blocks them.
+    refresh_lease_seconds: float = 120.0
     #: Hosts (besides loopback) that may get bearer tokens over plain http: a simulator in its own
     #: container, never a real API host.
     insecure_http_hosts: frozenset[str] = frozenset()
@@ -133,6 +153,7 @@ class TikTokConnectionConfig:
             max_attempts=num("max_attempts", 6, int),
             max_backoff_seconds=num("max_backoff_seconds", 60.0),
             refresh_margin_seconds=num("refresh_margin_seconds", 300.0),
+            refresh_lease_seconds=num("refresh_lease_seconds", 120.0),
             insecure_http_hosts=frozenset(_host_list(extra.get("insecure_http_hosts"))),
         )
 
@@ -264,9 +285,14 @@ class TikTokDisplayHook(BaseHook):
                 f"connection failed ({type(exc).__name__})", endpoint=path, open_id=open_id
             ) from None
 
-    def _retrying(self, what: str) -> tenacity.Retrying:
-        """The one retry policy: 429, 5xx, timeouts and connection errors, exponential backoff, full jitter."""
+    def _retrying(self, what: str, *, deadline: float | None = None) -> tenacity.Retrying:
+        """The one retry policy: 429, 5xx, timeouts and connection errors, exponential backoff, full jitter.
+
+        :param deadline: a ``time.monotonic()`` value no attempt may run past (a refresh lease):
+            no attempt starts that could not finish before it.
+        """
         cap = self.config.max_backoff_seconds
+        per_attempt = self.config.connect_timeout + self.config.read_timeout
         jitter = tenacity.wait_random_exponential(multiplier=0.5, max=cap)
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -285,10 +311,13 @@ class TikTokDisplayHook(BaseHook):
                 exc,
             )
 
+        def out_of_time(state: tenacity.RetryCallState) -> bool:
+            return deadline is not None and time.monotonic() + state.upcoming_sleep + per_attempt > deadline
+
         return tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
             wait=wait,
-            stop=tenacity.stop_after_attempt(max(1, self.config.max_attempts)),
+            stop=tenacity.stop_after_attempt(max(1, self.config.max_attempts)) | out_of_time,
             sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
@@ -322,7 +351,7 @@ class TikTokDisplayHook(BaseHook):
 
     # -- OAuth ----------------------------------------------------------------------------
 
-    def _token_call(self, form: dict[str, str], *, open_id: str | None) -> TokenGrant:
+    def _token_call(self, form: dict[str, str], *, open_id: str | None, deadline: float | None = None) -> TokenGrant:
         from tiktok_warehouse.tokens import TokenGrant
 
         lost: list[errors.TikTokNetworkError] = []
@@ -339,15 +368,20 @@ class TikTokDisplayHook(BaseHook):
             return payload
 
         try:
-            payload = self._retrying(OAUTH_TOKEN)(once)
+            payload = self._retrying(OAUTH_TOKEN, deadline=deadline)(once)
         except errors.TikTokReauthRequired as exc:
-            if not lost or form.get("grant_type") != "refresh_token":
+            if not lost:
                 raise
-            # TikTok rotates the refresh token when it answers; if that answer never arrived, the
-            # retry presents a token TikTok already replaced. Say so: the log alone looks like a revoke.
+            # TikTok spends the code, or rotates the refresh token, when it answers; if that answer
+            # never arrived, the retry presents a credential already used. Say so: the log alone
+            # looks like a revoke.
+            spent = (
+                "had most likely rotated the refresh token then, and the new one was lost in transit"
+                if form.get("grant_type") == "refresh_token"
+                else "had most likely accepted the code then, and the tokens it bought were lost in transit"
+            )
             raise errors.TikTokReauthRequired(
-                f"{exc.message} -- an earlier attempt got no usable answer ({lost[-1].message}): TikTok "
-                "had most likely rotated the refresh token then, and the new one was lost in transit",
+                f"{exc.message} -- an earlier attempt got no usable answer ({lost[-1].message}): TikTok {spent}",
                 endpoint=exc.endpoint,
                 open_id=exc.open_id,
                 http_status=exc.http_status,
@@ -355,19 +389,31 @@ class TikTokDisplayHook(BaseHook):
                 log_id=exc.log_id,
             ) from None
         _mask(payload["access_token"])
-        _mask(payload.get("refresh_token"))
-        ctx = {"endpoint": OAUTH_TOKEN, "open_id": payload.get("open_id"), "log_id": payload.get("log_id")}
-        for key in ("refresh_token", "refresh_expires_in", "scope"):
-            if not payload.get(key):
-                raise errors.TikTokMalformedResponse(f"token answer lacks {key!r}", **ctx)
+        _mask(payload["refresh_token"])
+        # TikTok has spent the code or rotated the refresh token by now: an answer that leaves out
+        # something we can live without is stored all the same, never thrown away.
+        scopes = _scopes(payload.get("scope"))
+        given = {"refresh_expires_in": payload.get("refresh_expires_in"), "scope": scopes}
+        missing = [key for key, value in given.items() if value is None]
+        if missing:
+            self.log.warning(
+                "The token answer for account %s lacks a usable %s [endpoint=%s, log_id=%s]; storing the tokens "
+                "anyway (TikTok has already rotated them) with %s",
+                payload["open_id"],
+                " and ".join(missing),
+                OAUTH_TOKEN,
+                payload.get("log_id"),
+                " and ".join(ASSUMED[key] for key in missing),
+            )
         return TokenGrant(
             open_id=payload["open_id"],
             access_token=payload["access_token"],
             expires_in=int(payload["expires_in"]),
             refresh_token=payload["refresh_token"],
-            refresh_expires_in=int(payload["refresh_expires_in"]),
-            scopes=frozenset(s.strip() for s in str(payload["scope"]).split(",") if s.strip()),
+            refresh_expires_in=payload.get("refresh_expires_in"),
+            scopes=scopes,
             obtained_at=payload["_obtained_at"],
+            log_id=payload.get("log_id") if isinstance(payload.get("log_id"), str) else None,
         )
 
     def _client_form(self) -> dict[str, str]:
@@ -386,11 +432,16 @@ class TikTokDisplayHook(BaseHook):
             form["code_verifier"] = code_verifier
         return self._token_call(form, open_id=None)
 
-    def refresh_grant(self, refresh_token: str, *, open_id: str | None = None) -> TokenGrant:
-        """Trade a refresh token for new tokens (the old refresh token stops working)."""
+    def refresh_grant(
+        self, refresh_token: str, *, open_id: str | None = None, deadline: float | None = None
+    ) -> TokenGrant:
+        """Trade a refresh token for new tokens (the old refresh token stops working).
+
+        :param deadline: a ``time.monotonic()`` value the call (with its retries) must end by.
+        """
         _mask(refresh_token)
         form = {**self._client_form(), "grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self._token_call(form, open_id=open_id)
+        return self._token_call(form, open_id=open_id, deadline=deadline)
 
     def revoke_token(self, token: str, *, open_id: str | None = None) -> None:
         """Revoke an access or refresh token."""
@@ -399,7 +450,7 @@ class TikTokDisplayHook(BaseHook):
         def once() -> None:
             resp = self._send("POST", OAUTH_REVOKE, open_id=open_id, form={**self._client_form(), "token": token})
             try:
-                payload = json.loads(resp.content or b"{}")
+                payload = decode_json(resp.content or b"{}")
             except ValueError:
                 payload = {}
             failed = isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"]
@@ -428,24 +479,33 @@ class TikTokDisplayHook(BaseHook):
         now = datetime.now(UTC)
         if stale is not None or tokens.access_expires_at - now <= margin:
             tokens = self.token_store.refresh_locked(
-                open_id, self._refresh_callback(open_id), min_remaining=margin, stale_access_token=stale
+                open_id,
+                self._refresh_callback(open_id),
+                min_remaining=margin,
+                stale_access_token=stale,
+                lease=self.refresh_lease,
             )
             _mask(tokens.access_token)
             _mask(tokens.refresh_token)
         self._tokens[open_id] = tokens
         return tokens.access_token
 
+    @property
+    def refresh_lease(self) -> timedelta:
+        """The lease a refresh takes: the configured one, but always room for one full HTTP attempt."""
+        per_attempt = self.config.connect_timeout + self.config.read_timeout
+        return timedelta(seconds=max(self.config.refresh_lease_seconds, per_attempt + 2 * LEASE_SAFETY_SECONDS))
+
     def _refresh_callback(self, open_id: str) -> Callable[[AccountTokens], TokenGrant]:
         def refresh(current: AccountTokens) -> TokenGrant:
+            # Called right after the lease was taken: stop retrying in time to end within it.
+            deadline = time.monotonic() + self.refresh_lease.total_seconds() - LEASE_SAFETY_SECONDS
             if current.refresh_expires_at <= datetime.now(UTC):
-                raise errors.TikTokReauthRequired(
-                    f"refresh token expired at {current.refresh_expires_at:%Y-%m-%d %H:%M} UTC",
-                    endpoint=OAUTH_TOKEN,
-                    open_id=open_id,
-                )
+                # Our record of the expiry may be an estimate (TikTok did not always say): ask anyway.
+                self.log.info("The refresh token of account %s may have expired; trying it all the same", open_id)
             self.log.info("Refreshing the access token of account %s", open_id)
             self.refreshes += 1
-            grant = self.refresh_grant(current.refresh_token, open_id=open_id)
+            grant = self.refresh_grant(current.refresh_token, open_id=open_id, deadline=deadline)
             if grant.open_id != open_id:
                 raise errors.TikTokMalformedResponse(
                     f"refresh answered for another account ({grant.open_id})",
