@@ -43,6 +43,10 @@ demo: bootstrap
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## The unit tier (no Postgres, no server) and the DAG parse checks: seconds; run it after every edit.
+test-fast: install
+	$(PY) -m pytest tests/unit tests/dags -q $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -18,6 +18,31 @@ from tiktok_local import settings as local_settings
 SETTINGS = local_settings.apply()
 
 
+#: The tier of each top-level test folder, as a marker (``-m unit``, ``-m "not deploy"``).
+TIERS = {
+    "unit": "unit",
+    "dags": "dags",
+    "provider": "integration",
+    "warehouse": "integration",
+    "integration": "integration",
+    "sim": "integration",
+    "accounts": "integration",
+    "chaos": "chaos",
+    "deploy": "deploy",
+    "bench": "bench",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, from the folder it lives in."""
+    root = os.path.dirname(__file__)
+    for item in items:
+        folder = os.path.relpath(str(item.path), root).split(os.sep)[0]
+        tier = TIERS.get(folder)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 #: Tables emptied between tests, children first.
 WAREHOUSE_TABLES = ("video_snapshots", "sync_seen_videos", "sync_state", "videos", "profile_snapshots", "accounts")
 
