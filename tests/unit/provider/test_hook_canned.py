@@ -93,7 +93,10 @@ class MemoryTokenStore:
         return self.tokens[open_id]
 
 
-def account(*, scopes: tuple[str, ...] = ("user.info.basic", "user.info.stats", "video.list"), expires_in: int = 3600) -> AccountTokens:
+ALL_SCOPES = ("user.info.basic", "user.info.stats", "video.list")
+
+
+def account(*, scopes: tuple[str, ...] = ALL_SCOPES, expires_in: int = 3600) -> AccountTokens:
     now = datetime.now(UTC)
     return AccountTokens(
         open_id=OPEN_ID,
