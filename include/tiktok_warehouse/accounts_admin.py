@@ -299,7 +299,8 @@ class AccountsAdmin:
         now = _utc(now, "now")
         conditions = [accounts.c.open_id == open_id, accounts.c.status != "disconnected"]
         if event_time is not None:
-            authorized = func.coalesce(accounts.c.authorized_at, accounts.c.connected_at)
+            # TikTok's create_time has whole seconds: an event in the second of the authorization counts.
+            authorized = func.date_trunc("second", func.coalesce(accounts.c.authorized_at, accounts.c.connected_at))
             conditions.append(authorized <= _utc(event_time, "event_time"))
         with self.engine.begin() as conn:
             changed = conn.execute(

@@ -108,10 +108,12 @@ def test_disconnect_is_idempotent_and_deaf_to_deauthorizations_older_than_the_gr
 ) -> None:
     admin = AccountsAdmin(engine)
     add_account("carol")
-    admin.mark_authorized("carol", now=NOW)
-    assert admin.mark_disconnected("carol", "old event", now=NOW, event_time=NOW - timedelta(hours=1)) == "stale"
+    authorized = NOW + timedelta(microseconds=654321)
+    admin.mark_authorized("carol", now=authorized)
+    assert admin.mark_disconnected("carol", "old event", now=NOW, event_time=NOW - timedelta(seconds=1)) == "stale"
     assert admin.status("carol") == "active"
-    assert admin.mark_disconnected("carol", "webhook", now=NOW, event_time=NOW + timedelta(seconds=1)) == "disconnected"
+    # TikTok's create_time is whole seconds: the authorization's own second is not "older".
+    assert admin.mark_disconnected("carol", "webhook", now=NOW, event_time=NOW) == "disconnected"
     first = admin.health(now=NOW, open_ids=["carol"])[0]
     later = NOW + timedelta(hours=5)
     assert admin.mark_disconnected("carol", "again", now=later, event_time=later) == "already"
