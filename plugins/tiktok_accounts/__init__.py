@@ -1,0 +1,47 @@
+"""
+TikTok accounts in the Airflow UI: connect with one click, see every account's health, disconnect cleanly.
+
+An Airflow plugin: a FastAPI app mounted on the api-server at ``/tiktok-accounts`` and a *TikTok
+accounts* entry in the UI's navigation. The page opens in a tab of its own: TikTok's consent page
+must be the top-level page (it cannot be shown inside Airflow's frame), and a page with Disconnect
+and Purge buttons refuses to be framed at all (clickjacking).
+
+Every page and endpoint needs a logged-in Airflow user (the UI's login); writing needs the right to
+edit the ``tiktok_default`` connection, and connecting also the right to trigger the two DAGs it
+starts. Only the TikTok webhook is open to anonymous callers: it is authenticated by TikTok's
+signature instead. Configuration lives in the ``[tiktok_accounts]`` section (see
+:mod:`tiktok_accounts.settings`).
+
+This module stays light: Airflow imports it in every process (scheduler, workers, ...); the app is
+built only when the api-server asks for ``fastapi_apps``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+
+MOUNT = "/tiktok-accounts"
+
+
+class TikTokAccountsPlugin(AirflowPlugin):
+    """The accounts console: its FastAPI app and its navigation entry."""
+
+    name = "tiktok_accounts"
+    # Relative, so it resolves against the UI's base URL (also when Airflow is served under a path).
+    external_views = [
+        {
+            "name": "TikTok accounts",
+            "href": "tiktok-accounts/",
+            "icon": "tiktok-accounts/icon.svg",
+            "nav_top_level": True,
+        }
+    ]
+
+    @cached_property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        from tiktok_accounts.app import create_app
+
+        return [{"app": create_app(), "url_prefix": MOUNT, "name": "TikTok accounts"}]
