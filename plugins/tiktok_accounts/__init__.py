@@ -2,9 +2,9 @@
 TikTok accounts in the Airflow UI: connect with one click, see every account's health, disconnect cleanly.
 
 An Airflow plugin: a FastAPI app mounted on the api-server at ``/tiktok-accounts`` and a *TikTok
-accounts* entry in the UI's navigation. The page opens in a tab of its own: TikTok's consent page
-must be the top-level page (it cannot be shown inside Airflow's frame), and a page with Disconnect
-and Purge buttons refuses to be framed at all (clickjacking).
+accounts* entry in the UI's navigation, which shows the page inside the UI (``/plugin/tiktok-accounts``).
+TikTok's consent page and Airflow's own pages open in the top window, not in that frame; no other
+site may frame the page (clickjacking).
 
 Every page and endpoint needs a logged-in Airflow user (the UI's login); writing needs the right to
 edit the ``tiktok_default`` connection, and connecting also the right to trigger the two DAGs it
@@ -30,11 +30,13 @@ class TikTokAccountsPlugin(AirflowPlugin):
     """The accounts console: its FastAPI app and its navigation entry."""
 
     name = "tiktok_accounts"
-    # Relative, so it resolves against the UI's base URL (also when Airflow is served under a path).
+    # Shown inside the UI at /plugin/tiktok-accounts. The href is relative, so it resolves against the
+    # UI's base URL (also when Airflow is served under a path).
     external_views = [
         {
             "name": "TikTok accounts",
             "href": "tiktok-accounts/",
+            "url_route": "tiktok-accounts",
             "icon": "tiktok-accounts/icon.svg",
             "nav_top_level": True,
         }

@@ -18,9 +18,12 @@ POST     ``/webhook``                        TikTok's webhooks (``authorization.
 *connect*: manage, and triggering the two DAGs a connect starts.
 
 Writes answer 303 to the page with a notice (so a reload does not repeat them) or end on a page
-that says what went wrong and what to do next. Pages carry a strict Content-Security-Policy (no
-script at all, styles by nonce, no framing) and ``Referrer-Policy: no-referrer``, so the code and
-state in the callback's address never leak to an avatar's host.
+that says what went wrong and what to do next. Pages carry a strict Content-Security-Policy (only
+this response's nonced script and style, framing only by Airflow's own origin) and
+``Referrer-Policy: same-origin``, so the code and state in the callback's address never leak to
+another host (``no-referrer`` would make browsers send ``Origin: null`` with our own form posts).
+The UI shows the page in its plugin frame (``/plugin/tiktok-accounts``); it also works as a page
+of its own.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from tiktok_accounts import MOUNT
 from tiktok_accounts import security as sec
 from tiktok_accounts.oauth import chosen_scopes
-from tiktok_accounts.pages import CHART_RANGES, PageContext, accounts_page, e, message_page
+from tiktok_accounts.pages import CHART_RANGES, PageContext, accounts_page, e, leave_for, message_page
 from tiktok_accounts.service import (
     FIRST_RUN_DAGS,
     PROFILE_DAG,
@@ -62,7 +65,7 @@ from tiktok_pipeline.common import TIKTOK_CONN_ID
 log = logging.getLogger(__name__)
 
 ICON = (
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#5b6675" stroke-width="2">'
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#8c97a6" stroke-width="2.2">'
     '<path d="M9 12a4 4 0 1 0 4 4V4a5 5 0 0 0 5 5"/></svg>'
 )
 NOTICES = {
@@ -106,15 +109,17 @@ def _wants_html(request: Request) -> bool:
 
 
 def _html(content: str, nonce: str, *, status: int = 200, img: str = "", forms: str = "") -> HTMLResponse:
+    # Framed only by Airflow's own UI (same origin); scripts and styles only by this response's nonce.
     policy = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' https: {img}; "
-        f"form-action 'self' {forms}; frame-ancestors 'none'; base-uri 'none'"
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' https: {img}; "
+        f"form-action 'self' {forms}; frame-ancestors 'self'; base-uri 'none'"
     )
     headers = {
         "Content-Security-Policy": policy,
-        "X-Frame-Options": "DENY",
+        "X-Frame-Options": "SAMEORIGIN",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        # Not no-referrer: with it, browsers send "Origin: null" on our own form posts.
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
     }
     return HTMLResponse(content, status_code=status, headers=headers)
@@ -268,7 +273,13 @@ def create_app() -> FastAPI:
                 now=now_utc(),
             )
         )
-        response = RedirectResponse(target, status_code=303)
+        if request.headers.get("sec-fetch-dest") == "iframe":
+            # Inside the Airflow UI's frame: TikTok's page must open in the top window.
+            ctx = _context(request, user)
+            page = leave_for(ctx, target, "TikTok's consent page")
+            response: Response = _html(page, ctx.nonce, forms=origin(target))
+        else:
+            response = RedirectResponse(target, status_code=303)
         sec.set_cookie(request, response, sec.BINDING_COOKIE, binding, base, samesite="lax", max_age=STATE_MAX_AGE)
         return response
 
@@ -286,7 +297,10 @@ def create_app() -> FastAPI:
         warnings = list(dict.fromkeys(result.problems))
         if result.expected_open_id and result.expected_open_id != result.open_id:
             warnings.insert(0, "other")
-        return _redirect(request, done="connected", account=result.open_id, warn=",".join(warnings))
+        # Back into the Airflow UI, with the accounts page in its frame.
+        ctx = _context(request, user)
+        query = urlencode({"done": "connected", "account": result.open_id, "warn": ",".join(warnings)})
+        return RedirectResponse(f"{ctx.embedded}?{query}", status_code=303)
 
     # -- disconnect and purge -------------------------------------------------------------------
 

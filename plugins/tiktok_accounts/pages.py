@@ -1,16 +1,24 @@
 """
-Render the accounts UI's HTML: server-side, no JavaScript, every dynamic value escaped.
+Render the accounts UI's HTML: server-side, every dynamic value escaped.
 
 Creator-controlled text (display names, usernames, status reasons quoting TikTok) and anything
 from a request is data: it only reaches a page through :func:`e` (``html.escape`` with quotes), and
 only into text or double-quoted attribute values. URLs we put into ``href``/``src`` are built from
 fixed paths and quoted ids, or are checked to be http(s) (avatars). The follower chart is an SVG
 drawn here from numbers only.
+
+The pages work without JavaScript. The one script, :data:`FRAME_SCRIPT` (allowed by a per-response
+nonce, no inline handlers), matters only inside the Airflow UI's frame: Airflow embeds plugin
+views in an iframe sandboxed *without* ``allow-top-navigation``, yet TikTok's consent page and
+Airflow's own pages must open in the top window, not nested in the frame. Links marked
+``data-top`` (and the interstitial's ``data-navigate-top``) are therefore followed by an anchor
+created in the (same-origin) parent document.
 """
 
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -75,6 +83,32 @@ button.danger { color: var(--bad); border-color: var(--bad); }
 """
 
 
+#: Follows ``a[data-top]`` links (and ``[data-navigate-top]`` at once) in the top window when framed.
+FRAME_SCRIPT = """
+(function () {
+  if (window.top === window) return;
+  var top;
+  try { top = window.top.document; } catch (error) { return; }
+  function go(href) {
+    var link = top.createElement("a");
+    link.href = new URL(href, window.location.href).href;
+    link.style.display = "none";
+    top.body.appendChild(link);
+    link.click();
+    link.remove();
+  }
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("a[data-top]");
+    if (link) { event.preventDefault(); go(link.getAttribute("href")); }
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var now = document.querySelector("a[data-navigate-top]");
+    if (now) go(now.getAttribute("href"));
+  });
+})();
+"""
+
+
 def e(value: Any) -> str:
     """Escape a value for HTML text or a double-quoted attribute."""
     return html.escape("" if value is None else str(value), quote=True)
@@ -90,8 +124,8 @@ def when(value: datetime | None, now: datetime) -> str:
         amount = f"{int(seconds // 60)} min"
     elif seconds < 2 * 86400:
         amount = f"{int(seconds // 3600)} h"
-    else:
-        amount = f"{int(seconds // 86400)} d"
+    else:  # whole days, rounded up ahead (as the consent's "days left"), down behind
+        amount = f"{math.ceil(seconds / 86400) if delta.total_seconds() > 0 else int(seconds // 86400)} d"
     relative = f"in {amount}" if delta.total_seconds() > 0 else f"{amount} ago"
     return f"{e(value.astimezone(UTC).strftime('%Y-%m-%d %H:%M'))} UTC <span class='muted'>({e(relative)})</span>"
 
@@ -179,21 +213,37 @@ class PageContext:
     can_manage: bool = False
     can_connect: bool = False
 
+    @property
+    def embedded(self) -> str:
+        """The accounts page inside the Airflow UI (its plugin view)."""
+        return f"{self.ui}/plugin/{VIEW_ROUTE}{self.root[len(self.ui) :]}/"
+
+
+VIEW_ROUTE = "tiktok-accounts"
+
 
 def layout(ctx: PageContext, title: str, body: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title><style nonce="{e(ctx.nonce)}">{CSS}</style></head>
-<body><header><h1>{e(title)}</h1><a href="{e(ctx.root)}/">TikTok accounts</a>
-<a href="{e(ctx.ui)}/dags?tags=tiktok">TikTok DAGs</a><a href="{e(ctx.ui)}/">Airflow</a>
+<title>{e(title)}</title><style nonce="{e(ctx.nonce)}">{CSS}</style>
+<script nonce="{e(ctx.nonce)}">{FRAME_SCRIPT}</script></head>
+<body><header><h1>{e(title)}</h1><a href="{e(ctx.embedded)}" data-top>TikTok accounts</a>
+<a href="{e(ctx.ui)}/dags?tags=tiktok" data-top>TikTok DAGs</a><a href="{e(ctx.ui)}/" data-top>Airflow</a>
 <span class="muted">{e(ctx.user_name)}</span></header><main>{body}</main></body></html>"""
+
+
+def leave_for(ctx: PageContext, url: str, what: str) -> str:
+    """An interstitial that sends the top window to ``url`` (TikTok's consent page) when framed."""
+    body = f"""<div class="message"><p>Opening {e(what)}&hellip;</p>
+<p><a href="{e(url)}" data-navigate-top data-top>Continue to {e(what)}</a></p></div>"""
+    return layout(ctx, "TikTok accounts", body)
 
 
 def message_page(ctx: PageContext, title: str, paragraphs: Sequence[str], *, kind: str = "bad", extra: str = "") -> str:
     """A page that says what happened and what to do next; ``paragraphs`` are plain text, ``extra`` markup."""
     text = "".join(f"<p>{e(p)}</p>" for p in paragraphs)
     body = f"""<div class="message"><div class="notice {e(kind)}">{text}</div>{extra}
-<p><a href="{e(ctx.root)}/">Back to the TikTok accounts</a></p></div>"""
+<p><a href="{e(ctx.embedded)}" data-top>Back to the TikTok accounts</a></p></div>"""
     return layout(ctx, title, body)
 
 
@@ -254,7 +304,8 @@ def _card(ctx: PageContext, view: AccountView, days: int) -> str:
         followers += f' <span class="muted">({view.growth:+,} in {days} d)</span>'
     links = (
         " · ".join(
-            f'<a href="{e(link.url)}">{e(link.label)}</a>: {e(link.state or "no status yet")}' for link in view.links
+            f'<a href="{e(link.url)}" data-top>{e(link.label)}</a>: {e(link.state or "no status yet")}'
+            for link in view.links
         )
         or '<span class="muted">no runs yet</span>'
     )

@@ -48,7 +48,7 @@ ACCOUNT_TASKS = (
     (COVER_DAG, "refresh_covers", "Cover refresh"),
 )
 PROFILE_FIELDS = ("open_id", "display_name", "avatar_url", "username")
-RUNS_SEARCHED = 10
+RUNS_SEARCHED = 50
 
 
 class UserFacingError(Exception):

@@ -214,9 +214,9 @@ def accounts_stack(home: Path) -> Iterator[AccountsStack]:
     finally:
         if stack._engine is not None:
             stack._engine.dispose()
-        subprocess.run(
-            [sys.executable, "-m", "tiktok_local.up", "stop"], env=env, cwd=ROOT, capture_output=True, timeout=120
-        )
+        # `up stop`, but SIGKILL after 10 s instead of 30: nothing of this stack needs a clean shutdown.
+        stop = "from tiktok_local import up; up.stop(up.configure(), timeout=10)"
+        subprocess.run([sys.executable, "-c", stop], env=env, cwd=ROOT, capture_output=True, timeout=120)
         _drop_databases(airflow_db, warehouse_db)
 
 
