@@ -374,6 +374,11 @@ def test_an_unsigned_forged_or_stale_webhook_gets_401_and_changes_nothing(
     assert stack.accounts() == before
 
 
+def test_an_oversized_webhook_is_refused_before_anything_else(stack: AccountsStack) -> None:
+    answer = requests.post(f"{stack.app}/webhook", data=b"{" + b" " * 70_000 + b"}", timeout=30)
+    assert answer.status_code == 413
+
+
 def test_the_deauthorization_webhook_disconnects_idempotently(stack: AccountsStack) -> None:
     open_id = stack.connect()
     first = webhook(stack, open_id, reason=1)
