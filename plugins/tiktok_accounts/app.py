@@ -150,7 +150,9 @@ def create_app() -> FastAPI:
         if exc.status_code == 401:
             from airflow.api_fastapi.app import get_auth_manager
 
-            login = get_auth_manager().get_url_login(next_url=f"{ctx.root}/")
+            # Back to where the user was (e.g. TikTok's redirect to the callback, whose code is still fresh).
+            here = f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+            login = get_auth_manager().get_url_login(next_url=here if request.method == "GET" else f"{ctx.root}/")
             paragraphs = ["You are not logged in to Airflow (or your session expired)."]
             body = f'<p><a href="{e(login)}">Log in to Airflow</a>, then open TikTok accounts again.</p>'
         title = "Not allowed" if exc.status_code == 403 else "TikTok accounts"
