@@ -15,11 +15,13 @@ from fastapi import FastAPI, Request, Response
 
 from tiktok_sim import display, oauth_endpoints
 from tiktok_sim.admin import build_admin_router
+from tiktok_sim.authorize import build_authorize_router
 from tiktok_sim.covers import CDN_KINDS, JPEG
 from tiktok_sim.display import Incoming
 from tiktok_sim.envelope import Outcome
 from tiktok_sim.state import Simulator
 from tiktok_sim.stats import RequestRecord
+from tiktok_sim.webhooks import build_webhook_router
 
 Handler = Callable[[Simulator, Incoming, RequestRecord, str | None], Outcome]
 
@@ -75,6 +77,8 @@ def create_app(sim: Simulator) -> FastAPI:
     )
     app.state.simulator = sim
     app.include_router(build_admin_router(sim))
+    app.include_router(build_webhook_router(sim))
+    app.include_router(build_authorize_router(sim))
 
     @app.get("/v2/user/info/", include_in_schema=False)
     async def user_info(request: Request) -> Response:

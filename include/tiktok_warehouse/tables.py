@@ -27,7 +27,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 SCHEMA = "tiktok"
 
-ACCOUNT_STATUSES = ("active", "reauth_required", "disabled")
+#: "disconnected": the creator's authorization was withdrawn (revoked by us, or TikTok's authorization.removed).
+ACCOUNT_STATUSES = ("active", "reauth_required", "disabled", "disconnected")
 SYNC_MODES = ("full", "incremental")
 VIEW_NAMES = ("account_daily_growth", "video_latest_stats")
 
@@ -68,8 +69,12 @@ accounts = Table(
     # open across the HTTP call; a holder that dies blocks the others only until the lease ends.
     Column("refresh_lease_owner", Text),
     _ts("refresh_lease_until"),
+    # When the accounts UI last completed an authorization (stale deauthorization webhooks are older).
+    _ts("authorized_at"),
+    # When the account became disconnected; the retention purge counts from here.
+    _ts("disconnected_at"),
     CheckConstraint(
-        "status IN ('active', 'reauth_required', 'disabled')",
+        "status IN ('active', 'reauth_required', 'disabled', 'disconnected')",
         name="status",
     ),
 )
@@ -201,3 +206,25 @@ sync_seen_videos = Table(
     ),
     Column("video_id", Text, primary_key=True),
 )
+
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    # Connect attempts started in the accounts UI, waiting for TikTok to send the browser back.
+    # Only the SHA-256 of the state is stored: a leaked table does not let anyone finish a flow.
+    Column("state_hash", Text, primary_key=True),
+    # SHA-256 of the browser's binding cookie, and the Airflow user who started the attempt.
+    Column("session_hash", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    # The PKCE code_verifier, Fernet-encrypted with the token encryption key.
+    Column("code_verifier_enc", LargeBinary, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    # Set for "Reconnect": the account the user meant to reconnect.
+    Column("expected_open_id", Text),
+    _ts("created_at", nullable=False),
+    _ts("expires_at", nullable=False),
+    # Set once, by the first callback that presents the state: a replay finds it used.
+    _ts("used_at"),
+)
+Index(None, oauth_states.c.expires_at)

@@ -1,0 +1,169 @@
+"""The accounts UI in headless Chromium: log in, connect through TikTok's consent page, watch, disconnect, purge.
+
+The browser is Debian's chromium (``apt-get install chromium``), driven by Playwright, as in
+``tests/deploy/test_browser.py``. It runs before the HTTP tests (file order), on a stack with only
+the account `make up` connected. The screenshot of the accounts page is kept at
+``docs/accounts-page.png``: for it, 30 days of follower history are written into
+``profile_snapshots`` (a fresh stack has one day), and the refresh token of the account `make up`
+connected is moved to 5 days before its expiry, so the page shows its charts and a consent warning.
+The picture goes to test-artifacts/accounts/; ``UPDATE_DOCS_SCREENSHOT=1`` also refreshes the docs copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+
+from tests.accounts.conftest import AccountsStack
+from tiktok_local.settings import ROOT
+
+if TYPE_CHECKING:
+    from playwright.sync_api import FrameLocator, Locator, Page
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+SHOTS = ROOT / "test-artifacts" / "accounts"
+DOCS_SHOT = ROOT / "docs" / "accounts-page.png"
+CREATOR = "Noor Browser-Test"
+
+
+@pytest.fixture(scope="module")
+def page(stack: AccountsStack) -> Iterator[Page]:
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def accounts_frame(page: Page) -> FrameLocator:
+    """The accounts page inside the Airflow UI's plugin frame."""
+    return page.frame_locator('iframe[title="TikTok accounts"]')
+
+
+def card(page: Page, open_id: str) -> Locator:
+    return accounts_frame(page).locator(f'section.card[data-open-id="{open_id}"]')
+
+
+def seed_history(stack: AccountsStack, open_id: str, growth: float) -> None:
+    """Thirty days of follower counts before today's real snapshot, growing by ``growth`` (a fraction) to it."""
+    today = datetime.now(UTC).date()
+    with stack.engine.begin() as conn:
+        current = conn.execute(
+            text("SELECT follower_count FROM tiktok.profile_snapshots WHERE open_id = :o ORDER BY snapshot_date DESC"),
+            {"o": open_id},
+        ).scalar()
+        assert current is not None, f"{open_id} has no snapshot yet"
+        for back in range(30, 0, -1):
+            count = int(current * (1 - growth * back / 30) + (back % 5) * current * 0.002)
+            conn.execute(
+                text(
+                    "INSERT INTO tiktok.profile_snapshots (open_id, snapshot_date, follower_count, captured_at)"
+                    " VALUES (:o, :d, :f, :c) ON CONFLICT DO NOTHING"
+                ),
+                {"o": open_id, "d": today - timedelta(days=back), "f": count, "c": datetime.now(UTC)},
+            )
+
+
+def test_connect_watch_disconnect_and_purge_in_the_browser(page: Page, stack: AccountsStack) -> None:
+    from playwright.sync_api import expect
+
+    # Log in to Airflow; the navigation's TikTok accounts entry shows the page inside the UI.
+    page.goto(f"{stack.url}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(stack.password("admin"))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+    page.get_by_role("link", name="TikTok accounts").click()
+    page.wait_for_url(re.compile(r"/plugin/tiktok-accounts"))
+    frame = accounts_frame(page)
+    expect(frame.get_by_role("button", name="Connect account")).to_be_visible()
+    page.screenshot(path=SHOTS / "01-in-the-airflow-ui.png")
+
+    # Connect a creator: TikTok's (the simulator's) consent page opens in the top window, not the frame.
+    account = stack.sim.create_account(videos=15, display_name=CREATOR)
+    open_id = account["open_id"]
+    frame.get_by_role("button", name="Connect account").click()
+    page.wait_for_url(re.compile(r"/v2/auth/authorize/\?"))
+    page.get_by_text(CREATOR).click()
+    page.screenshot(path=SHOTS / "02-consent.png")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(re.compile(r"/plugin/tiktok-accounts/tiktok-accounts/\?done=connected"))
+    expect(frame.get_by_role("status")).to_contain_text(f"Connected {CREATOR}")
+    expect(card(page, open_id).locator(".badge")).to_have_text("active")
+
+    # Nobody triggers anything: the first profile snapshot and video backfill run by themselves.
+    deadline = time.monotonic() + 240
+    while True:
+        page.goto(f"{stack.url}/plugin/tiktok-accounts")
+        text_now = card(page, open_id).inner_text()
+        snapshot_done = re.search(r"Last profile snapshot\s+\d{4}-\d\d-\d\d", text_now)
+        synced = re.search(r"Last successful video sync\s+\d{4}-\d\d-\d\d", text_now)
+        if snapshot_done and synced:
+            break
+        assert time.monotonic() < deadline, f"the first runs did not finish:\n{text_now}"
+        time.sleep(3)
+    assert re.search(r"Videos stored\s+15\b", text_now), text_now
+    link = card(page, open_id).get_by_role("link", name="Profile snapshot")
+    assert re.search(
+        r"/dags/tiktok_profile_snapshot/runs/connect__[^/]+/tasks/snapshot_profile/mapped/\d+$",
+        link.get_attribute("href") or "",
+    )
+
+    # With a month of history the card draws its follower chart; a consent running out is flagged.
+    others = [o for o in stack.accounts() if o != open_id]
+    seed_history(stack, open_id, 0.12)
+    for other in others:
+        seed_history(stack, other, -0.03)
+        with stack.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE tiktok.accounts SET refresh_expires_at = now() + interval '5 days' WHERE open_id = :o"),
+                {"o": other},
+            )
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(f"{stack.url}/plugin/tiktok-accounts")
+    expect(card(page, open_id).locator(".chart svg polyline")).to_have_count(1)
+    if others:
+        expect(card(page, others[0])).to_contain_text("(7-day warning)")
+        expect(card(page, others[0])).to_have_class(re.compile("unhealthy"))
+    page.screenshot(path=SHOTS / "03-accounts.png")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # refresh the README's picture only when asked
+        page.screenshot(path=DOCS_SHOT)
+
+    # The grid link opens the account's task instance in Airflow, in the top window.
+    link.click()
+    page.wait_for_url(re.compile(r"/dags/tiktok_profile_snapshot/runs/.+/tasks/snapshot_profile/mapped/\d+$"))
+    assert page.frame_locator('iframe[title="TikTok accounts"]').locator("body").count() == 0
+    page.screenshot(path=SHOTS / "04-task-instance.png")
+
+    # Disconnect (revoked at TikTok), then purge with the typed confirmation.
+    page.goto(f"{stack.url}/plugin/tiktok-accounts")
+    card(page, open_id).get_by_role("button", name="Disconnect").click()
+    expect(frame.get_by_role("status")).to_contain_text(f"Disconnected {CREATOR}")
+    expect(card(page, open_id).locator(".badge")).to_have_text("disconnected")
+    assert [t for t in stack.sim.tokens(open_id) if t["status"] == "active"] == []
+    card(page, open_id).get_by_label("Type the open_id to confirm the purge").fill(open_id)
+    card(page, open_id).get_by_role("button", name="Purge").click()
+    expect(frame.get_by_role("status")).to_contain_text(f"Purged {open_id}")  # its name went with its rows
+    expect(card(page, open_id)).to_have_count(0)
+    assert open_id not in stack.accounts()
+    page.screenshot(path=SHOTS / "05-purged.png")
