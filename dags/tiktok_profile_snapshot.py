@@ -11,6 +11,9 @@ never writes today's numbers under the old run's date, since TikTok cannot tell 
 
 Trigger it by hand with `accounts` to snapshot only some accounts. One account's failure never
 stops the others; the checks at the end run whatever happened.
+
+**Consent:** `check_consent` warns in its log before a creator's consent (refresh token) runs out
+(30, 7 and 1 days ahead by default) and marks lapsed accounts `reauth_required`, so no task tries them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tiktok_pipeline.common import (
     DEFAULT_ARGS,
     MAP_INDEX_TEMPLATE,
     TIKTOK_CONN_ID,
+    consent_check_task,
     for_each_account,
     quality_check,
     summary_task,
@@ -88,6 +92,7 @@ def tiktok_profile_snapshot() -> None:
     )
 
     snapshots >> check >> summary_task(snapshots.output)
+    consent_check_task()
 
 
 dag_object = tiktok_profile_snapshot()

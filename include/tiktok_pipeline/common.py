@@ -118,6 +118,51 @@ def for_each_account(partial: Any) -> Any:
     return partial.expand_kwargs(select_accounts_task(partial.kwargs.get("tiktok_conn_id")))
 
 
+CONSENT_DOC = """
+### check_consent
+Daily account upkeep, independent of the snapshots: accounts whose refresh token (the creator's
+consent, 365 days at TikTok) has run out become `reauth_required`; each active account whose
+consent runs out within `[tiktok_accounts] consent_warning_days` (default 30, 7 and 1 days) gets a
+WARNING line in this task's log naming it and the day; disconnected accounts older than
+`[tiktok_accounts] disconnected_retention_days` (default: keep) are purged. The TikTok accounts page
+shows the same.
+
+**On failure:** the warehouse is unreachable or the connection is wrong; check Postgres and clear
+this task. Nothing is partly done: each step is one transaction.
+"""
+
+
+def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
+    """A daily task: expire lapsed consents, warn before consents run out, apply the retention."""
+    conn_id = tiktok_conn_id or TIKTOK_CONN_ID
+
+    @task(task_id="check_consent", doc_md=CONSENT_DOC, retries=1)
+    def check() -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        from airflow.configuration import conf
+
+        from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+        from tiktok_warehouse.accounts_admin import (
+            CONFIG_SECTION,
+            daily_account_check,
+            parse_retention_days,
+            parse_warning_days,
+        )
+        from tiktok_warehouse.db import get_engine
+
+        engine = get_engine(TikTokDisplayHook(tiktok_conn_id=conn_id).config.warehouse_conn_id)
+        return daily_account_check(
+            engine,
+            now=datetime.now(UTC),
+            warning_days=parse_warning_days(conf.get(CONFIG_SECTION, "consent_warning_days", fallback="")),
+            retention_days=parse_retention_days(conf.get(CONFIG_SECTION, "disconnected_retention_days", fallback="")),
+            log=logging.getLogger("airflow.task"),
+        )
+
+    return check()
+
+
 def summary_task(results: Any) -> Any:
     """The last task of every per-account DAG: it runs only when every account and check succeeded."""
 
@@ -155,6 +200,18 @@ def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = Non
             f"account's tokens can be read and every account task would fail. Put back the key the "
             f"tokens were stored with (a new one, from {GENERATE_KEY_COMMAND}, only if no account is "
             f"connected yet), then clear this task."
+        )
+    # An account whose consent (refresh token) has run out is marked reauth_required before any
+    # task tries it: its tasks could only fail, and the accounts page names it as needing a reconnect.
+    from datetime import UTC, datetime
+
+    from tiktok_warehouse.accounts_admin import AccountsAdmin
+
+    for open_id in AccountsAdmin(store.engine).expire_lapsed_consents(now=datetime.now(UTC)):
+        log.warning(
+            "Account %s: its refresh token has run out; marked reauth_required and skipped. Ask the creator "
+            "to reconnect it (TikTok accounts page, or the tiktok_connect_account DAG).",
+            open_id,
         )
     rows = store.list_accounts(statuses=("active",), open_ids=wanted)
     if wanted:

@@ -340,3 +340,30 @@ def test_connect_with_a_refresh_token_variable_rotates_it_at_once(sim, run_dag, 
 
     with pytest.raises(TikTokReauthRequired):  # the token that was handed over is dead
         hook.refresh_grant(held)
+
+
+def test_profile_snapshot_expires_lapsed_consent_and_warns_before_it_runs_out(
+    run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    lapsed = connect_via_dag(videos=1)
+    soon = connect_via_dag(videos=1)
+    fine = connect_via_dag(videos=1)
+    with clean_warehouse.begin() as conn:
+        conn.execute(
+            text("UPDATE tiktok.accounts SET refresh_expires_at = now() - interval '1 hour' WHERE open_id = :o"),
+            {"o": lapsed},
+        )
+        conn.execute(
+            text("UPDATE tiktok.accounts SET refresh_expires_at = now() + interval '5 days' WHERE open_id = :o"),
+            {"o": soon},
+        )
+
+    run = run_dag("tiktok_profile_snapshot")
+
+    assert str(run.state) == "success", states(run)
+    [check] = xcom(run, "check_consent")
+    assert check["warnings"] == {soon: 7}
+    snapshotted = {r["open_id"] for r in xcom(run, "snapshot_profile")}
+    assert snapshotted == {soon, fine}  # the lapsed account is never tried
+    status = dict(table(clean_warehouse, "SELECT open_id, status FROM tiktok.accounts"))
+    assert status == {lapsed: "reauth_required", soon: "active", fine: "active"}
