@@ -26,6 +26,9 @@ RUN pip install --no-cache-dir --no-deps /opt/airflow/src \
     && python -c "import tiktok_provider, tiktok_pipeline, tiktok_warehouse, tiktok_sim, tiktok_local"
 
 COPY --chown=airflow:0 dags /opt/airflow/dags
+# The TikTok accounts page is an Airflow plugin: the api-server loads it from the plugins folder.
+RUN mkdir -p /opt/airflow/plugins \
+    && cp -r /opt/airflow/src/plugins/tiktok_accounts /opt/airflow/plugins/tiktok_accounts
 
 # The simple auth manager's passwords file lives here, on a volume shared by airflow-init (which
 # writes it) and airflow-apiserver; the directory must exist in the image so the volume is
