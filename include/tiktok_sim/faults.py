@@ -18,6 +18,8 @@ Kinds and what the client sees:
 - ``truncated``: status 200, the normal JSON body cut in half.
 - ``unknown_error_code``: status 200, ``error.code`` = ``sim_unknown_error``, empty ``data``.
 - ``missing_data``: status 200, ``ok`` envelope but no ``data`` (OAuth: no ``access_token``).
+- ``empty_data`` (Display API): status 200, ``ok`` envelope and ``"data": {}`` -- no ``videos``,
+  ``has_more``, ``cursor`` or ``user`` at all.
 - ``wrong_types``: integers sent as strings (OAuth: ``expires_in``/``refresh_expires_in``).
 - ``int64_overflow``: ``view_count`` (user: ``follower_count``, ``likes_count``) above 2**63.
 - ``nul_bytes``: NUL characters in titles/descriptions (user: display name and bio).
@@ -41,7 +43,7 @@ from tiktok_sim import DISPLAY_ENDPOINTS, ENDPOINTS
 
 ANSWER_KINDS: tuple[str, ...] = ("internal_error", "html_503", "rate_limit")
 BODY_KINDS: tuple[str, ...] = ("truncated", "unknown_error_code", "missing_data")
-DATA_KINDS: tuple[str, ...] = ("wrong_types", "int64_overflow", "nul_bytes", "long_strings")
+DATA_KINDS: tuple[str, ...] = ("wrong_types", "int64_overflow", "nul_bytes", "long_strings", "empty_data")
 VIDEO_KINDS: tuple[str, ...] = ("non_numeric_id",)
 LIST_KINDS: tuple[str, ...] = ("stuck_cursor", "endless_has_more")
 PASS = "pass"
@@ -199,6 +201,9 @@ def corrupt_display(kind: str, payload: dict[str, Any]) -> None:
         return
     if kind == "missing_data":
         payload.pop("data", None)
+        return
+    if kind == "empty_data":
+        payload["data"] = {}
         return
     data = payload.get("data", {})
     if "user" in data:
