@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from chaos_support import rows, states, tries, warehouse_contents
+from chaos_support import rows, states, tries, warehouse_contents, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,50 @@ def test_empty_data_on_a_cover_query_fails_the_task_and_marks_nothing_removed(
     assert LOG_ID.search(message), message
     assert removed(clean_warehouse, open_id) == set()
     assert warehouse_contents(clean_warehouse) == before, "stored data untouched"
+
+
+# -- item 4: a resumed incremental stops where its stored window ends --------------------------------
+
+
+def post_videos(sim: Any, open_id: str, now: float, days_ago: list[float]) -> list[str]:
+    """Post one video at each age (in days before ``now``); return their ids."""
+    return [sim.admin.add_videos(open_id, 1, create_time=int(now - d * 86400))[0] for d in days_ago]
+
+
+def test_a_resumed_incremental_judges_and_walks_the_same_stored_window(
+    sim, run_dag, connect, tiktok_extra, frozen_clock, clean_warehouse
+) -> None:
+    open_id = connect(videos=10)  # the population's videos are all months old
+    recent = post_videos(sim, open_id, frozen_clock, [1 + i * 0.2 for i in range(20)])  # 1..4.8 days old
+    # Inside a 7-day window, outside a 6-day one: the videos the audit saw marked removed.
+    edge = post_videos(sim, open_id, frozen_clock, [6.1 + i * 0.02 for i in range(45)])  # 6.1..6.98 days old
+    older = post_videos(sim, open_id, frozen_clock, [8, 9, 10])
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    assert len(stored_ids(clean_warehouse, open_id)) == 10 + 20 + 45 + 3
+
+    # The daily incremental (7 days) commits its first page, then video/list fails past every retry.
+    tiktok_extra(max_attempts=2)
+    sim.admin.set_faults("video_list", queue=[("pass", 1), ("internal_error", 100)])
+    failed = run_dag("tiktok_video_backfill", mode="incremental", lookback_days=7)
+    assert states(failed)[("sync_videos", 0)] == "failed"
+    assert tries(failed)[("sync_videos", 0)] == 4, "every Airflow try resumed and failed"
+    [(pages, window_days)] = rows(
+        clean_warehouse,
+        "SELECT pages, extract(epoch FROM now() - window_start) / 86400 FROM tiktok.sync_state"
+        " WHERE open_id = :o AND mode = 'incremental' AND finished_at IS NULL",
+        o=open_id,
+    )
+    assert pages == 1 and 6.99 < window_days < 7.01
+    sim.admin.clear_faults()
+
+    # The next "day": lookback_days is now 6 (what a day's advance does to the window this run would
+    # compute). The resumed sync keeps its stored 7-day window for both its stop point and its removals.
+    gone = edge[-1]
+    sim.admin.delete_video(gone)  # one video inside the stored window really is deleted
+    resumed = run_dag("tiktok_video_backfill", mode="incremental", lookback_days=6)
+    assert str(resumed.state) == "success", states(resumed)
+    [summary] = xcom(resumed, "sync_videos")
+    assert summary["resumed"] is True
+    assert removed(clean_warehouse, open_id) == {gone}, "no live video is marked removed; the deleted one is"
+    assert summary["removed"] == 1
+    assert not removed(clean_warehouse, open_id) & set(recent + edge[:-1] + older)

@@ -175,21 +175,26 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
         lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
         hook = self._hook()
         now = datetime.now(UTC)
-        window_start = now - timedelta(days=lookback) if self.mode == "incremental" else None
-        window_ms = int(window_start.timestamp() * 1000) if window_start else None
+        requested_window = now - timedelta(days=lookback) if self.mode == "incremental" else None
         loaded = {"inserted": 0, "updated": 0, "unchanged": 0}
         pages = unidentified = 0
         with _failing_fast(self.open_id):
             warehouse = self._warehouse(hook)
             hook.access_token(self.open_id)  # fail fast on a disconnected account before touching sync state
-            sync = warehouse.begin_sync(self.open_id, self.mode, window_start=window_start, now=now)
+            sync = warehouse.begin_sync(self.open_id, self.mode, window_start=requested_window, now=now)
+            # Stop where the sync's removals are judged: at its stored window_start. A resumed sync
+            # keeps the window it started with; stopping at this run's (later) window would leave
+            # the videos between the two unseen, and they would be taken for removed.
+            window_start = sync.window_start_dt
+            window_ms = int(window_start.timestamp() * 1000) if window_start else None
             if sync.resumed:
                 self.log.info(
-                    "Resuming %s sync of %s at cursor %s after %d pages",
+                    "Resuming %s sync of %s at cursor %s after %d pages%s",
                     self.mode,
                     self.open_id,
                     sync.cursor,
                     sync.pages,
+                    f"; it covers videos since {sync.window_start}, as when it started" if window_start else "",
                 )
             for page in hook.iter_video_pages(self.open_id, cursor=sync.cursor, fields=VIDEO_FIELDS):
                 result = warehouse.load_video_page(sync, page.videos, cursor=page.cursor, captured_at=now)
