@@ -126,6 +126,8 @@ class SyncState:
     videos_seen: int
     #: True when begin_sync picked up an unfinished sync instead of starting one.
     resumed: bool
+    #: Videos met without a usable id, over every try of the sync (none are marked removed while > 0).
+    unidentified: int = 0
 
     @property
     def window_start_dt(self) -> datetime | None:
@@ -413,6 +415,7 @@ def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
         pages=row.pages,
         videos_seen=row.videos_seen,
         resumed=resumed,
+        unidentified=row.unidentified,
     )
 
 
@@ -574,6 +577,7 @@ class Warehouse:
         *,
         cursor: int | None,
         captured_at: datetime,
+        unidentified: int = 0,
     ) -> PageResult:
         """
         Load one video/list page and advance the sync's checkpoint, in one transaction.
@@ -585,8 +589,12 @@ class Warehouse:
 
         :param cursor: the cursor the API returned with this page (the next one to request);
             None keeps the stored cursor.
+        :param unidentified: videos of this page that came without a usable id (not in ``videos``).
+            Added up in the checkpoint with the page, so a retry still knows the sync met them.
         """
         captured_at = _utc(captured_at, "captured_at")
+        if unidentified < 0:
+            raise ValueError(f"unidentified must not be negative, got {unidentified}")
         with self.engine.begin() as conn:
             # Lock the checkpoint before any video row: finish_sync takes them in the same order.
             self._lock_unfinished_sync(conn, sync)
@@ -598,6 +606,7 @@ class Warehouse:
                     cursor=func.coalesce(bindparam("new_cursor", cursor, type_=BigInteger), sync_state.c.cursor),
                     pages=sync_state.c.pages + 1,
                     videos_seen=sync_state.c.videos_seen + tally.new_in_sync,
+                    unidentified=sync_state.c.unidentified + unidentified,
                     updated_at=captured_at,
                 )
                 .returning(*sync_state.c)
@@ -620,8 +629,10 @@ class Warehouse:
         never marked. A sync that loaded no page marks nothing. Finishing an already finished
         sync returns its stored result (a retried task is harmless).
 
-        :param mark_removed: False when the sync cannot tell which videos it met (the API returned
-            videos without a usable id): it then finishes without marking any video removed.
+        A sync that met videos without a usable id on any page, in any try (``unidentified``
+        in its checkpoint), cannot tell which videos it met, and marks nothing removed.
+
+        :param mark_removed: False to finish without marking any video removed.
         """
         now = _utc(now, "now")
         with self.engine.begin() as conn:
@@ -633,6 +644,7 @@ class Warehouse:
             if row.finished_at is not None:
                 return FinishResult(row.sync_id, row.open_id, row.mode, row.pages, row.videos_seen, row.removed or 0)
             removed = 0
+            mark_removed = mark_removed and not row.unidentified
             if row.pages and mark_removed:
                 missing = [
                     videos_table.c.open_id == row.open_id,
@@ -646,12 +658,15 @@ class Warehouse:
                 if row.mode == "incremental":
                     missing.append(videos_table.c.create_time >= row.window_start)
                 removed = _mark_removed(conn, missing, now)
-            elif not mark_removed:
+            elif row.unidentified:
                 log.warning(
-                    "Sync %d of account %s met videos without a usable id; marking nothing removed",
+                    "Sync %d of account %s met %d videos without a usable id; marking nothing removed",
                     row.sync_id,
                     row.open_id,
+                    row.unidentified,
                 )
+            elif not mark_removed:
+                log.info("Sync %d of account %s finishes without judging removals", row.sync_id, row.open_id)
             else:
                 log.warning("Sync %d of account %s loaded no page; marking nothing removed", row.sync_id, row.open_id)
             conn.execute(sync_seen_videos.delete().where(sync_seen_videos.c.sync_id == row.sync_id))

@@ -171,6 +171,8 @@ sync_state = Table(
     Column("pages", Integer, nullable=False, server_default=text("0")),
     Column("videos_seen", Integer, nullable=False, server_default=text("0")),
     Column("removed", Integer),
+    # Videos the sync met without a usable id, over every try: while not zero, it marks nothing removed.
+    Column("unidentified", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("mode IN ('full', 'incremental')", name="mode"),
     CheckConstraint("mode = 'full' OR window_start IS NOT NULL", name="incremental_window"),
 )

@@ -134,3 +134,28 @@ def test_a_resumed_incremental_judges_and_walks_the_same_stored_window(
     assert removed(clean_warehouse, open_id) == {gone}, "no live video is marked removed; the deleted one is"
     assert summary["removed"] == 1
     assert not removed(clean_warehouse, open_id) & set(recent + edge[:-1] + older)
+
+
+# -- item 5: a retry remembers the videos an earlier try could not identify ---------------------------
+
+
+def test_a_retry_remembers_that_an_earlier_try_met_unidentifiable_videos(
+    sim, run_dag, connect, tiktok_extra, frozen_clock, clean_warehouse
+) -> None:
+    open_id = connect(videos=60)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    assert len(stored_ids(clean_warehouse, open_id)) == 60
+
+    # Try 1: the first page's 20 ids come back garbled, then video/list fails past the hook's
+    # patience. Try 2 resumes after that page and meets only well-formed videos.
+    tiktok_extra(max_attempts=2)
+    sim.admin.set_faults("video_list", queue=[("non_numeric_id", 1), ("internal_error", 2)])
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    assert str(run.state) == "success", states(run)
+    assert tries(run)[("sync_videos", 0)] == 2, "the second Airflow try finished the sync"
+    [summary] = xcom(run, "sync_videos")
+    assert summary["resumed"] is True
+    assert removed(clean_warehouse, open_id) == set(), "no live video is marked removed"
+    assert summary["removed"] == 0
+    assert summary["unidentified"] == 20, "the retry knows what the first try met"

@@ -544,6 +544,37 @@ def test_a_crashed_sync_resumes_where_it_stopped_and_still_detects_removals(
     assert not warehouse.begin_sync(account, "full", now=later).resumed
 
 
+def test_a_retry_remembers_the_unidentified_videos_of_an_earlier_try(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    """Audit item 5: the "no removals after an unidentifiable video" rule holds across tries."""
+    catalogue = [make_video(i) for i in range(6)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0 - DAY)
+
+    first_try = warehouse.begin_sync(account, "full", now=T0)
+    # Page 1 held catalogue[0..2] and two videos whose ids came back garbled (catalogue[3..4], say).
+    page = warehouse.load_video_page(first_try, catalogue[:3], cursor=1_772_000_000_000, captured_at=T0, unidentified=2)
+    assert page.sync.unidentified == 2
+    with crash_on(wh_engine, "UPDATE tiktok.sync_state"), pytest.raises(RuntimeError):
+        # Counted with its page: a page that is not committed adds nothing.
+        warehouse.load_video_page(page.sync, [], cursor=1, captured_at=T0, unidentified=5)
+    # The worker died; the retry is a new process that knows nothing of the first try.
+
+    retry = warehouse.begin_sync(account, "full", now=T0 + timedelta(minutes=5))
+    assert retry.resumed and retry.unidentified == 2
+    retry = warehouse.load_video_page(retry, [catalogue[5]], cursor=None, captured_at=T0 + timedelta(minutes=5)).sync
+    assert retry.unidentified == 2
+    finished = warehouse.finish_sync(retry, now=T0 + timedelta(minutes=5))
+
+    assert finished.removed == 0, "the garbled videos were met: none of the unnamed ones is taken for removed"
+    assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
+    assert sync_row(wh_engine, retry.sync_id)["unidentified"] == 2
+    with pytest.raises(ValueError, match="negative"):
+        warehouse.load_video_page(
+            warehouse.begin_sync(account, "full", now=T0), [], cursor=None, captured_at=T0, unidentified=-1
+        )
+
+
 def test_begin_sync_keeps_modes_apart_and_validates(warehouse: Warehouse, account: str) -> None:
     full = warehouse.begin_sync(account, "full", now=T0)
     incremental = warehouse.begin_sync(account, "incremental", window_start=T0 - 7 * DAY, now=T0)

@@ -197,7 +197,9 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
                     f"; it covers videos since {sync.window_start}, as when it started" if window_start else "",
                 )
             for page in hook.iter_video_pages(self.open_id, cursor=sync.cursor, fields=VIDEO_FIELDS):
-                result = warehouse.load_video_page(sync, page.videos, cursor=page.cursor, captured_at=now)
+                result = warehouse.load_video_page(
+                    sync, page.videos, cursor=page.cursor, captured_at=now, unidentified=page.skipped
+                )
                 sync = result.sync
                 pages += 1
                 unidentified += page.skipped
@@ -206,13 +208,15 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
                 if window_ms is not None and page.cursor is not None and page.cursor < window_ms:
                     break  # incremental: past the lookback window
             # A video that came back without a usable id was met but cannot be named: marking the
-            # videos this sync did not name as removed would take it (and its page) for deleted.
-            finished = warehouse.finish_sync(sync, now=now, mark_removed=not unidentified)
-        if unidentified:
+            # videos this sync did not name as removed would take it (and its page) for deleted. The
+            # checkpoint counts them over every try, so finish_sync then marks nothing removed.
+            finished = warehouse.finish_sync(sync, now=now)
+        if sync.unidentified:
             self.log.warning(
-                "%d videos of %s came back without a usable id; no video was marked removed this time",
-                unidentified,
+                "%d videos of %s came back without a usable id (%d in this try); no video was marked removed",
+                sync.unidentified,
                 self.open_id,
+                unidentified,
             )
         self.log.info(
             "%s sync of %s: %d pages, %s, %d marked removed", self.mode, self.open_id, pages, loaded, finished.removed
@@ -226,7 +230,7 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             "videos_seen": sync.videos_seen,
             **loaded,
             "removed": finished.removed,
-            "unidentified": unidentified,
+            "unidentified": sync.unidentified,
             "cursor": sync.cursor,
             **self._api_summary(hook),
         }
