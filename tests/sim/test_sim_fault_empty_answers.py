@@ -1,4 +1,4 @@
-"""The ``empty_data`` fault: an ``ok`` envelope whose ``data`` is an empty object, on every Display endpoint."""
+"""The empty_data and no_videos faults: an ok envelope with an empty data object, or with no videos."""
 
 from __future__ import annotations
 
@@ -43,3 +43,20 @@ def test_empty_data_applies_to_the_display_endpoints_only(fault_sim: SimulatorPr
     assert all("empty_data" in kinds_for(e) for e in ("user_info", "video_list", "video_query"))
     with pytest.raises(AdminError):
         fault_sim.admin.fail_next("oauth_token", "empty_data")
+
+
+def test_no_videos_is_a_well_formed_answer_that_leaves_every_live_video_out(
+    fault_sim: SimulatorProcess, account: ConnectedAccount
+) -> None:
+    ids = [v["id"] for v in account.api.video_list("id", max_count=5).json()["data"]["videos"]]
+    fault_sim.admin.fail_next("video_list", "no_videos")
+    fault_sim.admin.fail_next("video_query", "no_videos")
+    listed = account.api.video_list("id", max_count=5).json()
+    assert listed["error"]["code"] == "ok"
+    assert listed["data"]["videos"] == [] and listed["data"]["has_more"] is False
+    assert isinstance(listed["data"]["cursor"], int)
+    queried = account.api.video_query("id", ids).json()
+    assert (queried["error"]["code"], queried["data"]) == ("ok", {"videos": []})
+    assert len(account.api.video_query("id", ids).json()["data"]["videos"]) == 5, "the videos are live"
+    with pytest.raises(AdminError):
+        fault_sim.admin.fail_next("user_info", "no_videos")
