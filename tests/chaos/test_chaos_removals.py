@@ -159,3 +159,116 @@ def test_a_retry_remembers_that_an_earlier_try_met_unidentifiable_videos(
     assert removed(clean_warehouse, open_id) == set(), "no live video is marked removed"
     assert summary["removed"] == 0
     assert summary["unidentified"] == 20, "the retry knows what the first try met"
+
+
+# -- item 7: one listing or one query answer never marks a video removed ------------------------------
+
+
+def test_a_listing_that_ends_early_marks_only_what_video_query_confirms_gone(
+    sim, run_dag, connect, frozen_clock, clean_warehouse
+) -> None:
+    open_id = connect(videos=100)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    ids = sim.admin.video_ids(open_id)  # newest first
+    deleted, hidden = ids[70], ids[90]
+    sim.admin.delete_video(deleted)
+    sim.admin.privatise_video(hidden)
+
+    # A normal day: the listing is whole, nothing is suspect, video/query is never called.
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "sync_videos")
+    assert (summary["removal_suspects"], summary["removed"], summary["suspects_live"]) == (2, 2, 0)
+    assert calls(sim, "video_query") == 1, "ceil(2 / 20) calls to confirm two removals"
+    assert removed(clean_warehouse, open_id) == {deleted, hidden}
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    [summary] = xcom(run, "sync_videos")
+    assert summary["removal_suspects"] == 0
+    assert calls(sim, "video_query") == 0, "no removals, no extra calls"
+
+    # The third page comes back well-formed and empty with has_more false: the listing ends after
+    # 40 videos. The live videos it did not reach are suspects, and video/query returns them.
+    gone = ids[50]
+    sim.admin.delete_video(gone)
+    sim.admin.set_faults("video_list", queue=[("pass", 2), ("no_videos", 1)])
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "sync_videos")
+    assert summary["videos_seen"] == 40
+    assert summary["removal_suspects"] == 58  # 98 stored live videos, 40 of them listed
+    assert (summary["removed"], summary["suspects_live"], summary["suspects_unconfirmed"]) == (1, 57, 0)
+    assert calls(sim, "video_query") == 3 == summary["api_calls"]["/v2/video/query/"], "ceil(58 / 20)"
+    assert removed(clean_warehouse, open_id) == {deleted, hidden, gone}, "no live video is marked removed"
+
+    # The hidden video is public again: the next sync restores it, and needs no video/query call.
+    sim.admin.privatise_video(hidden, private=False)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    [summary] = xcom(run, "sync_videos")
+    assert (summary["removal_suspects"], summary["removed"]) == (0, 0)
+    assert calls(sim, "video_query") == 0
+    assert removed(clean_warehouse, open_id) == {deleted, gone}, "a video that comes back is restored"
+
+
+def test_a_crash_while_confirming_resumes_with_the_stored_suspects(
+    sim, run_dag, connect, tiktok_extra, frozen_clock, clean_warehouse
+) -> None:
+    open_id = connect(videos=60)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    ids = sim.admin.video_ids(open_id)
+    gone = {ids[25], ids[55]}
+    for video_id in gone:
+        sim.admin.delete_video(video_id)
+
+    # The listing ends after one page (40 suspects); video/query answers once, then fails past the
+    # hook's patience. The Airflow retry must neither list again nor lose or misjudge a suspect.
+    tiktok_extra(max_attempts=2)
+    sim.admin.set_faults("video_list", queue=[("pass", 1), ("no_videos", 1)])
+    sim.admin.set_faults("video_query", queue=[("pass", 1), ("internal_error", 2)])
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    assert str(run.state) == "success", states(run)
+    assert tries(run)[("sync_videos", 0)] == 2
+    [summary] = xcom(run, "sync_videos")
+    assert summary["resumed"] is True and summary["pages"] == 0, "the retry did not list again"
+    assert calls(sim, "video_list") == 2, "the two pages of the first try only"
+    assert (summary["removal_suspects"], summary["removed"], summary["suspects_live"]) == (40, 2, 38)
+    assert removed(clean_warehouse, open_id) == gone
+    [(unfinished,)] = rows(
+        clean_warehouse, "SELECT count(*) FROM tiktok.sync_state WHERE open_id = :o AND finished_at IS NULL", o=open_id
+    )
+    assert unfinished == 0
+    [(left,)] = rows(clean_warehouse, "SELECT count(*) FROM tiktok.sync_seen_videos")
+    assert left == 0
+
+
+def test_the_cover_refresh_marks_an_id_removed_only_when_a_second_answer_agrees(
+    sim, run_dag, connect, frozen_clock, clean_warehouse
+) -> None:
+    open_id = connect(videos=45)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    stale = sorted(stored_ids(clean_warehouse, open_id))  # the cover refresh asks in id order
+    gone = stale[3]
+    sim.admin.delete_video(gone)
+
+    # The first answer leaves out all 20 ids of its batch, live or not; the second look returns
+    # the 19 live ones, and leaves out the deleted one again.
+    sim.admin.set_faults("video_query", queue=[("no_videos", 1)])
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)  # every cover: they all expire within 7 h
+    assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "refresh_covers")
+    assert summary["requested"] == 45
+    assert (summary["removal_suspects"], summary["removed"], summary["suspects_live"]) == (20, 1, 19)
+    assert calls(sim, "video_query") == 3 + 1, "ceil(45 / 20) calls, and ceil(20 / 20) for the second look"
+    assert removed(clean_warehouse, open_id) == {gone}, "no live video is marked removed"
+
+    # A refresh with nothing missing makes no second call.
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
+    [summary] = xcom(run, "refresh_covers")
+    assert (summary["requested"], summary["removal_suspects"], summary["removed"]) == (44, 0, 0)
+    assert calls(sim, "video_query") == 3
