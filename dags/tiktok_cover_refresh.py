@@ -4,8 +4,8 @@
 TikTok's `cover_image_url` is a signed link that stops working after about 6 hours. Every hour,
 for each active account, this DAG finds the videos whose cover expires within `horizon_minutes`
 (or has expired) and asks `POST /v2/video/query/` for them, 20 ids a call. It stores the new
-`cover_image_url` and `cover_expires_at` and the fresh counts; ids TikTok no longer returns
-(deleted or made private) are marked removed.
+`cover_image_url` and `cover_expires_at` and the fresh counts. Ids an answer leaves out are asked
+about once more; those the second answer leaves out too (deleted or made private) are marked removed.
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@
 **Scheduled daily in `incremental` mode:** for each active account, pages through
 `POST /v2/video/list/` newest first until it passes the last `lookback_days` days, adding new
 videos, updating counts (`tiktok.videos`) and writing today's engagement history
-(`tiktok.video_snapshots`). Videos inside the window that TikTok no longer returns are marked
-removed (`removed_at`); one that comes back is restored.
+(`tiktok.video_snapshots`). Videos inside the window that TikTok no longer lists are asked about
+with `POST /v2/video/query/` (20 a call, only when there are any) and marked removed (`removed_at`)
+only if that confirms them gone; one that comes back is restored.
 
 **Triggered with `mode = full`:** walks each account's whole history. The cursor is committed with
 every page, so a retry after a crash continues from the last committed page instead of starting
-over; when the walk completes, every stored video it did not meet is marked removed.
+over; when the walk completes, every stored video it did not meet is confirmed the same way.
 
 Re-running or clearing any task leaves the warehouse as one clean run would.
 """

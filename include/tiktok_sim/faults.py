@@ -18,11 +18,16 @@ Kinds and what the client sees:
 - ``truncated``: status 200, the normal JSON body cut in half.
 - ``unknown_error_code``: status 200, ``error.code`` = ``sim_unknown_error``, empty ``data``.
 - ``missing_data``: status 200, ``ok`` envelope but no ``data`` (OAuth: no ``access_token``).
+- ``empty_data`` (Display API): status 200, ``ok`` envelope and ``"data": {}`` -- no ``videos``,
+  ``has_more``, ``cursor`` or ``user`` at all.
 - ``wrong_types``: integers sent as strings (OAuth: ``expires_in``/``refresh_expires_in``).
 - ``int64_overflow``: ``view_count`` (user: ``follower_count``, ``likes_count``) above 2**63.
 - ``nul_bytes``: NUL characters in titles/descriptions (user: display name and bio).
 - ``long_strings``: 10,000-character titles/descriptions (user: display name and bio).
 - ``non_numeric_id``: video ids like ``id_7234...``.
+- ``no_videos`` (``video_list``, ``video_query``): a well-formed answer without any video --
+  ``"videos": []`` (and ``"has_more": false`` on a list page): the listing ends early, or the
+  query leaves out every id, though the videos are live.
 - ``stuck_cursor`` (``video_list``): the response cursor equals the request's, ``has_more`` true.
 - ``endless_has_more`` (``video_list``): an empty page, ``has_more`` true and a cursor one second
   lower than the request's -- forever, for as long as the fault applies.
@@ -41,8 +46,8 @@ from tiktok_sim import DISPLAY_ENDPOINTS, ENDPOINTS
 
 ANSWER_KINDS: tuple[str, ...] = ("internal_error", "html_503", "rate_limit")
 BODY_KINDS: tuple[str, ...] = ("truncated", "unknown_error_code", "missing_data")
-DATA_KINDS: tuple[str, ...] = ("wrong_types", "int64_overflow", "nul_bytes", "long_strings")
-VIDEO_KINDS: tuple[str, ...] = ("non_numeric_id",)
+DATA_KINDS: tuple[str, ...] = ("wrong_types", "int64_overflow", "nul_bytes", "long_strings", "empty_data")
+VIDEO_KINDS: tuple[str, ...] = ("non_numeric_id", "no_videos")
 LIST_KINDS: tuple[str, ...] = ("stuck_cursor", "endless_has_more")
 PASS = "pass"
 ALL_KINDS: tuple[str, ...] = (PASS, *ANSWER_KINDS, "slow", *BODY_KINDS, *DATA_KINDS, *VIDEO_KINDS, *LIST_KINDS)
@@ -200,7 +205,15 @@ def corrupt_display(kind: str, payload: dict[str, Any]) -> None:
     if kind == "missing_data":
         payload.pop("data", None)
         return
+    if kind == "empty_data":
+        payload["data"] = {}
+        return
     data = payload.get("data", {})
+    if kind == "no_videos":
+        data["videos"] = []
+        if "has_more" in data:
+            data["has_more"] = False
+        return
     if "user" in data:
         _mutate_record(kind, data["user"], ("display_name", "bio_description"), ("follower_count", "likes_count"))
     for video in data.get("videos", []):

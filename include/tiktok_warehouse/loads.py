@@ -22,6 +22,10 @@ Rules every load follows:
 * Small batches (one API page) travel as one JSON parameter; large ones are COPYed into a
   temporary staging table. Either way a batch is a handful of statements, never one per row.
 * Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates.
+* Nothing is marked removed on the strength of one answer. A sync's listing only names removal
+  *suspects* (stored with its checkpoint); a suspect is marked removed once ``video/query``
+  leaves it out too, and one that ``video/query`` returns is updated, never marked. The cover
+  refresh marks an id removed only when a second ``video/query`` answer leaves it out again.
 
 Result types are small frozen dataclasses of JSON types, so ``dataclasses.asdict`` gives an
 XCom-ready summary.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +58,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -126,6 +131,12 @@ class SyncState:
     videos_seen: int
     #: True when begin_sync picked up an unfinished sync instead of starting one.
     resumed: bool
+    #: Videos met without a usable id, over every try of the sync (none are marked removed while > 0).
+    unidentified: int = 0
+    #: When the listing ended and its removal suspects were stored; None while listing.
+    listed_at: str | None = None
+    #: How many removal suspects the listing left (None while listing).
+    removal_suspects: int | None = None
 
     @property
     def window_start_dt(self) -> datetime | None:
@@ -170,7 +181,30 @@ class FinishResult:
     mode: str
     pages: int
     videos_seen: int
+    #: Videos marked removed: suspects video/query confirmed gone.
     removed: int
+    #: Live videos the listing should have met but did not (0 if it met unidentifiable videos).
+    removal_suspects: int = 0
+    #: Suspects video/query returned: live, updated, not marked.
+    suspects_live: int = 0
+    #: Suspects nobody confirmed either way (not marked); the next sync judges them again.
+    suspects_unconfirmed: int = 0
+    #: Videos met without a usable id, over every try.
+    unidentified: int = 0
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """What one video/query answer about a sync's removal suspects did."""
+
+    #: Suspects among the ids asked about.
+    suspects: int
+    #: Of those, returned by video/query: live, updated (and their snapshots written).
+    live: int
+    #: Of those, left out by video/query and now marked removed.
+    removed: int
+    updated: int
+    snapshots_written: int
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,8 @@ class QueryResult:
     unchanged: int
     snapshots_written: int
     removed: int
+    #: Requested ids the answer left out, in id order (marked removed only with ``mark_missing``).
+    missing: list[str] = field(default_factory=list)
 
 
 class SyncNotActive(RuntimeError):
@@ -413,6 +449,24 @@ def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
         pages=row.pages,
         videos_seen=row.videos_seen,
         resumed=resumed,
+        unidentified=row.unidentified,
+        listed_at=_iso(row.listed_at),
+        removal_suspects=row.removal_suspects,
+    )
+
+
+def _finish_result(row: Row[Any], *, unconfirmed: int) -> FinishResult:
+    return FinishResult(
+        sync_id=row.sync_id,
+        open_id=row.open_id,
+        mode=row.mode,
+        pages=row.pages,
+        videos_seen=row.videos_seen,
+        removed=row.removed or 0,
+        removal_suspects=row.removal_suspects or 0,
+        suspects_live=row.suspects_live,
+        suspects_unconfirmed=unconfirmed,
+        unidentified=row.unidentified,
     )
 
 
@@ -574,6 +628,7 @@ class Warehouse:
         *,
         cursor: int | None,
         captured_at: datetime,
+        unidentified: int = 0,
     ) -> PageResult:
         """
         Load one video/list page and advance the sync's checkpoint, in one transaction.
@@ -585,11 +640,19 @@ class Warehouse:
 
         :param cursor: the cursor the API returned with this page (the next one to request);
             None keeps the stored cursor.
+        :param unidentified: videos of this page that came without a usable id (not in ``videos``).
+            Added up in the checkpoint with the page, so a retry still knows the sync met them.
         """
         captured_at = _utc(captured_at, "captured_at")
+        if unidentified < 0:
+            raise ValueError(f"unidentified must not be negative, got {unidentified}")
         with self.engine.begin() as conn:
             # Lock the checkpoint before any video row: finish_sync takes them in the same order.
-            self._lock_unfinished_sync(conn, sync)
+            if self._lock_unfinished_sync(conn, sync).listed_at is not None:
+                raise SyncNotActive(
+                    f"The listing of sync {sync.sync_id} of account {sync.open_id} has ended; "
+                    "it takes no more pages (confirm its removal suspects and finish it)."
+                )
             tally = _load(conn, sync.open_id, videos, captured_at, sync_id=sync.sync_id)
             row = conn.execute(
                 update(sync_state)
@@ -598,6 +661,7 @@ class Warehouse:
                     cursor=func.coalesce(bindparam("new_cursor", cursor, type_=BigInteger), sync_state.c.cursor),
                     pages=sync_state.c.pages + 1,
                     videos_seen=sync_state.c.videos_seen + tally.new_in_sync,
+                    unidentified=sync_state.c.unidentified + unidentified,
                     updated_at=captured_at,
                 )
                 .returning(*sync_state.c)
@@ -611,17 +675,171 @@ class Warehouse:
             sync=_sync_state(row, resumed=sync.resumed),
         )
 
-    def finish_sync(self, sync: SyncState, *, now: datetime, mark_removed: bool = True) -> FinishResult:
+    @staticmethod
+    def _end_listing(conn: Connection, row: Row[Any], now: datetime) -> Row[Any]:
+        """Store the live videos the listing should have met but did not as removal suspects."""
+        suspects = 0
+        if row.pages and not row.unidentified:
+            missing = [
+                videos_table.c.open_id == row.open_id,
+                videos_table.c.removed_at.is_(None),
+                videos_table.c.first_seen_at <= row.started_at,
+                ~exists().where(
+                    sync_seen_videos.c.sync_id == row.sync_id,
+                    sync_seen_videos.c.video_id == videos_table.c.id,
+                ),
+            ]
+            if row.mode == "incremental":
+                missing.append(videos_table.c.create_time >= row.window_start)
+            selected = select(literal(row.sync_id, BigInteger), videos_table.c.id, true()).where(*missing)
+            suspects = _rowcount(
+                conn,
+                pg_insert(sync_seen_videos)
+                .from_select(["sync_id", "video_id", "suspect"], selected)
+                .on_conflict_do_nothing(index_elements=[sync_seen_videos.c.sync_id, sync_seen_videos.c.video_id]),
+            )
+        elif row.unidentified:
+            log.warning(
+                "Sync %d of account %s met %d videos without a usable id; it names no removal suspect",
+                row.sync_id,
+                row.open_id,
+                row.unidentified,
+            )
+        else:
+            log.warning("Sync %d of account %s loaded no page; it names no removal suspect", row.sync_id, row.open_id)
+        return conn.execute(
+            update(sync_state)
+            .where(sync_state.c.sync_id == row.sync_id)
+            .values(listed_at=now, updated_at=now, removal_suspects=suspects)
+            .returning(*sync_state.c)
+        ).one()
+
+    def end_listing(self, sync: SyncState, *, now: datetime) -> SyncState:
         """
-        Finish a sync: mark the videos it should have seen but did not as removed.
+        The listing reached its end: store the videos it should have met but did not as removal suspects.
 
-        ``full``: every live video of the account; ``incremental``: those created at or after
-        ``window_start``. Videos first seen after the sync started (by a concurrent load) are
-        never marked. A sync that loaded no page marks nothing. Finishing an already finished
-        sync returns its stored result (a retried task is harmless).
+        Suspects are the account's live videos that the sync did not see (``full``: all of them;
+        ``incremental``: those created at or after ``window_start``), except videos first seen
+        after the sync started (by a concurrent load). A sync that loaded no page, or that met
+        videos without a usable id in any try, names none. Nothing is marked removed here: see
+        :meth:`confirm_removals`. The suspects live with the checkpoint, so a crash before they
+        are confirmed loses nothing, and a retry goes straight to confirming them. Idempotent.
+        """
+        now = _utc(now, "now")
+        with self.engine.begin() as conn:
+            row = self._lock_unfinished_sync(conn, sync)
+            if row.listed_at is None:
+                row = self._end_listing(conn, row, now)
+                log.info(
+                    "Listing of %s sync %d of account %s ended: %d pages, %d videos, %d removal suspects",
+                    row.mode,
+                    row.sync_id,
+                    row.open_id,
+                    row.pages,
+                    row.videos_seen,
+                    row.removal_suspects,
+                )
+        return _sync_state(row, resumed=sync.resumed)
 
-        :param mark_removed: False when the sync cannot tell which videos it met (the API returned
-            videos without a usable id): it then finishes without marking any video removed.
+    def removal_suspects(self, sync: SyncState) -> list[str]:
+        """Return the ids of the sync's removal suspects that video/query has not answered for yet, in id order."""
+        query = (
+            select(sync_seen_videos.c.video_id)
+            .where(sync_seen_videos.c.sync_id == sync.sync_id, sync_seen_videos.c.suspect)
+            .order_by(sync_seen_videos.c.video_id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def confirm_removals(
+        self,
+        sync: SyncState,
+        requested_ids: Sequence[str],
+        videos: Sequence[Mapping[str, Any]],
+        *,
+        captured_at: datetime,
+    ) -> ConfirmResult:
+        """
+        Apply a video/query answer about removal suspects, in one transaction with the checkpoint.
+
+        A suspect the answer returns is live: it is updated (restored if it was marked removed)
+        and stays unmarked. A suspect asked about (``requested_ids``) and left out is confirmed
+        gone and marked removed at ``captured_at``, unless a newer load saw it since. Ids that are
+        not suspects of this sync are not judged.
+
+        :param requested_ids: the ids the call asked about; leave out any whose absence proves
+            nothing (the hook narrows a batch whose answer held unidentifiable videos).
+        """
+        captured_at = _utc(captured_at, "captured_at")
+        requested = sorted({str(i) for i in requested_ids})
+        with self.engine.begin() as conn:
+            row = self._lock_unfinished_sync(conn, sync)
+            if row.listed_at is None:
+                raise SyncNotActive(
+                    f"Sync {sync.sync_id} of account {sync.open_id} is still listing; call end_listing first."
+                )
+            suspects = set(
+                conn.execute(
+                    select(sync_seen_videos.c.video_id).where(
+                        sync_seen_videos.c.sync_id == row.sync_id,
+                        sync_seen_videos.c.suspect,
+                        sync_seen_videos.c.video_id.in_(requested),
+                    )
+                ).scalars()
+            )
+            tally = _load(conn, row.open_id, videos, captured_at)
+            returned = {clean_text(v["id"]) for v in videos if v.get("id")}
+            live = sorted(suspects & returned)
+            gone = sorted(suspects - returned)
+            if live:
+                conn.execute(
+                    update(sync_seen_videos)
+                    .where(sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.video_id.in_(live))
+                    .values(suspect=False)
+                )
+            removed = 0
+            if gone:
+                removed = _mark_removed(
+                    conn,
+                    [
+                        videos_table.c.open_id == row.open_id,
+                        videos_table.c.id.in_(gone),
+                        videos_table.c.removed_at.is_(None),
+                        videos_table.c.last_seen_at <= captured_at,
+                    ],
+                    captured_at,
+                )
+                conn.execute(
+                    sync_seen_videos.delete().where(
+                        sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.video_id.in_(gone)
+                    )
+                )
+            conn.execute(
+                update(sync_state)
+                .where(sync_state.c.sync_id == row.sync_id)
+                .values(
+                    removed=func.coalesce(sync_state.c.removed, 0) + removed,
+                    suspects_live=sync_state.c.suspects_live + len(live),
+                    updated_at=captured_at,
+                )
+            )
+        return ConfirmResult(
+            suspects=len(suspects),
+            live=len(live),
+            removed=removed,
+            updated=tally.inserted + tally.updated,
+            snapshots_written=tally.snapshots_written,
+        )
+
+    def finish_sync(self, sync: SyncState, *, now: datetime) -> FinishResult:
+        """
+        Finish a sync: drop its seen ids and suspects and record its counts.
+
+        Marks nothing removed: :meth:`confirm_removals` did, for the suspects video/query
+        confirmed gone. Suspects still unconfirmed (or never asked about) stay live, and the next
+        sync judges them again. A sync whose listing was not ended is ended first (its suspects
+        are then all unconfirmed). Finishing an already finished sync returns its stored result
+        (a retried task is harmless).
         """
         now = _utc(now, "now")
         with self.engine.begin() as conn:
@@ -631,45 +849,42 @@ class Warehouse:
             if row is None:
                 raise SyncNotActive(f"Sync {sync.sync_id} of account {sync.open_id} does not exist")
             if row.finished_at is not None:
-                return FinishResult(row.sync_id, row.open_id, row.mode, row.pages, row.videos_seen, row.removed or 0)
-            removed = 0
-            if row.pages and mark_removed:
-                missing = [
-                    videos_table.c.open_id == row.open_id,
-                    videos_table.c.removed_at.is_(None),
-                    videos_table.c.first_seen_at <= row.started_at,
-                    ~exists().where(
-                        sync_seen_videos.c.sync_id == row.sync_id,
-                        sync_seen_videos.c.video_id == videos_table.c.id,
-                    ),
-                ]
-                if row.mode == "incremental":
-                    missing.append(videos_table.c.create_time >= row.window_start)
-                removed = _mark_removed(conn, missing, now)
-            elif not mark_removed:
-                log.warning(
-                    "Sync %d of account %s met videos without a usable id; marking nothing removed",
-                    row.sync_id,
-                    row.open_id,
-                )
-            else:
-                log.warning("Sync %d of account %s loaded no page; marking nothing removed", row.sync_id, row.open_id)
+                unconfirmed = (row.removal_suspects or 0) - row.suspects_live - (row.removed or 0)
+                return _finish_result(row, unconfirmed=max(0, unconfirmed))
+            if row.listed_at is None:
+                row = self._end_listing(conn, row, now)
+            unconfirmed = conn.execute(
+                select(func.count()).where(sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.suspect)
+            ).scalar_one()
             conn.execute(sync_seen_videos.delete().where(sync_seen_videos.c.sync_id == row.sync_id))
-            conn.execute(
+            row = conn.execute(
                 update(sync_state)
                 .where(sync_state.c.sync_id == row.sync_id)
-                .values(finished_at=now, updated_at=now, removed=removed)
+                .values(finished_at=now, updated_at=now, removed=func.coalesce(sync_state.c.removed, 0))
+                .returning(*sync_state.c)
+            ).one()
+        if unconfirmed:
+            log.warning(
+                "Sync %d of account %s finishes with %d removal suspects video/query did not answer for; "
+                "none of them is marked removed",
+                row.sync_id,
+                row.open_id,
+                unconfirmed,
             )
         log.info(
-            "Finished %s sync %d of account %s: %d pages, %d videos, %d removed",
+            "Finished %s sync %d of account %s: %d pages, %d videos, %d removal suspects: "
+            "%d confirmed removed, %d live, %d unconfirmed",
             row.mode,
             row.sync_id,
             row.open_id,
             row.pages,
             row.videos_seen,
-            removed,
+            row.removal_suspects,
+            row.removed,
+            row.suspects_live,
+            unconfirmed,
         )
-        return FinishResult(row.sync_id, row.open_id, row.mode, row.pages, row.videos_seen, removed)
+        return _finish_result(row, unconfirmed=unconfirmed)
 
     # -- covers and video/query -------------------------------------------------------------
 
@@ -695,12 +910,15 @@ class Warehouse:
         videos: Sequence[Mapping[str, Any]],
         *,
         captured_at: datetime,
+        mark_missing: bool = False,
     ) -> QueryResult:
         """
-        Store a video/query answer: upsert the returned videos and mark requested-but-missing ones removed.
+        Store a video/query answer: upsert the returned videos; report the requested ids it left out.
 
-        video/query silently leaves out videos that were deleted or made private, so a requested id
-        missing from the answer is marked removed at ``captured_at``. One transaction.
+        video/query silently leaves out videos that were deleted or made private, but one answer
+        is not enough to mark a video removed: the missing ids are returned (``missing``), and
+        marked removed at ``captured_at`` only with ``mark_missing=True`` -- the caller's second
+        look at them. A video a newer load saw since is never marked. One transaction.
         """
         captured_at = _utc(captured_at, "captured_at")
         requested = sorted({str(i) for i in requested_ids})
@@ -709,13 +927,14 @@ class Warehouse:
             returned = {clean_text(v["id"]) for v in videos if v.get("id")}
             missing = [i for i in requested if i not in returned]
             removed = 0
-            if missing:
+            if missing and mark_missing:
                 removed = _mark_removed(
                     conn,
                     [
                         videos_table.c.open_id == open_id,
                         videos_table.c.id.in_(missing),
                         videos_table.c.removed_at.is_(None),
+                        videos_table.c.last_seen_at <= captured_at,
                     ],
                     captured_at,
                 )
@@ -727,6 +946,7 @@ class Warehouse:
             unchanged=tally.unchanged,
             snapshots_written=tally.snapshots_written,
             removed=removed,
+            missing=missing,
         )
 
     # -- bulk -------------------------------------------------------------------------------

@@ -180,7 +180,16 @@ sync_state = Table(
     _ts("finished_at"),
     Column("pages", Integer, nullable=False, server_default=text("0")),
     Column("videos_seen", Integer, nullable=False, server_default=text("0")),
+    # Videos marked removed: suspects that video/query confirmed gone (added up as they are confirmed).
     Column("removed", Integer),
+    # Videos the sync met without a usable id, over every try: while not zero, it marks nothing removed.
+    Column("unidentified", Integer, nullable=False, server_default=text("0")),
+    # When the listing reached its end and the videos it should have met but did not were stored as
+    # removal suspects (in sync_seen_videos); NULL while listing. A retry after it only confirms.
+    _ts("listed_at"),
+    Column("removal_suspects", Integer),
+    # Suspects video/query returned: live after all, updated and never marked.
+    Column("suspects_live", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("mode IN ('full', 'incremental')", name="mode"),
     CheckConstraint("mode = 'full' OR window_start IS NOT NULL", name="incremental_window"),
 )
@@ -205,6 +214,9 @@ sync_seen_videos = Table(
         primary_key=True,
     ),
     Column("video_id", Text, primary_key=True),
+    # True: not returned by the listing, a removal suspect until video/query answers for it (then
+    # false if it came back; the row is deleted once the video is confirmed gone and marked removed).
+    Column("suspect", Boolean, nullable=False, server_default=text("false")),
 )
 
 oauth_states = Table(

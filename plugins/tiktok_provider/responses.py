@@ -256,8 +256,13 @@ def parse_video_page(
         "http_status": envelope.http_status,
         "log_id": envelope.log_id,
     }
-    videos = data.get("videos", [])
-    has_more = data.get("has_more", False)
+    # An answer without videos or has_more is not "no videos": read as one, a full sync would
+    # take every stored video for removed.
+    for key in ("videos", "has_more"):
+        if key not in data:
+            raise errors.TikTokMalformedResponse(f"data.{key} is missing", **ctx)
+    videos = data["videos"]
+    has_more = data["has_more"]
     cursor = data.get("cursor")
     if not isinstance(videos, list):
         raise errors.TikTokMalformedResponse("data.videos is not a list", **ctx)
@@ -278,4 +283,47 @@ def parse_video_page(
         has_more=has_more,
         log_id=envelope.log_id,
         skipped=len(videos) - len(cleaned) if len(issues) > before else 0,
+    )
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """One ``video/query`` answer: the cleaned videos among those requested, and how many had no usable id."""
+
+    videos: list[dict[str, Any]]
+    log_id: str | None
+    skipped: int = 0
+
+
+def parse_video_query(
+    envelope: Envelope,
+    fields: Collection[str],
+    *,
+    requested: Collection[str],
+    endpoint: str,
+    open_id: str,
+    issues: Issues,
+) -> QueryAnswer:
+    """Check the shape of a ``video/query`` answer and clean its videos (only requested ids are kept).
+
+    ``data.videos`` must be there: an answer without it says nothing about the requested ids, and
+    read as an empty list it would take every one of them for deleted.
+    """
+    ctx = {
+        "endpoint": endpoint,
+        "open_id": open_id,
+        "http_status": envelope.http_status,
+        "log_id": envelope.log_id,
+    }
+    if "videos" not in envelope.data:
+        raise errors.TikTokMalformedResponse("data.videos is missing", **ctx)
+    raw = envelope.data["videos"]
+    if not isinstance(raw, list):
+        raise errors.TikTokMalformedResponse("data.videos is not a list", **ctx)
+    wanted = set(requested)
+    cleaned = [clean_video(r, fields, issues=issues) for r in raw]
+    return QueryAnswer(
+        videos=[v for v in cleaned if v and v["id"] in wanted],
+        log_id=envelope.log_id,
+        skipped=cleaned.count(None),
     )

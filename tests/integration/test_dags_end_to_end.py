@@ -274,7 +274,8 @@ def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
     assert str(run.state) == "success", states(run)
     per_account = sim.admin.stats()["accounts"]
     for open_id, n in stale.items():
-        assert per_account[open_id]["endpoints"] == {"video_query": math.ceil(n / 20)}
+        second_look = 1 if open_id == first else 0  # the one missing id is asked about again before it is marked
+        assert per_account[open_id]["endpoints"] == {"video_query": math.ceil(n / 20) + second_look}
     rows = table(
         clean_warehouse,
         "SELECT id, cover_image_url, cover_expires_at > now() + interval '5 hours', removed_at IS NOT NULL"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
-from tiktok_warehouse.loads import SyncNotActive, SyncState, Warehouse
+from tiktok_warehouse.loads import FinishResult, SyncNotActive, SyncState, Warehouse
 from tiktok_warehouse.staging import clean_text
 from tiktok_warehouse.tokens import AccountNotFound
 
@@ -67,6 +67,24 @@ def seen_count(engine: Engine, sync_id: int) -> int:
         return conn.execute(
             text("SELECT count(*) FROM tiktok.sync_seen_videos WHERE sync_id = :s"), {"s": sync_id}
         ).scalar_one()
+
+
+def settle(
+    warehouse: Warehouse,
+    sync: SyncState,
+    *,
+    catalogue: list[dict[str, Any]],
+    gone: set[str] = frozenset(),  # type: ignore[assignment]
+    now: datetime,
+) -> FinishResult:
+    """End the listing, answer for its suspects as video/query would (leaving out ``gone``), finish."""
+    sync = warehouse.end_listing(sync, now=now)
+    suspects = warehouse.removal_suspects(sync)
+    by_id = {v["id"]: v for v in catalogue}
+    answer = [by_id[i] for i in suspects if i in by_id and i not in gone]
+    if suspects:
+        warehouse.confirm_removals(sync, suspects, answer, captured_at=now)
+    return warehouse.finish_sync(sync, now=now)
 
 
 @contextmanager
@@ -533,15 +551,46 @@ def test_a_crashed_sync_resumes_where_it_stopped_and_still_detects_removals(
     assert run2.started_at == run1.started_at
     page2 = warehouse.load_video_page(run2, catalogue[3:5], cursor=None, captured_at=later)
     assert (page2.sync.pages, page2.sync.videos_seen, page2.sync.cursor) == (2, 5, 1_772_000_000_000)
-    finished = warehouse.finish_sync(page2.sync, now=later)
+    finished = settle(warehouse, page2.sync, catalogue=catalogue, gone={catalogue[5]["id"]}, now=later)
 
-    # Only the video neither run saw is removed: page 1's ids survived the crash in the database.
-    assert finished.removed == 1
+    # Only the video neither run saw is a suspect: page 1's ids survived the crash in the database.
+    assert (finished.removal_suspects, finished.removed) == (1, 1)
     stored = rows(wh_engine, account)
     assert [vid for vid, row in stored.items() if row["removed_at"]] == [catalogue[5]["id"]]
     assert stored[catalogue[5]["id"]]["removed_at"] == later
     assert seen_count(wh_engine, run1.sync_id) == 0  # dropped once finished
     assert not warehouse.begin_sync(account, "full", now=later).resumed
+
+
+def test_a_retry_remembers_the_unidentified_videos_of_an_earlier_try(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    """Audit item 5: the "no removals after an unidentifiable video" rule holds across tries."""
+    catalogue = [make_video(i) for i in range(6)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0 - DAY)
+
+    first_try = warehouse.begin_sync(account, "full", now=T0)
+    # Page 1 held catalogue[0..2] and two videos whose ids came back garbled (catalogue[3..4], say).
+    page = warehouse.load_video_page(first_try, catalogue[:3], cursor=1_772_000_000_000, captured_at=T0, unidentified=2)
+    assert page.sync.unidentified == 2
+    with crash_on(wh_engine, "UPDATE tiktok.sync_state"), pytest.raises(RuntimeError):
+        # Counted with its page: a page that is not committed adds nothing.
+        warehouse.load_video_page(page.sync, [], cursor=1, captured_at=T0, unidentified=5)
+    # The worker died; the retry is a new process that knows nothing of the first try.
+
+    retry = warehouse.begin_sync(account, "full", now=T0 + timedelta(minutes=5))
+    assert retry.resumed and retry.unidentified == 2
+    retry = warehouse.load_video_page(retry, [catalogue[5]], cursor=None, captured_at=T0 + timedelta(minutes=5)).sync
+    assert retry.unidentified == 2
+    finished = warehouse.finish_sync(retry, now=T0 + timedelta(minutes=5))
+
+    assert finished.removed == 0, "the garbled videos were met: none of the unnamed ones is taken for removed"
+    assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
+    assert sync_row(wh_engine, retry.sync_id)["unidentified"] == 2
+    with pytest.raises(ValueError, match="negative"):
+        warehouse.load_video_page(
+            warehouse.begin_sync(account, "full", now=T0), [], cursor=None, captured_at=T0, unidentified=-1
+        )
 
 
 def test_begin_sync_keeps_modes_apart_and_validates(warehouse: Warehouse, account: str) -> None:
@@ -573,26 +622,40 @@ def test_finish_is_idempotent_and_a_finished_sync_takes_no_pages(
 def test_results_are_json_able(warehouse: Warehouse, account: str, make_video: Video) -> None:
     sync = warehouse.begin_sync(account, "incremental", window_start=T0 - DAY, now=T0)
     page = warehouse.load_video_page(sync, [make_video(0)], cursor=12, captured_at=T0)
+    listed = warehouse.end_listing(page.sync, now=T0)
     results = [
         sync,
         page,
+        listed,
+        warehouse.confirm_removals(listed, [make_video(0)["id"]], [make_video(0)], captured_at=T0),
         warehouse.finish_sync(page.sync, now=T0),
-        warehouse.apply_video_query(account, [make_video(0)["id"]], [], captured_at=T0),
+        warehouse.apply_video_query(account, [make_video(0)["id"], make_video(1)["id"]], [], captured_at=T0),
         warehouse.upsert_videos(account, [make_video(1)], captured_at=T0),
     ]
     for result in results:
         assert json.loads(json.dumps(asdict(result))) == asdict(result)
     assert SyncState(**asdict(sync)) == sync
+    assert SyncState(**asdict(listed)) == listed
 
 
 # -- removal ------------------------------------------------------------------------------------
 
 
-def full_sync(warehouse: Warehouse, account: str, pages: list[list[dict[str, Any]]], now: datetime) -> int:
+def full_sync(
+    warehouse: Warehouse,
+    account: str,
+    pages: list[list[dict[str, Any]]],
+    now: datetime,
+    *,
+    catalogue: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> int:
+    """A full sync that lists ``pages``; video/query returns the suspects found in ``catalogue``."""
     sync = warehouse.begin_sync(account, "full", now=now)
     for page in pages:
         sync = warehouse.load_video_page(sync, page, cursor=None, captured_at=now).sync
-    return warehouse.finish_sync(sync, now=now).removed
+    listed = {v["id"] for page in pages for v in page}
+    gone = {v["id"] for v in catalogue if v["id"] not in listed}
+    return settle(warehouse, sync, catalogue=list(catalogue), gone=gone, now=now).removed
 
 
 def test_full_sync_marks_unseen_videos_removed_and_restores_them_when_seen_again(
@@ -601,7 +664,8 @@ def test_full_sync_marks_unseen_videos_removed_and_restores_them_when_seen_again
     catalogue = [make_video(i) for i in range(5)]
     assert full_sync(warehouse, account, [catalogue[:3], catalogue[3:]], T0) == 0
     # Video 1 disappears (deleted or made private); pages overlap at their boundary.
-    assert full_sync(warehouse, account, [[catalogue[0], catalogue[2]], [catalogue[2], *catalogue[3:]]], T0 + DAY) == 1
+    pages = [[catalogue[0], catalogue[2]], [catalogue[2], *catalogue[3:]]]
+    assert full_sync(warehouse, account, pages, T0 + DAY) == 1
     stored = rows(wh_engine, account)
     assert stored[catalogue[1]["id"]]["removed_at"] == T0 + DAY
     assert all(stored[v["id"]]["removed_at"] is None for v in catalogue if v is not catalogue[1])
@@ -614,22 +678,115 @@ def test_a_sync_that_loaded_no_page_removes_nothing(
     warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
 ) -> None:
     warehouse.upsert_videos(account, [make_video(1)], captured_at=T0)
-    assert full_sync(warehouse, account, [], T0 + DAY) == 0
+    sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
+    finished = warehouse.finish_sync(warehouse.end_listing(sync, now=T0 + DAY), now=T0 + DAY)
+    assert (finished.removal_suspects, finished.removed) == (0, 0)
     assert full_sync(warehouse, account, [[]], T0 + 2 * DAY) == 1  # one empty page: the account has none
 
 
-def test_finish_without_marking_removals(
+def test_finish_marks_nothing_that_video_query_did_not_confirm(
     warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
 ) -> None:
-    """finish_sync(mark_removed=False): a sync that skipped unidentifiable videos judges nothing."""
-    warehouse.upsert_videos(account, [make_video(1), make_video(2)], captured_at=T0)
+    """Audit item 7: one listing is never enough to mark a video removed."""
+    catalogue = [make_video(i) for i in range(30)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0)
     sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
-    sync = warehouse.load_video_page(sync, [make_video(1)], cursor=None, captured_at=T0 + DAY).sync
-    finished = warehouse.finish_sync(sync, now=T0 + DAY, mark_removed=False)
-    assert finished.removed == 0
+    # A listing that ends early (an empty last page the API should not have sent, say).
+    sync = warehouse.load_video_page(sync, catalogue[:5], cursor=None, captured_at=T0 + DAY).sync
+    finished = warehouse.finish_sync(sync, now=T0 + DAY)  # nobody asked video/query
+    assert (finished.removal_suspects, finished.removed, finished.suspects_unconfirmed) == (25, 0, 25)
     assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
     assert seen_count(wh_engine, sync.sync_id) == 0
     assert sync_row(wh_engine, sync.sync_id)["finished_at"] == T0 + DAY
+    assert warehouse.finish_sync(sync, now=T0 + 2 * DAY) == finished
+
+
+def test_video_query_confirms_suspects_live_or_gone(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    catalogue = [make_video(i) for i in range(30)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0)
+    later = T0 + DAY
+    sync = warehouse.begin_sync(account, "full", now=later)
+    sync = warehouse.load_video_page(sync, catalogue[:5], cursor=None, captured_at=later).sync
+    sync = warehouse.end_listing(sync, now=later)
+    suspects = warehouse.removal_suspects(sync)
+    assert suspects == sorted(v["id"] for v in catalogue[5:]) and sync.removal_suspects == 25
+    assert sync.listed_at == later.isoformat()
+    with pytest.raises(SyncNotActive, match="has ended"):
+        warehouse.load_video_page(sync, catalogue[5:6], cursor=None, captured_at=later)
+
+    # video/query returns 24 of the 25 (with fresh counts): only the one it leaves out is gone.
+    gone = catalogue[17]["id"]
+    answer = [dict(v, view_count=5_000) for v in catalogue[5:] if v["id"] != gone]
+    first = warehouse.confirm_removals(
+        sync, suspects[:20], [v for v in answer if v["id"] in suspects[:20]], captured_at=later
+    )
+    assert (first.suspects, first.live, first.removed, first.updated) == (20, 19, 1, 19)
+    assert first.snapshots_written == 19
+    stored = rows(wh_engine, account)
+    assert stored[gone]["removed_at"] == later
+    assert all(stored[v["id"]]["view_count"] == 5_000 for v in answer if v["id"] in suspects[:20])
+    assert warehouse.removal_suspects(sync) == suspects[20:], "answered suspects are settled in the checkpoint"
+    # The same answer again (a retried call) changes nothing; ids that are not suspects are not judged.
+    again = warehouse.confirm_removals(sync, [*suspects[:20], catalogue[0]["id"]], [], captured_at=later)
+    assert (again.suspects, again.removed) == (0, 0)
+    assert rows(wh_engine, account)[catalogue[0]["id"]]["removed_at"] is None
+
+    finished = warehouse.finish_sync(sync, now=later)  # the last 5 suspects were never asked about
+    assert (finished.removal_suspects, finished.removed, finished.suspects_live, finished.suspects_unconfirmed) == (
+        25,
+        1,
+        19,
+        5,
+    )
+    assert [vid for vid, row in rows(wh_engine, account).items() if row["removed_at"]] == [gone]
+
+
+def test_a_crash_between_listing_and_confirmation_loses_and_marks_nothing(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    catalogue = [make_video(i) for i in range(8)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0)
+    later = T0 + DAY
+    sync = warehouse.begin_sync(account, "full", now=later)
+    sync = warehouse.load_video_page(sync, catalogue[:4], cursor=None, captured_at=later).sync
+    sync = warehouse.end_listing(sync, now=later)
+    suspects = warehouse.removal_suspects(sync)
+    assert len(suspects) == 4
+    # The first answer is half applied when the worker dies: nothing of it stays.
+    with crash_on(wh_engine, "DELETE FROM tiktok.sync_seen_videos"), pytest.raises(RuntimeError):
+        warehouse.confirm_removals(sync, suspects, [catalogue[4], catalogue[5]], captured_at=later)
+    assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
+
+    # The retry resumes after the listing (no page is fetched again) with the same suspects.
+    retry = warehouse.begin_sync(account, "full", now=later + timedelta(minutes=5))
+    assert retry.resumed and retry.listed_at == later.isoformat() and retry.removal_suspects == 4
+    assert warehouse.end_listing(retry, now=later + timedelta(minutes=5)) == retry  # idempotent
+    assert warehouse.removal_suspects(retry) == suspects
+    finished = settle(warehouse, retry, catalogue=catalogue, gone={catalogue[6]["id"], catalogue[7]["id"]}, now=later)
+    assert (finished.removal_suspects, finished.removed, finished.suspects_live) == (4, 2, 2)
+    removed = sorted(vid for vid, row in rows(wh_engine, account).items() if row["removed_at"])
+    assert removed == sorted([catalogue[6]["id"], catalogue[7]["id"]])
+
+
+def test_a_newer_sighting_beats_a_confirmation(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    catalogue = [make_video(i) for i in range(3)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0)
+    sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
+    sync = warehouse.load_video_page(sync, catalogue[:1], cursor=None, captured_at=T0 + DAY).sync
+    sync = warehouse.end_listing(sync, now=T0 + DAY)
+    # A cover refresh that started later saw video 1 before this sync's confirmation was written.
+    warehouse.apply_video_query(
+        account, [catalogue[1]["id"]], [catalogue[1]], captured_at=T0 + DAY + timedelta(hours=1)
+    )
+    result = warehouse.confirm_removals(sync, warehouse.removal_suspects(sync), [], captured_at=T0 + DAY)
+    assert result.removed == 1
+    stored = rows(wh_engine, account)
+    assert stored[catalogue[1]["id"]]["removed_at"] is None
+    assert stored[catalogue[2]["id"]]["removed_at"] == T0 + DAY
 
 
 def test_incremental_sync_only_judges_its_window(
@@ -640,8 +797,8 @@ def test_incremental_sync_only_judges_its_window(
     window_start = T0 - timedelta(days=4, hours=12)  # covers videos 0..4
     sync = warehouse.begin_sync(account, "incremental", window_start=window_start, now=T0)
     sync = warehouse.load_video_page(sync, [catalogue[0], catalogue[2], catalogue[4]], cursor=1, captured_at=T0).sync
-    result = warehouse.finish_sync(sync, now=T0)
-    assert result.removed == 2
+    result = settle(warehouse, sync, catalogue=catalogue, gone={catalogue[1]["id"], catalogue[3]["id"]}, now=T0)
+    assert (result.removal_suspects, result.removed) == (2, 2)
     removed = sorted(vid for vid, row in rows(wh_engine, account).items() if row["removed_at"])
     assert removed == sorted([catalogue[1]["id"], catalogue[3]["id"]])  # 5..9 are outside the window
 
@@ -653,10 +810,12 @@ def test_videos_first_seen_after_the_sync_started_are_not_judged(
     sync = warehouse.load_video_page(sync, [make_video(1)], cursor=None, captured_at=T0).sync
     # A concurrent load brings in a video posted after this sync read its pages.
     warehouse.upsert_videos(account, [make_video(2)], captured_at=T0 + timedelta(minutes=1))
+    sync = warehouse.end_listing(sync, now=T0 + timedelta(minutes=2))
+    assert warehouse.removal_suspects(sync) == []
     assert warehouse.finish_sync(sync, now=T0 + timedelta(minutes=2)).removed == 0
 
 
-def test_video_query_refreshes_covers_and_marks_missing_ids_removed(
+def test_video_query_refreshes_covers_and_marks_missing_ids_removed_only_when_asked(
     warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
 ) -> None:
     catalogue = [make_video(i) for i in range(4)]
@@ -672,7 +831,12 @@ def test_video_query_refreshes_covers_and_marks_missing_ids_removed(
     requested = [v["id"] for v in catalogue[:3]]  # video 2 is requested but not returned
     result = warehouse.apply_video_query(account, requested, returned, captured_at=later)
 
-    assert (result.requested, result.returned, result.updated, result.removed) == (3, 2, 2, 1)
+    assert (result.requested, result.returned, result.updated, result.removed) == (3, 2, 2, 0)
+    assert result.missing == [catalogue[2]["id"]]
+    assert rows(wh_engine, account)[catalogue[2]["id"]]["removed_at"] is None, "one answer is not enough"
+    # The second look leaves it out too: now it is marked.
+    second = warehouse.apply_video_query(account, result.missing, [], captured_at=later, mark_missing=True)
+    assert (second.removed, second.missing) == (1, [catalogue[2]["id"]])
     assert result.snapshots_written == 1  # only video 0 carried counts
     stored = rows(wh_engine, account)
     assert stored[catalogue[0]["id"]]["cover_image_url"] == fresh_cover
@@ -703,7 +867,7 @@ def test_stale_cover_selection(warehouse: Warehouse, account: str, make_video: V
         make_video(5, cover_image_url=cover(2.5)),  # just outside the horizon
     ]
     warehouse.upsert_videos(account, videos, captured_at=T0)
-    warehouse.apply_video_query(account, [videos[4]["id"]], [], captured_at=T0)
+    warehouse.apply_video_query(account, [videos[4]["id"]], [], captured_at=T0, mark_missing=True)
     stale = warehouse.stale_cover_video_ids(account, horizon=timedelta(hours=2), now=T0)
     assert stale == sorted(v["id"] for v in (videos[1], videos[2], videos[3]))
     wider = warehouse.stale_cover_video_ids(account, horizon=timedelta(hours=3), now=T0)
@@ -769,8 +933,12 @@ def test_loads_work_with_psycopg3(wh_engine_psycopg3: Engine, account: str, make
     sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
     page = warehouse.load_video_page(sync, batch[:20], cursor=7, captured_at=T0 + DAY)
     assert (page.updated, page.snapshots_written, page.new_in_sync, page.sync.videos_seen) == (20, 20, 20, 20)
-    assert warehouse.finish_sync(page.sync, now=T0 + DAY).removed == 1480
-    query = warehouse.apply_video_query(account, [batch[20]["id"], batch[21]["id"]], [batch[20]], captured_at=T0 + DAY)
+    assert (
+        settle(warehouse, page.sync, catalogue=batch, gone={v["id"] for v in batch[20:]}, now=T0 + DAY).removed == 1480
+    )
+    query = warehouse.apply_video_query(
+        account, [batch[20]["id"], batch[21]["id"]], [batch[20]], captured_at=T0 + DAY, mark_missing=True
+    )
     assert (query.updated, query.removed) == (1, 0)  # 21 was already removed
     assert warehouse.upsert_profile_snapshot(account, {"follower_count": 3}, captured_at=T0) is True
     with wh_engine_psycopg3.connect() as conn:

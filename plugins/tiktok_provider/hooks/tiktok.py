@@ -33,11 +33,11 @@ from tiktok_provider.responses import (
     Issues,
     VideoPage,
     clean_record,
-    clean_video,
     decode_json,
     parse_envelope,
     parse_oauth,
     parse_video_page,
+    parse_video_query,
 )
 
 if TYPE_CHECKING:
@@ -645,25 +645,17 @@ class TikTokDisplayHook(BaseHook):
             env = self._call_api(
                 "POST", VIDEO_QUERY, open_id=open_id, fields=fields, body={"filters": {"video_ids": batch}}
             )
-            raw = env.data.get("videos", [])
-            if not isinstance(raw, list):
-                raise errors.TikTokMalformedResponse(
-                    "data.videos is not a list",
-                    endpoint=VIDEO_QUERY,
-                    open_id=open_id,
-                    http_status=env.http_status,
-                    log_id=env.log_id,
-                )
             before = len(self.issues)
-            wanted = set(batch)
-            cleaned = [clean_video(r, fields, issues=self.issues) for r in raw]
-            videos = [v for v in cleaned if v and v["id"] in wanted]
+            answer = parse_video_query(
+                env, fields, requested=batch, endpoint=VIDEO_QUERY, open_id=open_id, issues=self.issues
+            )
+            videos = answer.videos
             self._log_issues(before, VIDEO_QUERY, open_id, env.log_id)
-            if None in cleaned:
+            if answer.skipped:
                 self.log.warning(
                     "%d videos of %s came back without a usable id [log_id=%s]; the %d requested videos "
                     "missing from the answer are not taken for removed",
-                    cleaned.count(None),
+                    answer.skipped,
                     open_id,
                     env.log_id,
                     len(batch) - len(videos),

@@ -8,6 +8,7 @@ Airflow does not spend retries on them; transient ones are raised as they are an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tiktok_provider.errors import TikTokError
 from tiktok_provider.fields import VIDEO_FIELDS
-from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+from tiktok_provider.hooks.tiktok import QUERY_BATCH, TikTokDisplayHook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -150,7 +151,10 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
 
     ``mode="full"`` walks the whole history, committing the cursor with every page, so a retry after
     a crash resumes from the last committed page. ``mode="incremental"`` walks newest first until it
-    passes ``lookback_days``. Videos the walk should have met but did not are marked removed.
+    passes ``lookback_days`` (a resumed sync: the window it started with). Videos the walk should
+    have met but did not are removal suspects, stored with the checkpoint; ``video/query`` (20 ids a
+    call, only when there are suspects) confirms them: those it leaves out are marked removed, those
+    it returns are live and updated.
 
     :param mode: ``full`` or ``incremental``.
     :param lookback_days: how far back an incremental run looks.
@@ -175,42 +179,74 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
         lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
         hook = self._hook()
         now = datetime.now(UTC)
-        window_start = now - timedelta(days=lookback) if self.mode == "incremental" else None
-        window_ms = int(window_start.timestamp() * 1000) if window_start else None
+        requested_window = now - timedelta(days=lookback) if self.mode == "incremental" else None
         loaded = {"inserted": 0, "updated": 0, "unchanged": 0}
         pages = unidentified = 0
         with _failing_fast(self.open_id):
             warehouse = self._warehouse(hook)
             hook.access_token(self.open_id)  # fail fast on a disconnected account before touching sync state
-            sync = warehouse.begin_sync(self.open_id, self.mode, window_start=window_start, now=now)
+            sync = warehouse.begin_sync(self.open_id, self.mode, window_start=requested_window, now=now)
+            # Stop where the sync's removals are judged: at its stored window_start. A resumed sync
+            # keeps the window it started with; stopping at this run's (later) window would leave
+            # the videos between the two unseen, and they would be taken for removed.
+            window_start = sync.window_start_dt
+            window_ms = int(window_start.timestamp() * 1000) if window_start else None
             if sync.resumed:
                 self.log.info(
-                    "Resuming %s sync of %s at cursor %s after %d pages",
+                    "Resuming %s sync of %s at cursor %s after %d pages%s",
                     self.mode,
                     self.open_id,
                     sync.cursor,
                     sync.pages,
+                    f"; it covers videos since {sync.window_start}, as when it started" if window_start else "",
                 )
-            for page in hook.iter_video_pages(self.open_id, cursor=sync.cursor, fields=VIDEO_FIELDS):
-                result = warehouse.load_video_page(sync, page.videos, cursor=page.cursor, captured_at=now)
-                sync = result.sync
-                pages += 1
-                unidentified += page.skipped
-                for key in loaded:
-                    loaded[key] += getattr(result, key)
-                if window_ms is not None and page.cursor is not None and page.cursor < window_ms:
-                    break  # incremental: past the lookback window
-            # A video that came back without a usable id was met but cannot be named: marking the
-            # videos this sync did not name as removed would take it (and its page) for deleted.
-            finished = warehouse.finish_sync(sync, now=now, mark_removed=not unidentified)
-        if unidentified:
+            if sync.listed_at is None:
+                for page in hook.iter_video_pages(self.open_id, cursor=sync.cursor, fields=VIDEO_FIELDS):
+                    result = warehouse.load_video_page(
+                        sync, page.videos, cursor=page.cursor, captured_at=now, unidentified=page.skipped
+                    )
+                    sync = result.sync
+                    pages += 1
+                    unidentified += page.skipped
+                    for key in loaded:
+                        loaded[key] += getattr(result, key)
+                    if window_ms is not None and page.cursor is not None and page.cursor < window_ms:
+                        break  # incremental: past the window
+                # What the listing should have met but did not becomes a removal suspect. None when
+                # it met a video without a usable id (in any try: the checkpoint counts them), since
+                # that video and its page would be taken for deleted.
+                sync = warehouse.end_listing(sync, now=now)
+            else:
+                self.log.info("The listing of this sync ended in an earlier try; confirming its removal suspects")
+            suspects = warehouse.removal_suspects(sync)
+            if suspects:
+                self.log.info(
+                    "%d videos of %s were not in the listing; asking video/query about them (%d calls) "
+                    "before marking any removed",
+                    len(suspects),
+                    self.open_id,
+                    math.ceil(len(suspects) / QUERY_BATCH),
+                )
+                for batch, videos in hook.query_videos(self.open_id, suspects, fields=VIDEO_FIELDS):
+                    warehouse.confirm_removals(sync, batch, videos, captured_at=now)
+            finished = warehouse.finish_sync(sync, now=now)
+        if sync.unidentified:
             self.log.warning(
-                "%d videos of %s came back without a usable id; no video was marked removed this time",
-                unidentified,
+                "%d videos of %s came back without a usable id (%d in this try); no video was marked removed",
+                sync.unidentified,
                 self.open_id,
+                unidentified,
             )
         self.log.info(
-            "%s sync of %s: %d pages, %s, %d marked removed", self.mode, self.open_id, pages, loaded, finished.removed
+            "%s sync of %s: %d pages, %s; %d removal suspects: %d confirmed removed, %d live, %d unconfirmed",
+            self.mode,
+            self.open_id,
+            pages,
+            loaded,
+            finished.removal_suspects,
+            finished.removed,
+            finished.suspects_live,
+            finished.suspects_unconfirmed,
         )
         return {
             "open_id": self.open_id,
@@ -220,8 +256,11 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             "pages_total": sync.pages,
             "videos_seen": sync.videos_seen,
             **loaded,
+            "removal_suspects": finished.removal_suspects,
             "removed": finished.removed,
-            "unidentified": unidentified,
+            "suspects_live": finished.suspects_live,
+            "suspects_unconfirmed": finished.suspects_unconfirmed,
+            "unidentified": sync.unidentified,
             "cursor": sync.cursor,
             **self._api_summary(hook),
         }
@@ -229,7 +268,11 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
 
 class TikTokVideoQueryOperator(_TikTokTransferOperator):
     """
-    Refresh cover URLs and counts with ``video/query``, 20 ids a call; ids not returned are marked removed.
+    Refresh cover URLs and counts with ``video/query``, 20 ids a call.
+
+    An id the answer leaves out is only a removal suspect: the suspects are asked about once more
+    (a second look, ``ceil(suspects / 20)`` calls, none when nothing is missing), and those the
+    second answer leaves out too are marked removed; those it returns are updated.
 
     :param video_ids: ids to query; by default the account's videos whose cover expires within
         ``horizon_minutes`` or has expired.
@@ -247,7 +290,8 @@ class TikTokVideoQueryOperator(_TikTokTransferOperator):
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook()
         now = datetime.now(UTC)
-        updated = removed = requested = 0
+        updated = removed = requested = live = 0
+        suspects: list[str] = []
         with _failing_fast(self.open_id):
             warehouse = self._warehouse(hook)
             ids = (
@@ -259,14 +303,37 @@ class TikTokVideoQueryOperator(_TikTokTransferOperator):
                 result = warehouse.apply_video_query(self.open_id, batch, videos, captured_at=now)
                 requested += len(batch)
                 updated += result.updated
-                removed += result.removed
+                suspects += result.missing
+            if suspects:
+                # One answer is not enough to call a video deleted: look again at the ids it left out.
+                self.log.info(
+                    "%d of %d videos of %s were missing from video/query; asking again before marking any removed",
+                    len(suspects),
+                    requested,
+                    self.open_id,
+                )
+                for batch, videos in hook.query_videos(self.open_id, suspects, fields=VIDEO_FIELDS):
+                    result = warehouse.apply_video_query(
+                        self.open_id, batch, videos, captured_at=now, mark_missing=True
+                    )
+                    updated += result.updated
+                    removed += result.removed
+                    live += result.returned
         self.log.info(
-            "Cover refresh of %s: %d queried, %d updated, %d removed", self.open_id, requested, updated, removed
+            "Cover refresh of %s: %d queried, %d updated; %d removal suspects: %d confirmed removed, %d live",
+            self.open_id,
+            requested,
+            updated,
+            len(suspects),
+            removed,
+            live,
         )
         return {
             "open_id": self.open_id,
             "requested": requested,
             "updated": updated,
+            "removal_suspects": len(suspects),
             "removed": removed,
+            "suspects_live": live,
             **self._api_summary(hook),
         }
