@@ -227,6 +227,11 @@ def redact(text: str, *secrets: str) -> str:
     return _TOKEN_PATTERN.sub("[redacted]", text)
 
 
+def looks_like_token(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a TikTok token (``act.``, ``rft.``, ``clt.`` and 8+ characters)."""
+    return _TOKEN_PATTERN.search(text) is not None
+
+
 def _is_transient(exc: DBAPIError) -> bool:
     """Whether a database error may go away on its own (a lost connection, a server restarting)."""
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
