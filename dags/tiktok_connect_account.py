@@ -14,9 +14,12 @@ and fetches the profile. Reconnecting replaces the tokens and makes the account 
 **Why never the token itself:** a run's configuration is stored in plain text and shown to everyone
 who can see the run, and stays there after the run. An authorization code is single-use and lives
 minutes, so it may go there; a refresh token lives for months, so a run is refused at trigger time
-if its configuration holds one. Put it in a Variable whose name contains `token` (Airflow encrypts
-Variables and masks such names), e.g. `airflow variables set tiktok_refresh_token_alice rft.…`;
-the task deletes the Variable once the rotated token is stored.
+if its configuration holds one (in any field), and its task refuses to run. Put it in a Variable
+named `tiktok_refresh_token_<name>` (Airflow encrypts Variables and masks values of names holding
+`token`), e.g. `airflow variables set tiktok_refresh_token_alice rft.…`, and give that name; no
+other Variable is ever read. The task deletes the Variable once the rotated token is stored. If a
+token did end up in a run's configuration, treat it as leaked: reconnect the account (which
+rotates its tokens) and delete the run.
 
 The run's return value shows the account's `open_id` and the scopes it granted.
 """
@@ -29,6 +32,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from tiktok_pipeline.common import DEFAULT_ARGS, TIKTOK_CONN_ID
+from tiktok_pipeline.connect import NOT_A_TOKEN_PATTERN, VARIABLE_PATTERN
 
 #: Its own pool (created by ``make bootstrap``): an auth code lives minutes, so connecting must not
 #: queue behind backfills in the tiktok_api pool. It makes two API calls; the pool still bounds it.
@@ -76,6 +80,7 @@ A failure after the tokens are stored never retries the task (that would spend t
             None,
             type=["null", "string"],
             maxLength=1024,
+            pattern=NOT_A_TOKEN_PATTERN,
             title="Authorization code",
             description="The code TikTok sent to your redirect URI after the creator authorized the app.",
         ),
@@ -83,6 +88,7 @@ A failure after the tokens are stored never retries the task (that would spend t
             None,
             type=["null", "string"],
             maxLength=2048,
+            pattern=r"^https?://",
             title="Redirect URI",
             description="Exactly the redirect_uri used in the authorization request.",
         ),
@@ -90,6 +96,7 @@ A failure after the tokens are stored never retries the task (that would spend t
             None,
             type=["null", "string"],
             maxLength=256,
+            pattern=NOT_A_TOKEN_PATTERN,
             title="PKCE code verifier",
             description="Only if the app used PKCE when it asked for the code.",
         ),
@@ -108,22 +115,27 @@ A failure after the tokens are stored never retries the task (that would spend t
         "refresh_token_variable": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+            # A prefix and no dots: only our Variables can be read, and a pasted token (rft.…) never matches.
+            pattern=VARIABLE_PATTERN,
             title="Variable holding a refresh token",
             description=(
-                "Instead of a code: the name of an Airflow Variable holding a refresh token you already "
-                "hold (never the token itself: a run's configuration is readable by everyone who can see "
-                "the run). It is spent only once the tokens it buys can be stored; then the Variable is deleted."
+                "Instead of a code: the NAME of an Airflow Variable, tiktok_refresh_token_<name>, holding a "
+                "refresh token you already hold -- never the token itself (rft.…), which is refused: a run's "
+                "configuration is readable by everyone who can see the run. Create it with: airflow variables set "
+                "tiktok_refresh_token_<name> <token>. It is spent only once the tokens it buys can be stored; then "
+                "the Variable is deleted."
             ),
         ),
     },
 )
 def tiktok_connect_account() -> None:
     @task(pool=CONNECT_POOL, priority_weight=CONNECT_PRIORITY, weight_rule="absolute", doc_md=CONNECT_DOC)
-    def connect(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def connect(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
         from tiktok_pipeline.connect import connect_account
 
-        return connect_account(params or {}, tiktok_conn_id=TIKTOK_CONN_ID)
+        # The whole conf, not just the params: keys that are not params get through at trigger time.
+        conf = dict(getattr(dag_run, "conf", None) or {}) if dag_run is not None else None
+        return connect_account(params or {}, tiktok_conn_id=TIKTOK_CONN_ID, conf=conf)
 
     connect()
 

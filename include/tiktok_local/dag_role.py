@@ -1,5 +1,9 @@
 """Create the least-privilege Postgres role the DAGs should log in as: DML on schema ``tiktok`` only.
 
+(Except ``tiktok.alembic_version``, which it may only read.) What it keeps through PUBLIC and
+being a login role: CONNECT to databases not denied with ``--deny-database``, temporary tables,
+advisory locks, and ``ALTER ROLE CURRENT_USER SET`` of its own session defaults.
+
 The DAGs read and write rows; they never need to create, alter or drop anything. Migrations run
 as the role that owns the schema (``make migrate``), the DAGs as this one. ``make bootstrap`` (and
 docker-compose's ``airflow-init``) creates it and points the ``tiktok_warehouse`` connection at it;
@@ -36,6 +40,15 @@ STATEMENTS: tuple[str, ...] = (
     "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA tiktok GRANT USAGE, SELECT ON SEQUENCES TO {role}",
 )
+#: Alembic's bookkeeping lives in schema tiktok too, so the grants above cover it: take back all but
+#: SELECT, or a DAG (or whoever holds its password) could rewrite the recorded revision and make the
+#: next ``make migrate`` skip or replay migrations. Run once the table exists (bootstrap migrates
+#: first); alembic creates it only once, at the first migration, so the default privileges above
+#: never grant it again -- unless this ran before the first migration: then run it again after.
+VERSION_TABLE = "tiktok.alembic_version"
+VERSION_TABLE_STATEMENTS: tuple[str, ...] = (
+    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE tiktok.alembic_version FROM {role}",
+)
 #: For each database the role must stay out of (Airflow's metadata): ``{db}`` is that database.
 DENY_STATEMENTS: tuple[str, ...] = (
     "REVOKE ALL ON DATABASE {db} FROM {role}",
@@ -67,6 +80,16 @@ def create_dag_role(
             cur.execute(sql.SQL(f"{verb} ROLE {{}} {ROLE_OPTIONS}").format(ident), (password,))
             for statement in STATEMENTS:
                 cur.execute(sql.SQL(statement).format(db=sql.Identifier(database), role=ident))
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,))
+            if cur.fetchone()[0]:
+                for statement in VERSION_TABLE_STATEMENTS:
+                    cur.execute(sql.SQL(statement).format(role=ident))
+            else:
+                print(
+                    f"{VERSION_TABLE} does not exist yet: run this again after the first migration, so that "
+                    f"{role} cannot write it.",
+                    file=sys.stderr,
+                )
             for other in deny_databases:
                 if other != database:
                     for statement in DENY_STATEMENTS:
@@ -95,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.print:
         print(f'CREATE ROLE "{args.role}" {ROLE_OPTIONS % "<password>"};')
-        for statement in STATEMENTS:
+        for statement in (*STATEMENTS, *VERSION_TABLE_STATEMENTS):
             print(statement.format(db=f'"{args.database}"', role=f'"{args.role}"') + ";")
         for other in args.deny_database:
             for statement in DENY_STATEMENTS:

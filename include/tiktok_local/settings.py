@@ -123,9 +123,35 @@ def apply(settings: Settings | None = None, *, server_context: bool = False) -> 
     """
     s = settings or Settings.from_env()
     os.environ.update(airflow_environment(s))
+    pin_secret_echoing_loggers()
     if server_context:
         os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     return s
+
+
+#: Loggers that keep DEBUG when DEBUG is asked for (see ``pin_secret_echoing_loggers``).
+DEBUG_NAMESPACES = ("airflow", "task", "tiktok_provider", "tiktok_warehouse", "tiktok_pipeline", "tiktok_local")
+#: Named loggers of the Task SDK's comms that print each message, secrets included, at DEBUG.
+COMMS_NAMESPACES = ("supervisor", "airflow.sdk.execution_time")
+
+
+def pin_secret_echoing_loggers() -> None:
+    """Keep DEBUG logging from printing every secret: Airflow's task comms log each message at DEBUG.
+
+    Under ``dag.test()`` the Task SDK's in-process comms (``InProcessSupervisorComms.send`` in
+    ``airflow.sdk.execution_time.supervisor``) log every request at DEBUG -- including each
+    ``mask_secret`` call with the secret in clear (the client secret, the Fernet key, every token),
+    printed before the masker knows it. That logger has no name, so only the root level reaches it:
+    when DEBUG is asked for, the root level is set to INFO and DEBUG is kept for the named loggers
+    one debugs with (``DEBUG_NAMESPACES``), while the comms' named loggers stay at INFO. Call before
+    Airflow configures logging; a ``namespace_levels`` already set is kept and wins.
+    """
+    if os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "").strip().upper() != "DEBUG":
+        return
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
+    ours = [f"{name}=DEBUG" for name in DEBUG_NAMESPACES] + [f"{name}=INFO" for name in COMMS_NAMESPACES]
+    given = os.environ.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "").strip()
+    os.environ["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = " ".join([*ours, given]).strip()
 
 
 def simulator_connections(sim: Any, *, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:

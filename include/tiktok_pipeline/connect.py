@@ -17,6 +17,8 @@ Nothing after step 3 makes Airflow retry the task: a retry would spend the crede
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +27,29 @@ from airflow.sdk.exceptions import AirflowFailException
 log = logging.getLogger(__name__)
 
 PROFILE_FIELDS = ("open_id", "display_name", "avatar_url", "username")
+#: The only Variables the connect DAG reads a refresh token from. A prefix, so that whoever may
+#: trigger the DAG cannot have any other Variable's value sent to TikTok's host; and no dots, so a
+#: token pasted into the box by mistake (``rft.…``) never matches.
+VARIABLE_PREFIX = "tiktok_refresh_token_"
+VARIABLE_PATTERN = rf"^{VARIABLE_PREFIX}[A-Za-z0-9_-]{{1,64}}$"
+#: For the form's free-text params: refuse anything that starts like a TikTok token.
+NOT_A_TOKEN_PATTERN = r"^(?![ \t]*(?:act|rft|clt)\.)"
+ROTATE_ADVICE = (
+    "A run's configuration is stored in plain text and shown to everyone who can see the run, so treat that "
+    "token as leaked: revoke it (disconnect and reconnect the account, which rotates its tokens), and delete "
+    "this run so its configuration goes too. To connect with a refresh token, put it in a Variable "
+    f"(airflow variables set {VARIABLE_PREFIX}<name> <token>) and give that Variable's name."
+)
 
 
-def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str, Any]:
-    """Run the connect flow for one set of DAG params; return open_id, scopes and the display name."""
+def connect_account(
+    params: dict[str, Any], *, tiktok_conn_id: str, conf: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run the connect flow for one set of DAG params; return open_id, scopes and the display name.
+
+    :param conf: the run's whole configuration (it may hold keys that are not params), searched for
+        anything shaped like a token: such a run is refused, nothing is spent.
+    """
     from airflow.sdk.log import mask_secret
 
     from tiktok_provider.errors import TikTokError
@@ -41,6 +62,22 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
     for secret in (code, params.get("refresh_token"), params.get("code_verifier")):
         if secret:
             mask_secret(str(secret))
+    pasted = [value for value in _strings(conf if conf is not None else params) if _looks_like_token(value)]
+    for value in pasted:
+        mask_secret(value)
+    if pasted:
+        # Found anywhere in the conf (keys that are not params are accepted at trigger time): not used.
+        raise AirflowFailException(
+            f"This run's configuration holds {len(pasted)} value(s) shaped like a TikTok token; nothing was sent to "
+            f"TikTok and the value is not shown here. {ROTATE_ADVICE}"
+        )
+    if variable and not re.fullmatch(VARIABLE_PATTERN, variable):
+        # Never echoed: whatever it is, it is not a name we read (it may be a token pasted by mistake).
+        raise AirflowFailException(
+            f"refresh_token_variable must be the name of a Variable of the form {VARIABLE_PREFIX}<name> (letters, "
+            "digits, _ and -); the value given is not, and is not shown here in case it is a token. If you pasted "
+            f"a refresh token there: {ROTATE_ADVICE}"
+        )
     if params.get("refresh_token"):
         # The DAG's params refuse it at trigger time; this is for a run that got past them anyway.
         raise AirflowFailException(
@@ -99,6 +136,25 @@ def connect_account(params: dict[str, Any], *, tiktok_conn_id: str) -> dict[str,
     user, scopes = _profile(hook, grant)
     log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
     return {"open_id": grant.open_id, "display_name": user.get("display_name"), "scopes": scopes}
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a run's configuration, keys included, however deeply nested."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _looks_like_token(value: str) -> bool:
+    from tiktok_warehouse.tokens import looks_like_token
+
+    return looks_like_token(value)
 
 
 def _profile(hook: Any, grant: Any) -> tuple[dict[str, Any], list[str]]:

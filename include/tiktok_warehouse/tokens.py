@@ -227,6 +227,11 @@ def redact(text: str, *secrets: str) -> str:
     return _TOKEN_PATTERN.sub("[redacted]", text)
 
 
+def looks_like_token(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a TikTok token (``act.``, ``rft.``, ``clt.`` and 8+ characters)."""
+    return _TOKEN_PATTERN.search(text) is not None
+
+
 def _is_transient(exc: DBAPIError) -> bool:
     """Whether a database error may go away on its own (a lost connection, a server restarting)."""
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
@@ -324,6 +329,9 @@ class TokenStore:
 
     def _token_values(self, grant: TokenGrant, previous: AccountTokens | None = None) -> dict[str, Any]:
         obtained_at = _aware(grant.obtained_at, "TokenGrant.obtained_at")
+        # An answer without an access token (or without its lifetime) is stored as expired now:
+        # the refresh token it brought is what matters, and the next use refreshes.
+        expires_in = grant.expires_in if grant.access_token else 0
         if grant.refresh_expires_in is not None:
             refresh_expires_at = obtained_at + timedelta(seconds=grant.refresh_expires_in)
         elif previous is not None and previous.refresh_expires_at > obtained_at:
@@ -333,7 +341,7 @@ class TokenStore:
             refresh_expires_at = obtained_at + ASSUMED_REFRESH_LIFETIME
         return {
             "access_token_enc": self._encrypt(grant.open_id, "access", grant.access_token),
-            "access_expires_at": obtained_at + timedelta(seconds=grant.expires_in),
+            "access_expires_at": obtained_at + timedelta(seconds=max(0, expires_in)),
             "refresh_token_enc": self._encrypt(grant.open_id, "refresh", grant.refresh_token),
             "refresh_expires_at": refresh_expires_at,
         }
@@ -384,8 +392,8 @@ class TokenStore:
         username: str | None = None,
         avatar_url: str | None = None,
     ) -> Insert:
-        if not grant.open_id or not grant.access_token or not grant.refresh_token:
-            raise ValueError("TokenGrant needs an open_id, an access token and a refresh token")
+        if not grant.open_id or not grant.refresh_token:
+            raise ValueError("TokenGrant needs an open_id and a refresh token")
         now = datetime.now(UTC)
         values = {
             "open_id": grant.open_id,
@@ -532,8 +540,11 @@ class TokenStore:
         :param refresh: called with the current tokens; returns the token endpoint's new grant.
             If it raises an exception with a truthy ``reauth_required`` attribute, the account is
             marked ``reauth_required`` (committed) and the exception re-raised -- unless the tokens
-            were replaced meanwhile (then those are returned); any other exception releases the
-            lease and is re-raised.
+            were replaced meanwhile (then those are returned). When we took the lease over from a
+            holder whose lease ran out, that holder may still be reading TikTok's answer (the one
+            that rotated the token we just presented): we wait one more lease for it to store the
+            new token before condemning the account. Any other exception releases the lease and is
+            re-raised.
         :param stale_access_token: an access token the API just rejected; refresh even if it has
             not expired yet, unless another worker already replaced it.
         :param lease: how long others wait for this refresh before taking over; ``refresh`` must
@@ -546,7 +557,9 @@ class TokenStore:
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         give_up = time.monotonic() + (max_wait or lease * 3).total_seconds()
         for _round in range(3):
-            current, refresh_enc = self._claim(open_id, owner, min_remaining, stale_access_token, now, lease, give_up)
+            current, refresh_enc, took_over = self._claim(
+                open_id, owner, min_remaining, stale_access_token, now, lease, give_up
+            )
             if refresh_enc is None:
                 return current
             try:
@@ -555,6 +568,14 @@ class TokenStore:
                 if not getattr(exc, "reauth_required", False):
                     self._release(open_id, owner)
                     raise
+                if took_over and self._replaced_within(open_id, refresh_enc, lease):
+                    log.info(
+                        "TikTok refused the refresh token of account %s, but the worker whose lease ran out stored "
+                        "the token TikTok had rotated meanwhile; using that",
+                        open_id,
+                    )
+                    self._release(open_id, owner)
+                    continue
                 reason = redact(str(exc), current.access_token, current.refresh_token)[:MAX_REASON_LENGTH]
                 if self._mark_reauth(open_id, owner, refresh_enc, reason):
                     log.warning("TikTok account %s needs to be reconnected: %s", open_id, reason)
@@ -581,8 +602,9 @@ class TokenStore:
         now: datetime | None,
         lease: timedelta,
         give_up: float,
-    ) -> tuple[AccountTokens, bytes | None]:
-        """Return ``(tokens, None)`` when they are good, or ``(tokens, refresh_token_enc)`` once we hold the lease."""
+    ) -> tuple[AccountTokens, bytes | None, bool]:
+        """Return ``(tokens, None, False)`` when they are good, or ``(tokens, refresh_token_enc, took_over)``
+        once we hold the lease (``took_over``: another worker's lease had run out, not been released)."""
         while True:
             with self.engine.begin() as conn:
                 # FOR NO KEY UPDATE, for the few milliseconds of this transaction only: refreshers
@@ -598,7 +620,7 @@ class TokenStore:
                 current = self._tokens(row)
                 at = _aware(now, "now") if now is not None else datetime.now(UTC)
                 if current.access_expires_at - at > min_remaining and current.access_token != stale_access_token:
-                    return current, None
+                    return current, None, False
                 if current.status != "active":
                     # A refresh token that already failed, or an account switched off: do not hammer
                     # the token endpoint once per waiting worker.
@@ -617,13 +639,41 @@ class TokenStore:
                         .where(accounts.c.open_id == open_id)
                         .values(refresh_lease_owner=owner, refresh_lease_until=func.now() + literal(lease, Interval()))
                     )
-                    return current, bytes(row.refresh_token_enc)
+                    return current, bytes(row.refresh_token_enc), row.refresh_lease_until is not None
                 holder = row.refresh_lease_owner
             if time.monotonic() > give_up:
                 raise TokenRefreshTimeout(
                     f"Waited too long for another worker ({holder}) to refresh the tokens of TikTok account "
                     f"{open_id!r}; nothing was sent to TikTok. The task is retried."
                 )
+            self._sleep(self.poll_interval)
+
+    def _replaced_within(self, open_id: str, refresh_enc: bytes, lease: timedelta) -> bool:
+        """Wait up to ``lease`` for the account's refresh token to change from ``refresh_enc``; return whether it did.
+
+        A worker whose lease ran out may still be reading a slow answer, which ends (by its cutoff)
+        within one more lease of ours; until then TikTok's invalid_grant may only mean it rotated.
+        """
+        log.warning(
+            "TikTok refused the refresh token of account %s right after this worker took over an expired lease: "
+            "waiting up to %.0fs for the previous holder to store the token TikTok may have rotated for it",
+            open_id,
+            lease.total_seconds(),
+        )
+        until = time.monotonic() + lease.total_seconds()
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    stored = conn.execute(
+                        select(accounts.c.refresh_token_enc).where(accounts.c.open_id == open_id)
+                    ).scalar_one_or_none()
+            except DBAPIError as exc:
+                log.warning("Could not look at TikTok account %s (%s); looking again", open_id, _describe(exc))
+                stored = refresh_enc
+            if stored is None or bytes(stored) != refresh_enc:
+                return True
+            if time.monotonic() >= until:
+                return False
             self._sleep(self.poll_interval)
 
     def _lease_cleared(self, owner: str) -> dict[str, Any]:

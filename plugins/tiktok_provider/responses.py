@@ -156,18 +156,18 @@ def parse_oauth(status: int, body: bytes, *, endpoint: str, open_id: str | None 
         raise errors.TikTokRateLimited("token endpoint rate limited", log_id=log_id, **ctx)
     if status >= 500:
         raise errors.TikTokServerError("token endpoint server error", log_id=log_id, **ctx)
-    for key in ("access_token", "refresh_token", "open_id"):
+    # The refresh token is the one value an answer cannot do without: TikTok rotated (or issued) it
+    # when it answered, so everything else that is missing or odd is made do with, never fatal --
+    # throwing the answer away would lose the account. The caller fills in and logs what is absent:
+    # ``open_id`` (None: the caller knows which account it refreshed, or fails clearly),
+    # ``access_token`` (None: stored as expired, so the next use refreshes), ``expires_in`` (None
+    # when missing or not a lifetime: taken as "expired now") and ``refresh_expires_in`` (dropped).
+    if not isinstance(payload.get("refresh_token"), str) or not payload["refresh_token"]:
+        raise errors.TikTokMalformedResponse("token answer lacks a valid 'refresh_token'", log_id=log_id, **ctx)
+    for key in ("access_token", "open_id"):
         if not isinstance(payload.get(key), str) or not payload[key]:
-            raise errors.TikTokMalformedResponse(f"token answer lacks a valid {key!r}", log_id=log_id, **ctx)
-    # Lifetimes sent as strings are still read: TikTok rotated the refresh token when it answered,
-    # so throwing this answer away would lose the account. For the same reason an unusable
-    # refresh_expires_in is dropped (the caller assumes a conservative one), not fatal.
-    seconds = _lifetime(payload.get("expires_in"))
-    if seconds is None:
-        raise errors.TikTokMalformedResponse(
-            f"token answer has no valid 'expires_in' ({_preview(payload.get('expires_in'))!r})", log_id=log_id, **ctx
-        )
-    payload["expires_in"] = seconds
+            payload[key] = None
+    payload["expires_in"] = _lifetime(payload.get("expires_in"))
     refresh_seconds = _lifetime(payload.pop("refresh_expires_in", None))
     if refresh_seconds is not None:
         payload["refresh_expires_in"] = refresh_seconds
@@ -175,8 +175,14 @@ def parse_oauth(status: int, body: bytes, *, endpoint: str, open_id: str | None 
 
 
 def _lifetime(value: Any) -> int | None:
-    """A token lifetime in seconds (an int, or digits in a string), or None if it is not one."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+    """A token lifetime in seconds, or None if it is not one.
+
+    Whole numbers are read however they are written: ``86400``, ``86400.0``, ``"86400"``,
+    ``"86400.0"``; anything else (zero, negative, fractional, absurdly large, a boolean) is None.
+    """
+    if isinstance(value, str) and value.isascii() and len(value) <= 16 and re.fullmatch(r"[0-9]+(\.0*)?", value):
+        value = int(value.split(".", 1)[0])
+    elif type(value) is float and value.is_integer():
         value = int(value)
     if type(value) is not int or not 0 < value <= MAX_TOKEN_LIFETIME:
         return None

@@ -61,7 +61,8 @@ def test_the_dag_role_reads_and_writes_rows_of_every_warehouse_table(dag_role, c
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = 'tiktok' AND c.relkind = 'r'"
             )
-            tables = [name for (name,) in cur.fetchall()]
+            # alembic's version table excepted: it may only read that (test_dag_role_version_table.py)
+            tables = [name for (name,) in cur.fetchall() if name != "alembic_version"]
             assert "accounts" in tables and "videos" in tables
             for table in tables:
                 for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):

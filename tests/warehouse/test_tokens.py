@@ -599,13 +599,12 @@ def test_waiting_for_a_live_lease_gives_up_without_calling_tiktok(
     assert not issubclass(TokenRefreshTimeout, TokenStoreError), "transient: the operators must let Airflow retry it"
 
 
-def test_an_overdue_holder_that_stores_after_all_undoes_the_reauth_its_rotation_caused(
-    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
-) -> None:
-    """Holder A outlives its lease; B takes over, TikTok refuses B's (just rotated) token; A's grant must win."""
+def overdue_holder(
+    store: TokenStore, wh_engine: Engine, account: str, fresh: TokenGrant
+) -> tuple[threading.Thread, threading.Event, list[object]]:
+    """Holder A takes the lease and waits for TikTok; its lease is then made to have run out."""
     expire_access_token(wh_engine, account)
     in_flight, release = threading.Event(), threading.Event()
-    fresh = make_grant(account)
     results: list[object] = []
 
     def slow(current: AccountTokens) -> TokenGrant:
@@ -617,30 +616,75 @@ def test_an_overdue_holder_that_stores_after_all_undoes_the_reauth_its_rotation_
         target=lambda: results.append(store.refresh_locked(account, slow, min_remaining=timedelta(minutes=5)))
     )
     holder.start()
-    try:
-        assert in_flight.wait(10)
-        with wh_engine.begin() as conn:  # A's lease runs out while it still waits for TikTok
-            conn.execute(
-                text("UPDATE tiktok.accounts SET refresh_lease_until = now() - interval '1 second' WHERE open_id = :o"),
-                {"o": account},
-            )
-        taker: list[BaseException] = []
+    assert in_flight.wait(10)
+    with wh_engine.begin() as conn:  # A's lease runs out while it still waits for TikTok
+        conn.execute(
+            text("UPDATE tiktok.accounts SET refresh_lease_until = now() - interval '1 second' WHERE open_id = :o"),
+            {"o": account},
+        )
+    return holder, release, results
 
-        def take_over() -> None:
-            try:
+
+def refused_taker(store: TokenStore, account: str, lease: timedelta) -> tuple[threading.Thread, list[object]]:
+    """Worker B takes the lease over; TikTok refuses the token it presents (A's request rotated it)."""
+    outcome: list[object] = []
+
+    def take_over() -> None:
+        try:
+            outcome.append(
                 store.refresh_locked(
                     account,
                     lambda c: (_ for _ in ()).throw(ReauthRequired("invalid_grant: token was replaced")),
                     min_remaining=timedelta(minutes=5),
+                    lease=lease,
                 )
-            except BaseException as exc:
-                taker.append(exc)
+            )
+        except BaseException as exc:
+            outcome.append(exc)
 
-        other = threading.Thread(target=take_over)
-        other.start()
+    other = threading.Thread(target=take_over)
+    other.start()
+    return other, outcome
+
+
+def test_a_worker_refused_after_taking_over_an_overdue_lease_waits_for_the_holder_to_store(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """Holder A outlives its lease; B takes over, TikTok refuses B's (just rotated) token: B waits for A's grant."""
+    fresh = make_grant(account)
+    holder, release, results = overdue_holder(store, wh_engine, account, fresh)
+    try:
+        a_owner = raw_row(wh_engine, account)["refresh_lease_owner"]
+        other, outcome = refused_taker(store, account, lease=timedelta(seconds=60))
+        deadline = time.monotonic() + 10
+        while raw_row(wh_engine, account)["refresh_lease_owner"] == a_owner and time.monotonic() < deadline:
+            time.sleep(0.05)  # until B holds the lease; TikTok refuses it at once
+        time.sleep(0.5)
+        assert raw_row(wh_engine, account)["refresh_lease_owner"] != a_owner
+        assert other.is_alive() and outcome == [], "B waits for A instead of condemning the account"
+        assert raw_row(wh_engine, account)["status"] == "active"
+    finally:
+        release.set()
+        holder.join(30)
+    other.join(30)
+    assert [getattr(r, "access_token", r) for r in results] == [fresh.access_token]
+    assert [getattr(r, "access_token", r) for r in outcome] == [fresh.access_token], "B uses what A stored"
+    row = raw_row(wh_engine, account)
+    assert (row["status"], row["status_reason"], row["refresh_lease_owner"]) == ("active", None, None)
+    assert store.get(account).refresh_token == fresh.refresh_token
+
+
+def test_an_overdue_holder_that_stores_after_all_undoes_the_reauth_its_rotation_caused(
+    store: TokenStore, wh_engine: Engine, account: str, make_grant: Callable[..., TokenGrant]
+) -> None:
+    """B waits one lease (here 1 s) for A, then marks the account; A's grant, stored later still, must win."""
+    fresh = make_grant(account)
+    holder, release, results = overdue_holder(store, wh_engine, account, fresh)
+    try:
+        other, outcome = refused_taker(store, account, lease=timedelta(seconds=1))
         other.join(10)
         assert not other.is_alive(), "the second worker waited for the first one's row lock"
-        assert [type(e) for e in taker] == [ReauthRequired]
+        assert [type(e) for e in outcome] == [ReauthRequired]
         assert raw_row(wh_engine, account)["status"] == "reauth_required"
     finally:
         release.set()

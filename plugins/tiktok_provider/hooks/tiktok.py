@@ -53,7 +53,13 @@ OAUTH_REVOKE = "/v2/oauth/revoke/"
 QUERY_BATCH = 20
 PAGE_SIZE = 20
 #: What the store assumes when a token answer leaves a value out.
-ASSUMED = {"refresh_expires_in": "a conservative refresh expiry", "scope": "the scopes already known"}
+ASSUMED = {
+    "open_id": "the account that was refreshed",
+    "access_token": "the access token marked expired (its next use refreshes)",
+    "expires_in": "the access token marked expired (its next use refreshes)",
+    "refresh_expires_in": "a conservative refresh expiry",
+    "scope": "the scopes already known",
+}
 #: Seconds a refresh's HTTP attempts keep clear of the end of its lease.
 LEASE_SAFETY_SECONDS = 5.0
 
@@ -102,6 +108,49 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP-date: fall back to our own backoff
+
+
+def _read_by(resp: requests.Response, cutoff: float, read_timeout: float, *, path: str, open_id: str | None) -> bytes:
+    """Read a streamed answer's body, giving up at ``cutoff`` (``time.monotonic()``) however it trickles in.
+
+    Each read waits for at most what is left until the cutoff (the socket's timeout is lowered to
+    that), and returns what one packet brought, so a drip cannot carry the read past the cutoff.
+    """
+    import urllib3.exceptions
+
+    if not hasattr(resp.raw, "read1"):  # a transport adapter that hands over the whole body (tests)
+        return resp.content
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = cutoff - time.monotonic()
+            if left <= 0:
+                raise errors.TikTokNetworkError(
+                    f"the answer was not complete in time ({sum(map(len, chunks))} bytes read); gave up so as to "
+                    "end within the refresh lease",
+                    endpoint=path,
+                    open_id=open_id,
+                    http_status=resp.status_code,
+                )
+            if sock is not None:
+                sock.settimeout(min(read_timeout, left))
+            chunk = resp.raw.read1(65536, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        late = time.monotonic() >= cutoff
+        raise errors.TikTokNetworkError(
+            "the answer was not complete in time; gave up so as to end within the refresh lease"
+            if late
+            else f"the answer broke off ({type(exc).__name__})",
+            endpoint=path,
+            open_id=open_id,
+            http_status=resp.status_code,
+        ) from None
+    finally:
+        resp.close()
 
 
 @dataclass(frozen=True)
@@ -256,7 +305,13 @@ class TikTokDisplayHook(BaseHook):
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
         form: dict[str, str] | None = None,
+        cutoff: float | None = None,
     ) -> requests.Response:
+        """Send one request; with ``cutoff`` (a ``time.monotonic()`` value) the whole answer must be in by then.
+
+        ``read_timeout`` bounds each socket read, not the answer: a body trickled in a byte at a time
+        would never time out. So a capped call streams the body and gives up at the cutoff.
+        """
         import requests
 
         url = self._url(path, bearer=bearer is not None or form is not None)
@@ -266,7 +321,7 @@ class TikTokDisplayHook(BaseHook):
         try:
             with limiter.slot():
                 self.calls[path] += 1
-                return self.get_conn().request(
+                resp = self.get_conn().request(
                     method,
                     url,
                     params=params,
@@ -275,7 +330,12 @@ class TikTokDisplayHook(BaseHook):
                     headers=headers,
                     timeout=(cfg.connect_timeout, cfg.read_timeout),
                     allow_redirects=False,
+                    stream=cutoff is not None,
                 )
+            if cutoff is not None:
+                # requests' own cache of the body (what ``resp.content`` returns once read)
+                resp._content = _read_by(resp, cutoff, cfg.read_timeout, path=path, open_id=open_id)
+            return resp
         except requests.Timeout as exc:
             raise errors.TikTokNetworkError(
                 f"timed out ({type(exc).__name__})", endpoint=path, open_id=open_id
@@ -351,15 +411,25 @@ class TikTokDisplayHook(BaseHook):
 
     # -- OAuth ----------------------------------------------------------------------------
 
-    def _token_call(self, form: dict[str, str], *, open_id: str | None, deadline: float | None = None) -> TokenGrant:
+    def _token_call(
+        self, form: dict[str, str], *, open_id: str | None, deadline: float | None = None, cutoff: float | None = None
+    ) -> TokenGrant:
+        """POST to the token endpoint (with retries) and turn its answer into a grant to store.
+
+        :param open_id: the account refreshed, when known (a code exchange knows none).
+        :param deadline: a ``time.monotonic()`` value no retry may run past.
+        :param cutoff: a ``time.monotonic()`` value by which an answer must be in full (default: a
+            refresh lease from each attempt's start).
+        """
         from tiktok_warehouse.tokens import TokenGrant
 
         lost: list[errors.TikTokNetworkError] = []
 
         def once() -> dict[str, Any]:
             obtained_at = datetime.now(UTC)
+            by = cutoff if cutoff is not None else time.monotonic() + self.refresh_lease.total_seconds()
             try:
-                resp = self._send("POST", OAUTH_TOKEN, open_id=open_id, form=form)
+                resp = self._send("POST", OAUTH_TOKEN, open_id=open_id, form=form, cutoff=by)
                 payload = parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_TOKEN, open_id=open_id)
             except errors.TikTokNetworkError as exc:  # the request may have been served all the same
                 lost.append(exc)
@@ -390,30 +460,60 @@ class TikTokDisplayHook(BaseHook):
             ) from None
         _mask(payload["access_token"])
         _mask(payload["refresh_token"])
+        log_id = payload.get("log_id") if isinstance(payload.get("log_id"), str) else None
+        refreshing = form.get("grant_type") == "refresh_token"
+        account = payload["open_id"] or open_id
+        if account is None:
+            # A code exchange (or a connect by refresh token) learns the account from the answer alone.
+            spent = "the refresh token was rotated" if refreshing else "the authorization code is spent"
+            raise errors.TikTokMalformedResponse(
+                f"TikTok issued tokens but its answer names no account (no open_id), so they cannot be stored; "
+                f"{spent}. Have the account's owner authorize the app again and trigger the tiktok_connect_account "
+                "DAG with the new auth_code",
+                endpoint=OAUTH_TOKEN,
+                log_id=log_id,
+            )
+        if open_id is not None and account != open_id:
+            # Not ours: storing them would sync another creator's data as this account's. Nothing is
+            # stored; if TikTok did rotate this account's token, its next refresh says invalid_grant.
+            raise errors.TikTokMalformedResponse(
+                f"the refresh answered for another account ({account}); nothing was stored. If this account's next "
+                "refresh is refused, have its owner authorize the app again",
+                endpoint=OAUTH_TOKEN,
+                open_id=open_id,
+                log_id=log_id,
+            )
         # TikTok has spent the code or rotated the refresh token by now: an answer that leaves out
         # something we can live without is stored all the same, never thrown away.
         scopes = _scopes(payload.get("scope"))
-        given = {"refresh_expires_in": payload.get("refresh_expires_in"), "scope": scopes}
+        given = {
+            "open_id": payload["open_id"],
+            "access_token": payload["access_token"],
+            "expires_in": payload["expires_in"],
+            "refresh_expires_in": payload.get("refresh_expires_in"),
+            "scope": scopes,
+        }
         missing = [key for key, value in given.items() if value is None]
         if missing:
             self.log.warning(
                 "The token answer for account %s lacks a usable %s [endpoint=%s, log_id=%s]; storing the tokens "
                 "anyway (TikTok has already rotated them) with %s",
-                payload["open_id"],
+                account,
                 " and ".join(missing),
                 OAUTH_TOKEN,
-                payload.get("log_id"),
-                " and ".join(ASSUMED[key] for key in missing),
+                log_id,
+                " and ".join(dict.fromkeys(ASSUMED[key] for key in missing)),
             )
         return TokenGrant(
-            open_id=payload["open_id"],
-            access_token=payload["access_token"],
-            expires_in=int(payload["expires_in"]),
+            open_id=account,
+            # No access token, or no lifetime for it: stored as expired, so its next use refreshes.
+            access_token=payload["access_token"] or "",
+            expires_in=payload["expires_in"] if payload["access_token"] and payload["expires_in"] else 0,
             refresh_token=payload["refresh_token"],
             refresh_expires_in=payload.get("refresh_expires_in"),
             scopes=scopes,
             obtained_at=payload["_obtained_at"],
-            log_id=payload.get("log_id") if isinstance(payload.get("log_id"), str) else None,
+            log_id=log_id,
         )
 
     def _client_form(self) -> dict[str, str]:
@@ -433,15 +533,22 @@ class TikTokDisplayHook(BaseHook):
         return self._token_call(form, open_id=None)
 
     def refresh_grant(
-        self, refresh_token: str, *, open_id: str | None = None, deadline: float | None = None
+        self,
+        refresh_token: str,
+        *,
+        open_id: str | None = None,
+        deadline: float | None = None,
+        cutoff: float | None = None,
     ) -> TokenGrant:
         """Trade a refresh token for new tokens (the old refresh token stops working).
 
-        :param deadline: a ``time.monotonic()`` value the call (with its retries) must end by.
+        :param deadline: a ``time.monotonic()`` value by which the last retry must have ended.
+        :param cutoff: a ``time.monotonic()`` value by which an answer must be in full, however slowly
+            it arrives (default: a refresh lease from each attempt's start).
         """
         _mask(refresh_token)
         form = {**self._client_form(), "grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self._token_call(form, open_id=open_id, deadline=deadline)
+        return self._token_call(form, open_id=open_id, deadline=deadline, cutoff=cutoff)
 
     def revoke_token(self, token: str, *, open_id: str | None = None) -> None:
         """Revoke an access or refresh token."""
@@ -478,6 +585,14 @@ class TikTokDisplayHook(BaseHook):
         margin = timedelta(seconds=self.config.refresh_margin_seconds)
         now = datetime.now(UTC)
         if stale is not None or tokens.access_expires_at - now <= margin:
+            tokens = self._refreshed(open_id, stale)
+        self._tokens[open_id] = tokens
+        return tokens.access_token
+
+    def _refreshed(self, open_id: str, stale: str | None) -> AccountTokens:
+        """Refresh under the store's lease; once more if TikTok's answer held a refresh token but no access token."""
+        margin = timedelta(seconds=self.config.refresh_margin_seconds)
+        for _attempt in range(2):
             tokens = self.token_store.refresh_locked(
                 open_id,
                 self._refresh_callback(open_id),
@@ -487,8 +602,15 @@ class TikTokDisplayHook(BaseHook):
             )
             _mask(tokens.access_token)
             _mask(tokens.refresh_token)
-        self._tokens[open_id] = tokens
-        return tokens.access_token
+            if tokens.access_token:
+                return tokens
+            stale = None  # stored as expired: the next refresh_locked refreshes it
+        raise errors.TikTokServerError(
+            "TikTok's refresh answers held a refresh token but no access token, twice; the rotated refresh token is "
+            "stored, so a later try refreshes again",
+            endpoint=OAUTH_TOKEN,
+            open_id=open_id,
+        )
 
     @property
     def refresh_lease(self) -> timedelta:
@@ -498,21 +620,19 @@ class TikTokDisplayHook(BaseHook):
 
     def _refresh_callback(self, open_id: str) -> Callable[[AccountTokens], TokenGrant]:
         def refresh(current: AccountTokens) -> TokenGrant:
-            # Called right after the lease was taken: stop retrying in time to end within it.
-            deadline = time.monotonic() + self.refresh_lease.total_seconds() - LEASE_SAFETY_SECONDS
+            # Called right after the lease was taken: stop retrying in time to end within it. An answer
+            # already arriving may take one lease more: a worker that takes the lease over and is told
+            # invalid_grant waits that long for us to store the token TikTok rotated (the store's
+            # refresh_locked), so the cutoff keeps clear of the end of that wait.
+            lease = self.refresh_lease.total_seconds()
+            deadline = time.monotonic() + lease - LEASE_SAFETY_SECONDS
+            cutoff = deadline + lease
             if current.refresh_expires_at <= datetime.now(UTC):
                 # Our record of the expiry may be an estimate (TikTok did not always say): ask anyway.
                 self.log.info("The refresh token of account %s may have expired; trying it all the same", open_id)
             self.log.info("Refreshing the access token of account %s", open_id)
             self.refreshes += 1
-            grant = self.refresh_grant(current.refresh_token, open_id=open_id, deadline=deadline)
-            if grant.open_id != open_id:
-                raise errors.TikTokMalformedResponse(
-                    f"refresh answered for another account ({grant.open_id})",
-                    endpoint=OAUTH_TOKEN,
-                    open_id=open_id,
-                )
-            return grant
+            return self.refresh_grant(current.refresh_token, open_id=open_id, deadline=deadline, cutoff=cutoff)
 
         return refresh
 

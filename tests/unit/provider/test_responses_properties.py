@@ -145,9 +145,11 @@ def test_parse_oauth_returns_a_checked_grant_or_raises_a_tiktok_error(status, bo
         payload = parse_oauth(status, body, endpoint="/v2/oauth/token/", open_id="acct")
     except errors.TikTokError:
         return
-    for key in ("access_token", "refresh_token", "open_id"):
-        assert isinstance(payload[key], str) and payload[key]
-    assert type(payload["expires_in"]) is int and payload["expires_in"] > 0
+    # The rotated refresh token is what must never be thrown away; the rest may be absent (None).
+    assert isinstance(payload["refresh_token"], str) and payload["refresh_token"]
+    for key in ("access_token", "open_id"):
+        assert payload[key] is None or (isinstance(payload[key], str) and payload[key])
+    assert payload["expires_in"] is None or (type(payload["expires_in"]) is int and payload["expires_in"] > 0)
     if "refresh_expires_in" in payload:
         assert type(payload["refresh_expires_in"]) is int and payload["refresh_expires_in"] > 0
 
