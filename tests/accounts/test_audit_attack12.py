@@ -1,14 +1,15 @@
 """Audit of the accounts UI (attack12): reproducers of what fails, against the real api-server and simulator.
 
-Every test here is marked ``xfail(strict=True)``: it asserts what *should* happen and fails on the
-code as it is, so the suite stays green while the finding is open, and turns red (XPASS) the day a
-fix lands -- then drop the mark. Each names its finding in the audit report.
+They were ``xfail(strict=True)`` while the findings were open; branch fixaudit12 fixed them and
+dropped the marks, and added tests for the findings that had no reproducer (a hanging revoke, the
+catch-all error page, the webhook without a connection). Each names its finding in the audit report.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,7 +69,6 @@ def api_server_log(stack: AccountsStack) -> str:
 # -- 1 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="audit 1: ?days=² passes str.isdigit() but int() raises: bare 500")
 def test_a_non_ascii_digit_in_days_does_not_crash_the_page(stack: AccountsStack) -> None:
     for days in ("\u00b2", "9" * 5000):  # a superscript two; more digits than int() accepts
         answer = fresh(stack).get(f"{stack.app}/", params={"days": days})
@@ -78,11 +78,6 @@ def test_a_non_ascii_digit_in_days_does_not_crash_the_page(stack: AccountsStack)
 # -- 2 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit 2: disconnect revokes at TikTok before knowing the warehouse can record it; "
-    "read-only warehouse -> revoked at TikTok, still 'active' here, bare 500",
-)
 def test_disconnect_with_a_read_only_warehouse_revokes_nothing_or_says_what_happened(stack: AccountsStack) -> None:
     session = fresh(stack)
     open_id = stack.connect(session)
@@ -104,7 +99,6 @@ def test_disconnect_with_a_read_only_warehouse_revokes_nothing_or_says_what_happ
 # -- 3 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="audit 3: callback on a read-only warehouse ends on a bare 500, not a page")
 def test_the_callback_on_a_read_only_warehouse_ends_on_a_page_that_says_what_to_do(stack: AccountsStack) -> None:
     session = fresh(stack)
     account = stack.sim.create_account(videos=1)
@@ -120,7 +114,6 @@ def test_the_callback_on_a_read_only_warehouse_ends_on_a_page_that_says_what_to_
 # -- 4 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="audit 4: the api-server access log records the callback's code and state")
 def test_the_authorization_code_never_reaches_the_api_server_log(stack: AccountsStack) -> None:
     session = fresh(stack)
     account = stack.sim.create_account(videos=1)
@@ -138,9 +131,6 @@ def test_the_authorization_code_never_reaches_the_api_server_log(stack: Accounts
 # -- 5 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="audit 5: a failed connect is logged nowhere: TikTok's log_id is only on the user's page"
-)
 def test_a_failed_exchange_is_logged_with_the_account_the_error_and_tiktoks_log_id(stack: AccountsStack) -> None:
     session = fresh(stack)
     account = stack.sim.create_account(videos=1)
@@ -156,7 +146,6 @@ def test_a_failed_exchange_is_logged_with_the_account_the_error_and_tiktoks_log_
 # -- 6 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="audit 6: a double-submitted Purge ends on 409 'Disconnect first'")
 def test_a_double_submitted_purge_says_it_is_done(stack: AccountsStack) -> None:
     session = fresh(stack)
     open_id = stack.connect(session)
@@ -173,7 +162,6 @@ def test_a_double_submitted_purge_says_it_is_done(stack: AccountsStack) -> None:
 # -- 7 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="audit 7: a link can make the page announce a purge that never happened")
 def test_a_crafted_link_cannot_announce_a_purge_or_disconnect_that_did_not_happen(stack: AccountsStack) -> None:
     session = fresh(stack)
     open_id = stack.connect(session)
@@ -186,7 +174,6 @@ def test_a_crafted_link_cannot_announce_a_purge_or_disconnect_that_did_not_happe
 # -- 8 ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="audit 8: error_description is attacker text shown on our origin")
 def test_the_callback_does_not_show_attacker_text_as_tiktoks_answer(stack: AccountsStack) -> None:
     lure = "Your Airflow session expired: call the help desk at +1-555-0100 with your password"
     answer = fresh(stack).get(
@@ -194,3 +181,75 @@ def test_the_callback_does_not_show_attacker_text_as_tiktoks_answer(stack: Accou
     )
     assert answer.status_code == 400
     assert "help desk" not in answer.text
+
+
+# -- fixaudit12: findings without a reproducer -----------------------------------------------------
+
+
+def test_disconnect_while_tiktok_hangs_answers_within_the_timeout_and_a_second_press_finishes(
+    stack: AccountsStack,
+) -> None:
+    session = fresh(stack)
+    open_id = stack.connect(session)
+    _, csrf = stack.page(session)
+    # The stack's request_timeout_seconds is 3: TikTok answers (and revokes) only after 6 s.
+    stack.sim.set_faults("oauth_revoke", queue=[("slow", 1)], slow_seconds=6)
+    try:
+        began = time.monotonic()
+        answer = session.post(
+            f"{stack.app}/accounts/{open_id}/disconnect", data={"csrf_token": csrf}, allow_redirects=False
+        )
+        took = time.monotonic() - began
+    finally:
+        stack.sim.clear_faults("oauth_revoke")
+    assert answer.status_code == 504, (answer.status_code, answer.text[:300])
+    assert took < 10, took  # was 6 tries x 30 s
+    assert "may have been revoked" in answer.text and "press Disconnect again" in answer.text.replace("Press", "press")
+    assert stack.accounts()[open_id][0] == "active"
+    again = session.post(f"{stack.app}/accounts/{open_id}/disconnect", data={"csrf_token": csrf}, allow_redirects=False)
+    assert again.status_code == 303 and "done=disconnected" in again.headers["location"]
+    assert stack.accounts()[open_id][0] == "disconnected"
+    assert all(token["status"] != "active" for token in stack.sim.tokens(open_id))
+
+
+def test_an_unexpected_error_ends_on_a_page_and_in_the_log_with_account_and_step(stack: AccountsStack) -> None:
+    session = fresh(stack)
+    open_id = stack.connect(session)
+    _, csrf = stack.page(session)
+    gone = session.post(f"{stack.app}/accounts/{open_id}/disconnect", data={"csrf_token": csrf}, allow_redirects=False)
+    assert gone.status_code == 303
+    with read_only_warehouse(stack):  # purge has no check of its own: the DELETE fails
+        answer = session.post(
+            f"{stack.app}/accounts/{open_id}/purge",
+            data={"csrf_token": csrf, "confirm": open_id},
+            allow_redirects=False,
+        )
+    assert answer.status_code == 503, (answer.status_code, answer.text[:300])
+    assert "Internal Server Error" not in answer.text and "read-only" in answer.text and open_id in answer.text
+    assert "Back to the TikTok accounts" in answer.text
+    line = [row for row in api_server_log(stack).splitlines() if f"account={open_id}, step=" in row]
+    assert line and "step=purge" in line[-1] and ("InternalError" in line[-1] or "OperationalError" in line[-1])
+    assert stack.accounts()[open_id][0] == "disconnected"
+
+
+def test_the_webhook_does_not_tell_anonymous_callers_the_app_is_not_configured(stack: AccountsStack) -> None:
+    airflow_db = f"{SETTINGS.airflow_db}_stack"
+
+    def rename(old: str, new: str) -> None:
+        conn = psycopg2.connect(f"{SETTINGS.pg_server}/{airflow_db}")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("UPDATE connection SET conn_id = %s WHERE conn_id = %s", (new, old))
+                assert cur.rowcount == 1
+        finally:
+            conn.close()
+
+    rename("tiktok_default", "tiktok_default_hidden")
+    try:
+        answer = requests.post(f"{stack.app}/webhook", data=b"{}", timeout=30)
+    finally:
+        rename("tiktok_default_hidden", "tiktok_default")
+    assert answer.status_code == 503
+    assert "tiktok_default" not in answer.text and "connection" not in answer.text.lower()
+    assert "no Airflow connection 'tiktok_default'" in api_server_log(stack)
