@@ -266,15 +266,33 @@ class AccountsAdmin:
 
     def store_is_writable(self) -> bool:
         """Whether the warehouse role may insert and update accounts (checked before spending a code)."""
+        return self.write_blocker() is None
+
+    def write_blocker(self) -> str | None:
+        """Why the accounts UI could not write to the warehouse now, or None if it can.
+
+        Checked before anything irreversible (spending a code, revoking at TikTok): the role's
+        privileges on ``tiktok.accounts``, and whether sessions are read-only (a hot standby,
+        ``default_transaction_read_only``, a database put read-only because its disk is full).
+        """
+        table = f"{accounts.schema}.{accounts.name}"
         with self.engine.connect() as conn:
-            return bool(
-                conn.execute(
-                    select(
-                        func.has_table_privilege(f"{accounts.schema}.{accounts.name}", "INSERT")
-                        & func.has_table_privilege(f"{accounts.schema}.{accounts.name}", "UPDATE")
-                    )
-                ).scalar()
+            row = conn.execute(
+                select(
+                    (func.has_table_privilege(table, "INSERT") & func.has_table_privilege(table, "UPDATE")).label(
+                        "granted"
+                    ),
+                    func.current_setting("transaction_read_only").label("read_only"),
+                )
+            ).one()
+        if row.read_only == "on":
+            return (
+                "The warehouse is read-only (transaction_read_only is on: a standby, or a database set "
+                "read-only, e.g. because its disk is full)."
             )
+        if not row.granted:
+            return "The tiktok_warehouse connection's role may not insert or update tiktok.accounts."
+        return None
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -29,10 +29,13 @@ of its own.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+import time
+import traceback
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -59,7 +62,7 @@ from tiktok_accounts.service import (
     valid_open_id,
 )
 from tiktok_accounts.settings import AccountsSettings, origin
-from tiktok_accounts.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, WebhookRejected
+from tiktok_accounts.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, WebhookRejected, verify_signature
 from tiktok_pipeline.common import TIKTOK_CONN_ID
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ NOTICES = {
     ),
     "already": ("ok", "{name} was already disconnected."),
     "purged": ("ok", "Purged {name}: every row of the account was deleted."),
+    "gone": ("ok", "{name} was already purged: none of its rows are left."),
 }
 WARNINGS = {
     "other": (
@@ -131,14 +135,123 @@ def _context(request: Request, user: Any, **kw: Any) -> PageContext:
     return PageContext(root=root, ui=ui, user_name=name, nonce=secrets.token_urlsafe(16), now=now_utc(), **kw)
 
 
-def _redirect(request: Request, **query: str) -> RedirectResponse:
+def _notice_query(user: Any, done: str, account: str, warn: str = "") -> str:
+    """The banner's query for the page after a write, signed for this user (a link cannot fake it)."""
+    fields = (done, account, warn)
+    signed = sec.sign_notice(user, fields, time.time())
+    return urlencode({"done": done, "account": account, "warn": warn, **signed})
+
+
+def _redirect(request: Request, user: Any, done: str, account: str) -> RedirectResponse:
     root, _ = _roots(request)
-    return RedirectResponse(f"{root}/?{urlencode(query)}", status_code=303)
+    return RedirectResponse(f"{root}/?{_notice_query(user, done, account)}", status_code=303)
+
+
+#: Query values of the OAuth callback kept out of the api-server's access log (single-use, but secret).
+REDACTED_PARAMS = frozenset({"code", "state"})
+OUR_CODE = ("tiktok_accounts", "tiktok_warehouse", "tiktok_provider", "tiktok_pipeline")
+_ACCOUNT_IN_PATH = re.compile(r"/accounts/([^/]{1,200})/")
+
+
+def _redact_query(query: bytes) -> bytes:
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "***" if k in REDACTED_PARAMS else v) for k, v in pairs]).encode("latin-1")
+
+
+def _step(exc: BaseException) -> str:
+    """Where in our code ``exc`` was raised: the innermost frame of this project's packages."""
+    found = "unknown step"
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith(OUR_CODE):
+            found = f"{frame.f_code.co_name} ({module}:{lineno})"
+    return found
+
+
+def _read_only(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        for error in (seen, getattr(seen, "orig", None)):
+            # read_only_sql_transaction: psycopg 3 says sqlstate, psycopg2 pgcode
+            if "25006" in (getattr(error, "sqlstate", None), getattr(error, "pgcode", None)):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class _Guard:
+    """The app's outermost layer: an error page for what nothing else handled, and no code in the access log.
+
+    - An unexpected exception (a bug, the warehouse going away, ...) ends on the usual error page (or
+      JSON) instead of a bare ``Internal Server Error``, and is logged with the account, the step and
+      the exception's type -- not its message, which may quote SQL parameters.
+    - The OAuth callback's ``code`` and ``state`` stay out of the api-server's access log: Airflow's
+      access-log middleware reads the (shared) ASGI scope's query after the app answered, so it is
+      redacted in place once the request is handled. (``mask_secret`` would not do: it would
+      grow the masker by two patterns per request, anonymous ones included.)
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            response = _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+        finally:
+            if scope.get("query_string") and str(scope.get("path", "")).endswith("/callback"):
+                scope["query_string"] = _redact_query(scope["query_string"])
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    match = _ACCOUNT_IN_PATH.search(request.url.path)
+    account = match.group(1) if match and valid_open_id_or_none(match.group(1)) else None
+    step = _step(exc)
+    log.error(
+        "TikTok accounts: %s %s failed unexpectedly [account=%s, step=%s]: %s",
+        request.method,
+        request.url.path,
+        account or "none",
+        step,
+        type(exc).__name__,
+    )
+    what = f"TikTok account {account}" if account else "This request"
+    if _read_only(exc):
+        title, status = "The warehouse is read-only for Airflow", 503
+        first = f"{what} stopped: the warehouse refused a write (it is read-only: a standby, or set read-only)."
+    else:
+        title, status = "Something went wrong", 500
+        first = f"{what} stopped on an unexpected error ({type(exc).__name__}) in {step}."
+    paragraphs = [
+        first,
+        "It is in the api-server's log with the account and the step. What was done before it stands: "
+        "reload the TikTok accounts page to see the account's state, then retry.",
+    ]
+    if not _wants_html(request):
+        return JSONResponse({"detail": " ".join(paragraphs), "title": title}, status_code=status)
+    ctx = _context(request, None)
+    return _html(message_page(ctx, title, paragraphs), ctx.nonce, status=status)
 
 
 def create_app() -> FastAPI:
     """Return the accounts UI's FastAPI app."""
     app = FastAPI(title="TikTok accounts", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_Guard)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -168,6 +281,16 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(UserFacingError)
     async def user_facing_error(request: Request, exc: UserFacingError) -> Response:
+        # On-call finds what the user saw (TikTok's log_id included) in the api-server's log.
+        # The paragraphs are our texts: names, codes, log_ids, never a token or the code.
+        log.warning(
+            "TikTok accounts: %s %s ended on %d %r: %s",
+            request.method,
+            request.url.path,
+            exc.status,
+            exc.title,
+            " ".join(exc.paragraphs),
+        )
         if not _wants_html(request):
             return JSONResponse({"detail": " ".join(exc.paragraphs), "title": exc.title}, status_code=exc.status)
         ctx = _context(request, None)
@@ -183,6 +306,8 @@ def create_app() -> FastAPI:
         done: str | None = None,
         account: str | None = None,
         warn: str | None = None,
+        t: str | None = None,
+        sig: str | None = None,
     ) -> Response:
         sec.forbid_unless(sec.can_read(user, PROFILE_DAG), "read the runs of the TikTok DAGs")
         settings = AccountsSettings.from_airflow()
@@ -198,7 +323,7 @@ def create_app() -> FastAPI:
             can_manage=manage,
             can_connect=manage and sec.can_trigger(user, FIRST_RUN_DAGS),
         )
-        chart_days = int(days) if days and days.isdigit() and int(days) in CHART_RANGES else CHART_RANGES[0]
+        chart_days = int(days) if days in {str(r) for r in CHART_RANGES} else CHART_RANGES[0]
         views = account_views(backend, settings, days=chart_days, now=ctx.now, ui=ui)
         authorize = settings.authorize_page(backend.config.base_url)
         content = accounts_page(
@@ -207,7 +332,9 @@ def create_app() -> FastAPI:
             days=chart_days,
             redirect_uri=f"{base}{MOUNT}/callback",
             authorize_host=urlsplit(authorize).netloc,
-            notice=_notice(done, account, warn, views),
+            notice=_notice(done, account, warn, views)
+            if sec.notice_is_signed(user, (done or "", account or "", warn or ""), t, sig, time.time())
+            else None,
         )
         response = _html(content, ctx.nonce, img=origin(backend.config.base_url), forms=origin(authorize))
         if new_cookie:
@@ -301,7 +428,7 @@ def create_app() -> FastAPI:
             warnings.insert(0, "other")
         # Back into the Airflow UI, with the accounts page in its frame.
         ctx = _context(request, user)
-        query = urlencode({"done": "connected", "account": result.open_id, "warn": ",".join(warnings)})
+        query = _notice_query(user, "connected", result.open_id, ",".join(warnings))
         return RedirectResponse(f"{ctx.embedded}?{query}", status_code=303)
 
     # -- disconnect and purge -------------------------------------------------------------------
@@ -322,17 +449,22 @@ def create_app() -> FastAPI:
         await manage_form(request, user)
         open_id = valid_open_id(open_id)
         backend = await run_in_threadpool(Backend.load)
-        result = await run_in_threadpool(lambda: disconnect(backend, open_id, user=user, now=now_utc()))
-        return _redirect(request, done="already" if result == "already" else "disconnected", account=open_id)
+        timeout = AccountsSettings.from_airflow().request_timeout
+        result = await run_in_threadpool(
+            lambda: disconnect(backend, open_id, user=user, now=now_utc(), timeout=timeout)
+        )
+        return _redirect(request, user, "already" if result == "already" else "disconnected", open_id)
 
     @app.post("/accounts/{open_id}/purge")
     async def purge_account(open_id: str, request: Request, user: Any = CurrentUser) -> Response:
         form = await manage_form(request, user)
         open_id = valid_open_id(open_id)
         backend = await run_in_threadpool(Backend.load)
-        await run_in_threadpool(lambda: purge(backend, open_id, confirm=_field(form, "confirm")))
+        purged = await run_in_threadpool(lambda: purge(backend, open_id, confirm=_field(form, "confirm")))
+        if purged is None:
+            return _redirect(request, user, "gone", open_id)
         log.info("User %s purged TikTok account %s", user.get_name(), open_id)
-        return _redirect(request, done="purged", account=open_id)
+        return _redirect(request, user, "purged", open_id)
 
     # -- TikTok's webhook -----------------------------------------------------------------------
 
@@ -343,13 +475,23 @@ def create_app() -> FastAPI:
             body += chunk
             if len(body) > MAX_BODY_BYTES:
                 return JSONResponse({"detail": "body too large"}, status_code=413)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        try:
+            # Only the app's connection (no warehouse) until the delivery is known to be TikTok's.
+            config = await run_in_threadpool(Backend.load_config)
+        except UserFacingError as exc:
+            log.error("Cannot check a TikTok webhook delivery: %s", " ".join(exc.paragraphs))
+            return JSONResponse({"detail": "the webhook is not available"}, status_code=503)
+        try:
+            verify_signature(signature, body, config.client_secret, now=now_utc().timestamp())
+        except WebhookRejected as exc:
+            log.warning("Refused a TikTok webhook delivery (%d): %s", exc.status, exc.reason)
+            return JSONResponse({"detail": exc.reason}, status_code=exc.status)
         try:
             backend = await run_in_threadpool(Backend.load)
             settings = AccountsSettings.from_airflow()
             result = await run_in_threadpool(
-                lambda: handle_webhook(
-                    backend, settings, signature=request.headers.get(SIGNATURE_HEADER), body=body, now=now_utc()
-                )
+                lambda: handle_webhook(backend, settings, signature=signature, body=body, now=now_utc())
             )
         except WebhookRejected as exc:
             log.warning("Refused a TikTok webhook delivery (%d): %s", exc.status, exc.reason)

@@ -151,3 +151,31 @@ def binding_cookie(request: Request) -> str:
 
 def request_binding(request: Request) -> str | None:
     return _valid_cookie(request.cookies.get(BINDING_COOKIE))
+
+
+#: How long the signed notice of a write (the banner after the redirect) stays valid.
+NOTICE_MAX_AGE = 600
+
+
+def _notice_mac(user: Any, fields: tuple[str, ...], issued: str) -> str:
+    message = "|".join(("notice", str(user.get_id()), issued, *fields)).encode()
+    return hmac.new(_key(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def sign_notice(user: Any, fields: tuple[str, ...], now: float) -> dict[str, str]:
+    """The query values that make a banner showable: when, and an HMAC over it, the user and ``fields``.
+
+    The banner after a write is carried in the redirect's address; without this, any link could
+    make the page announce a purge or disconnect that never happened.
+    """
+    issued = str(int(now))
+    return {"t": issued, "sig": _notice_mac(user, fields, issued)}
+
+
+def notice_is_signed(user: Any, fields: tuple[str, ...], issued: str | None, sig: str | None, now: float) -> bool:
+    """Whether ``sig`` signs ``fields`` for ``user`` and was issued in the last :data:`NOTICE_MAX_AGE` s."""
+    if not issued or not sig or not issued.isascii() or not issued.isdigit() or len(issued) > 12:
+        return False
+    if not 0 <= now - int(issued) <= NOTICE_MAX_AGE:
+        return False
+    return hmac.compare_digest(_notice_mac(user, fields, issued), sig)

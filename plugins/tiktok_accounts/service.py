@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from tiktok_accounts.oauth import authorize_redirect, code_challenge, new_code_verifier, new_state
 from tiktok_accounts.pages import AccountView, TaskLink, follower_chart
@@ -48,6 +48,16 @@ ACCOUNT_TASKS = (
     (COVER_DAG, "refresh_covers", "Cover refresh"),
 )
 PROFILE_FIELDS = ("open_id", "display_name", "avatar_url", "username")
+#: What each OAuth error code of TikTok's redirect means (RFC 6749 4.1.2.1); anything else is unknown.
+AUTHORIZE_ERRORS = {
+    "invalid_request": "the authorization request was malformed (check the client key and the redirect URI).",
+    "unauthorized_client": "the app may not use this authorization flow.",
+    "unsupported_response_type": "the app may not ask for an authorization code.",
+    "invalid_scope": "a requested scope is unknown or not granted to the app on TikTok's developer portal.",
+    "invalid_client": "TikTok does not know the app's client key.",
+    "server_error": "TikTok had an internal error.",
+    "temporarily_unavailable": "TikTok was temporarily unavailable; try again in a few minutes.",
+}
 RUNS_SEARCHED = 50
 
 
@@ -108,13 +118,19 @@ class Backend:
 
     @classmethod
     def load(cls, conn_id: str = TIKTOK_CONN_ID) -> Backend:
+        config = cls.load_config(conn_id)
+        return cls(config=config, engine=warehouse_engine(config.warehouse_conn_id), conn_id=conn_id)
+
+    @staticmethod
+    def load_config(conn_id: str = TIKTOK_CONN_ID) -> TikTokConnectionConfig:
+        """Only the TikTok app's connection (no warehouse): enough to check a webhook's signature."""
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
         from tiktok_provider.hooks.tiktok import TikTokConnectionConfig
 
         try:
-            config = TikTokConnectionConfig.from_connection(BaseHook.get_connection(conn_id))
+            return TikTokConnectionConfig.from_connection(BaseHook.get_connection(conn_id))
         except AirflowNotFoundException:
             raise UserFacingError(
                 "The TikTok app is not configured",
@@ -122,7 +138,6 @@ class Backend:
                 "host, the app's client key and secret, and a token_encryption_key in its extra).",
                 status=503,
             ) from None
-        return cls(config=config, engine=warehouse_engine(config.warehouse_conn_id), conn_id=conn_id)
 
     @property
     def admin(self) -> AccountsAdmin:
@@ -316,16 +331,26 @@ def finish_connect(
         # Use the attempt up (if it is this browser's), so the same answer cannot be replayed.
         with contextlib.suppress(StateRejected, TokenStoreError):
             pending.finish(state=params.get("state"), binding=binding, user_id=user.get_id(), now=now)
-        if params["error"] == "access_denied":
+        error = params["error"]
+        # The description is whatever the address said: logged (quoted), never shown as TikTok's words.
+        log.warning(
+            "TikTok sent user %s back without authorizing: error=%r error_description=%r",
+            user.get_name(),
+            error[:100],
+            params.get("error_description", "")[:300],
+        )
+        if error == "access_denied":
             raise UserFacingError(
                 "Consent denied",
                 "The account was not connected: the authorization was denied on TikTok's consent page.",
                 "Nothing was stored. To connect it, start again with Connect account and approve.",
             )
+        known = AUTHORIZE_ERRORS.get(error)
         raise UserFacingError(
             "TikTok did not authorize the app",
-            f"TikTok answered {params['error'][:100]}: {params.get('error_description', '')[:300]}",
-            "Nothing was stored. Check the app's settings on TikTok (scopes, redirect URI), then connect again.",
+            f"TikTok answered {error}: {known}" if known else "TikTok answered with an error code we do not know.",
+            "Nothing was stored. Check the app's settings on TikTok (scopes, redirect URI), then connect again. "
+            "The api-server's log has TikTok's full answer.",
         )
     code = params.get("code")
     if not code:
@@ -336,11 +361,13 @@ def finish_connect(
         hook = backend.hook()
     except TokenStoreError as exc:
         raise UserFacingError("Tokens could not be stored", str(exc), "Nothing was exchanged.", status=503) from None
-    if not backend.admin.store_is_writable():
+    blocker = backend.admin.write_blocker()
+    if blocker is not None:
         raise UserFacingError(
             "The warehouse is read-only for Airflow",
-            "The tiktok_warehouse connection's role may not insert or update tiktok.accounts, so the tokens "
-            "could not be stored. Nothing was exchanged: grant the role INSERT and UPDATE, then connect again.",
+            f"{blocker} The tokens could not be stored.",
+            "Nothing was exchanged (the authorization code is unspent): make the warehouse writable for the "
+            "role (or point tiktok_warehouse at the primary), then connect again.",
             status=503,
         )
     try:
@@ -430,14 +457,15 @@ def _start_first_runs(open_id: str, user: Any, now: datetime, result: Connected)
 # -- disconnect and purge -------------------------------------------------------------------------
 
 
-def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime) -> str:
+def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime, timeout: float) -> str:
     """Revoke the account's authorization at TikTok, then mark it disconnected; return what happened.
 
-    If TikTok cannot be reached, nothing changes: the account stays connected until a revoke succeeds.
-    A token TikTok no longer accepts means the authorization is gone already; the account is then
-    marked disconnected all the same.
+    Nothing is revoked unless the warehouse can record it. The revoke is one attempt of at most
+    ``timeout`` seconds (a person waits for it): if TikTok does not answer in time, the page says
+    the authorization may be revoked and to press Disconnect again. A token TikTok no longer accepts
+    means the authorization is gone already; the account is then marked disconnected all the same.
     """
-    from tiktok_provider.errors import TikTokAccessTokenInvalid, TikTokError, TikTokReauthRequired
+    from tiktok_provider.errors import TikTokAccessTokenInvalid, TikTokError, TikTokNetworkError, TikTokReauthRequired
     from tiktok_warehouse.tokens import AccountNotFound, TokenStoreError
 
     status = backend.admin.status(open_id)
@@ -445,6 +473,15 @@ def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime) -> s
         raise UserFacingError("No such account", f"No TikTok account {open_id} is connected.", status=404)
     if status == "disconnected":
         return "already"
+    blocker = backend.admin.write_blocker()
+    if blocker is not None:
+        raise UserFacingError(
+            "The warehouse is read-only for Airflow",
+            f"{blocker} TikTok account {open_id} could not be marked disconnected.",
+            "Nothing was changed: its authorization was not revoked at TikTok. Make the warehouse writable, "
+            "then press Disconnect again.",
+            status=503,
+        )
     try:
         hook = backend.hook()
         tokens = hook.token_store.get(open_id)
@@ -463,9 +500,19 @@ def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime) -> s
         token = tokens.access_token
         if status == "active" and tokens.access_expires_at <= now + timedelta(minutes=1):
             token = hook.access_token(open_id)  # refreshed (and stored) under the store's row lock
-        hook.revoke_token(token, open_id=open_id)
+        revoke_once(backend.config, token, open_id=open_id, timeout=timeout)
     except (TikTokReauthRequired, TikTokAccessTokenInvalid) as exc:
         already_gone = exc
+    except TikTokNetworkError as exc:
+        log.warning("Revoking TikTok account %s at %s got no answer: %s", open_id, exc.endpoint, exc.message)
+        raise UserFacingError(
+            "TikTok did not answer in time",
+            f"Revoking the authorization of TikTok account {open_id} at TikTok's {exc.endpoint} got no answer "
+            f"({exc.message}).",
+            "It may have been revoked all the same: the account is still shown as connected here. Press "
+            "Disconnect again; if TikTok says the token is gone, the account is marked disconnected.",
+            status=504,
+        ) from None
     except TikTokError as exc:
         error = _tiktok_advice(exc, "revoke the account's authorization")
         error.paragraphs.append("Nothing was changed: the account stays connected. Try Disconnect again later.")
@@ -473,7 +520,81 @@ def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime) -> s
     reason = f"disconnected by {user.get_name()} in TikTok accounts"
     if already_gone is not None:
         reason += f" (TikTok no longer accepted its token: {getattr(already_gone, 'code', None) or 'rejected'})"
-    return backend.admin.mark_disconnected(open_id, reason, now=now)
+    try:
+        return backend.admin.mark_disconnected(open_id, reason, now=now)
+    except Exception as exc:
+        log.error(
+            "TikTok account %s was revoked at TikTok, but marking it disconnected failed: %s",
+            open_id,
+            type(exc).__name__,
+        )
+        raise UserFacingError(
+            "Revoked at TikTok, not recorded here",
+            f"TikTok revoked the authorization of account {open_id}, but marking it disconnected in the "
+            f"warehouse failed ({type(exc).__name__}).",
+            "Press Disconnect again once the warehouse is writable: TikTok will say the token is gone, and the "
+            "account is then marked disconnected.",
+            status=503,
+        ) from None
+
+
+def revoke_once(config: TikTokConnectionConfig, token: str, *, open_id: str, timeout: float) -> None:
+    """Revoke ``token`` at TikTok with one attempt of at most ``timeout`` seconds (connect and read each).
+
+    The hook's ``revoke_token`` retries for minutes, right for a task but not for a person waiting on a
+    page; this is the same request, once: the same connection (host, client key and secret), the same
+    refusal to send credentials over plain http to anything but loopback and ``insecure_http_hosts``,
+    and the same reading of TikTok's answer.
+    """
+    import ipaddress
+
+    import requests
+    from airflow.sdk.log import mask_secret
+
+    from tiktok_provider.errors import TikTokConfigError, TikTokNetworkError, TikTokServerError
+    from tiktok_provider.hooks.tiktok import OAUTH_REVOKE
+    from tiktok_provider.responses import decode_json, parse_oauth
+
+    mask_secret(token)
+    parts = urlsplit(config.base_url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme != "https" and not loopback and host not in config.insecure_http_hosts:
+        raise TikTokConfigError(
+            f"refusing to send the client secret over {parts.scheme}:// to {host}; use https (plain http is "
+            "only allowed for loopback hosts and the connection's insecure_http_hosts)",
+            endpoint=OAUTH_REVOKE,
+        )
+    form = {"client_key": config.client_key, "client_secret": config.client_secret, "token": token}
+    with requests.Session() as session:
+        session.trust_env = False
+        session.headers["User-Agent"] = "airflow-tiktok-display/0.1"
+        try:
+            resp = session.post(
+                f"{config.base_url}{OAUTH_REVOKE}",
+                data=form,
+                timeout=(min(config.connect_timeout, timeout), timeout),
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise TikTokNetworkError(
+                f"timed out after {timeout:g} s ({type(exc).__name__})", endpoint=OAUTH_REVOKE, open_id=open_id
+            ) from None
+        except requests.RequestException as exc:
+            raise TikTokNetworkError(
+                f"connection failed ({type(exc).__name__})", endpoint=OAUTH_REVOKE, open_id=open_id
+            ) from None
+    try:
+        payload = decode_json(resp.content or b"{}")
+    except ValueError:
+        payload = {}
+    failed = isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"]
+    if failed or resp.status_code >= 500:
+        parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_REVOKE, open_id=open_id)
+        raise TikTokServerError("revoke failed", endpoint=OAUTH_REVOKE, open_id=open_id, http_status=resp.status_code)
 
 
 def purge(backend: Backend, open_id: str, *, confirm: str | None) -> Any:
@@ -486,6 +607,8 @@ def purge(backend: Backend, open_id: str, *, confirm: str | None) -> Any:
     try:
         return backend.admin.purge(open_id)
     except AccountNotDisconnected as exc:
+        if exc.status is None:
+            return None  # purged already (a double-submitted form): the page says so
         raise UserFacingError("Disconnect first", str(exc), status=409) from None
 
 

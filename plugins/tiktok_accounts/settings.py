@@ -17,6 +17,8 @@ option                          meaning
 ``consent_warning_days``        Warn this many days before a refresh token runs out (default ``30,7,1``).
 ``disconnected_retention_days`` ``keep`` (default) keeps a disconnected account's rows; ``N`` purges them
                                 N days after the disconnect (``0``: at once).
+``request_timeout_seconds``     The longest one call to TikTok may take while a person waits on the page
+                                (Disconnect's revoke): one attempt, no retries (default ``10``).
 ``pkce_challenge_encoding``     ``base64url`` (RFC 7636, default) or ``hex`` (what TikTok's desktop
                                 guide describes) for the PKCE ``code_challenge``.
 ==============================  ==========================================================================
@@ -47,6 +49,7 @@ class AccountsSettings:
     warning_days: tuple[int, ...]
     retention_days: int | None
     pkce_encoding: str
+    request_timeout: float = 10.0
 
     @classmethod
     def from_airflow(cls) -> AccountsSettings:
@@ -61,7 +64,15 @@ class AccountsSettings:
                 f"[{CONFIG_SECTION}] pkce_challenge_encoding must be one of {', '.join(PKCE_ENCODINGS)}, "
                 f"got {encoding!r}"
             )
+        timeout = option("request_timeout_seconds") or "10"
+        try:
+            request_timeout = float(timeout)
+        except ValueError:
+            request_timeout = -1.0
+        if not 0 < request_timeout <= 120:
+            raise ValueError(f"[{CONFIG_SECTION}] request_timeout_seconds must be a number of seconds in (0, 120]")
         return cls(
+            request_timeout=request_timeout,
             public_base_url=option("public_base_url")
             or (conf.get("api", "base_url", fallback="") or "").strip()
             or None,

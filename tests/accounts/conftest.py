@@ -188,6 +188,8 @@ def accounts_stack(home: Path) -> Iterator[AccountsStack]:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
             "AIRFLOW__TIKTOK_ACCOUNTS__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            # Short, so that the hanging-revoke test waits seconds, not the default 10.
+            "AIRFLOW__TIKTOK_ACCOUNTS__REQUEST_TIMEOUT_SECONDS": "3",
         }
     )
     _drop_databases(airflow_db, warehouse_db)
