@@ -123,11 +123,16 @@ def test_connect_watch_disconnect_and_purge_in_the_browser(page: Page, stack: Ac
         assert time.monotonic() < deadline, f"the first runs did not finish:\n{text_now}"
         time.sleep(3)
     assert re.search(r"Videos stored\s+15\b", text_now), text_now
-    link = card(page, open_id).get_by_role("link", name="Profile snapshot")
-    assert re.search(
-        r"/dags/tiktok_profile_snapshot/runs/connect__[^/]+/tasks/snapshot_profile/mapped/\d+$",
-        link.get_attribute("href") or "",
-    )
+    # The card links the account's own task once the metadata DB has it (the run's page until then).
+    task_link = re.compile(r"/dags/tiktok_profile_snapshot/runs/connect__[^/]+/tasks/snapshot_profile/mapped/\d+$")
+    deadline = time.monotonic() + 60
+    while True:
+        href = card(page, open_id).get_by_role("link", name="Profile snapshot").get_attribute("href") or ""
+        if task_link.search(href):
+            break
+        assert time.monotonic() < deadline, f"the Profile snapshot link never named the task: {href}"
+        time.sleep(2)
+        page.goto(f"{stack.url}/plugin/tiktok-accounts")
 
     # With a month of history the card draws its follower chart; a consent running out is flagged.
     others = [o for o in stack.accounts() if o != open_id]
