@@ -155,7 +155,7 @@ def test_connect_watch_disconnect_and_purge_in_the_browser(page: Page, stack: Ac
         page.screenshot(path=DOCS_SHOT)
 
     # The grid link opens the account's task instance in Airflow, in the top window.
-    link.click()
+    card(page, open_id).get_by_role("link", name="Profile snapshot").click()
     page.wait_for_url(re.compile(r"/dags/tiktok_profile_snapshot/runs/.+/tasks/snapshot_profile/mapped/\d+$"))
     assert page.frame_locator('iframe[title="TikTok accounts"]').locator("body").count() == 0
     page.screenshot(path=SHOTS / "04-task-instance.png")
