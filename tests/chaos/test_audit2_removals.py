@@ -82,3 +82,34 @@ def test_the_run_after_a_failed_confirmation_still_lists_new_videos(
         clean_warehouse, "SELECT count(*) FROM tiktok.sync_state WHERE open_id = :o AND finished_at IS NULL", o=open_id
     )
     assert unfinished == 0
+
+
+def test_videos_hidden_for_a_while_are_held_by_the_share_guard_not_removed(
+    sim, run_dag, connect, frozen_clock, clean_warehouse, caplog
+) -> None:
+    from chaos_support import xcom
+    from sqlalchemy import text
+
+    open_id = connect(videos=60)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    hidden = sim.admin.video_ids(open_id)[:40]
+    for video_id in hidden:  # made private for a while: video/query leaves them out
+        sim.admin.privatise_video(video_id)
+    run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
+    with clean_warehouse.begin() as conn:  # an hour passes
+        conn.execute(text("UPDATE tiktok.videos SET missing_since = missing_since - interval '2 hours'"))
+    caplog.clear()
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh", horizon_minutes=0)
+    [summary] = xcom(run, "refresh_covers")
+    assert (summary["requested"], summary["removed"], summary["removals_held"]) == (40, 0, 40)
+    assert sim.admin.stats()["endpoints"]["video_query"]["requests"] == 2, "ceil(40 / 20)"
+    assert removed(clean_warehouse, open_id) == 0
+    [warning] = [r.getMessage() for r in caplog.records if "removals_held=40" in r.getMessage()]
+    assert open_id in warning and "40 of its 60 live videos" in warning
+    # Public again: the next refresh clears every pending removal.
+    for video_id in hidden:
+        sim.admin.privatise_video(video_id, private=False)
+    run_dag("tiktok_cover_refresh", horizon_minutes=0)
+    q = "SELECT count(*) FROM tiktok.videos WHERE open_id = :o AND missing_since IS NOT NULL"
+    assert rows(clean_warehouse, q, o=open_id)[0][0] == 0
