@@ -4,8 +4,11 @@
 TikTok's `cover_image_url` is a signed link that stops working after about 6 hours. Every hour,
 for each active account, this DAG finds the videos whose cover expires within `horizon_minutes`
 (or has expired) and asks `POST /v2/video/query/` for them, 20 ids a call. It stores the new
-`cover_image_url` and `cover_expires_at` and the fresh counts. Ids an answer leaves out are asked
-about once more; those the second answer leaves out too (deleted or made private) are marked removed.
+`cover_image_url` and `cover_expires_at` and the fresh counts. It also asks about the account's
+pending removals and the videos marked removed in the last 7 days. A live video an answer leaves
+out for the first time gets `missing_since`; a later run, an hour or more on, that finds it missing
+again marks it removed (unless that would be over 20% of the account: then none is, with a
+warning); a removed video that comes back is restored.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ Re-queries one account's videos whose cover URL expires within `horizon_minutes`
 **On failure:** 429 / 5xx / timeouts are retried with backoff; clearing the task is safe (it only
 picks covers that are still stale). *reauth required*: reconnect the account with
 `tiktok_connect_account`. The message carries TikTok's `log_id`.
+*removals_held* warning: see the `tiktok_video_backfill` runbook (usually nothing to do).
 """
 
 CHECK_SQL = """

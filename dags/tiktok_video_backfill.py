@@ -5,8 +5,9 @@
 `POST /v2/video/list/` newest first until it passes the last `lookback_days` days, adding new
 videos, updating counts (`tiktok.videos`) and writing today's engagement history
 (`tiktok.video_snapshots`). Videos inside the window that TikTok no longer lists are asked about
-with `POST /v2/video/query/` (20 a call, only when there are any) and marked removed (`removed_at`)
-only if that confirms them gone; one that comes back is restored.
+with `POST /v2/video/query/` (20 a call, only when there are any). One left out for the first time
+only gets `missing_since` (a pending removal); it is marked removed (`removed_at`) when a later run,
+an hour or more on, finds it missing again. One that comes back is restored and cleared.
 
 **Triggered with `mode = full`:** walks each account's whole history. The cursor is committed with
 every page, so a retry after a crash continues from the last committed page instead of starting
@@ -44,6 +45,15 @@ Pages through one account's videos (`POST /v2/video/list/`, 20 a call) into `tik
 - *cursor did not advance* / *malformed response*: TikTok broke the paging contract; the pages
   before it are stored. Send the `log_id` to TikTok support; clearing the task resumes from the
   stored cursor.
+- `video/query` keeps failing after the listing: the retries only ask about the stored removal
+  suspects. The next scheduled run finishes that sync (its unanswered suspects are handed on,
+  none is marked removed) and lists afresh, so new videos never wait for `video/query`.
+- WARNING *none is marked removed (removals_held=N)*: more than 20% (and more than 5) of the
+  account's live videos were missing twice -- usually an outage or an account made private.
+  Nothing to do: they stay pending and come back, or are judged again, next run. If the creator
+  really deleted them, mark them by hand:
+  `UPDATE tiktok.videos SET removed_at = now() WHERE open_id = '<open_id>' AND removed_at IS NULL
+  AND missing_since < now() - interval '1 hour';`
 """
 
 CHECK_SQL = """

@@ -22,10 +22,16 @@ Rules every load follows:
 * Small batches (one API page) travel as one JSON parameter; large ones are COPYed into a
   temporary staging table. Either way a batch is a handful of statements, never one per row.
 * Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates.
-* Nothing is marked removed on the strength of one answer. A sync's listing only names removal
-  *suspects* (stored with its checkpoint); a suspect is marked removed once ``video/query``
-  leaves it out too, and one that ``video/query`` returns is updated, never marked. The cover
-  refresh marks an id removed only when a second ``video/query`` answer leaves it out again.
+* Nothing is marked removed on the strength of one run. A sync's listing only names removal
+  *suspects* (stored with its checkpoint); ``video/query`` returns a live one (updated, never
+  marked) or leaves it out. The first time a video is left out only ``videos.missing_since`` is
+  set (a *pending* removal); any listing or query that returns the video clears it. A video is
+  marked removed only when a later run, at least :data:`REMOVAL_CONFIRM_AFTER` after that first
+  miss, finds it missing again -- so a short outage in which video/query answers "no videos"
+  (or an account made private for a while) removes nothing.
+* Share guard: one run never marks more than :data:`REMOVAL_HOLD_SHARE` of an account's live
+  videos (beyond :data:`REMOVAL_HOLD_MIN`): it marks none, logs a warning, and reports them as
+  ``removals_held``; they stay pending and a later run judges them again.
 
 Result types are small frozen dataclasses of JSON types, so ``dataclasses.asdict`` gives an
 XCom-ready summary.
@@ -98,6 +104,16 @@ log = logging.getLogger(__name__)
 
 # Batches up to this many videos travel as one JSON parameter; larger ones go through COPY.
 JSON_BATCH_LIMIT = 1000
+
+#: A video is marked removed only when video/query leaves it out again at least this long after it
+#: first did (``videos.missing_since``): in a later run, never in the one that first missed it.
+REMOVAL_CONFIRM_AFTER = timedelta(hours=1)
+#: One run marks no removals of an account when they would be more than this share of its live
+#: videos and more than REMOVAL_HOLD_MIN videos: an outage looks like that, creators rarely do.
+REMOVAL_HOLD_SHARE = 0.2
+REMOVAL_HOLD_MIN = 5
+#: The cover refresh asks video/query again about videos marked removed this recently.
+REMOVED_RECHECK = timedelta(days=7)
 
 #: The user object's fields kept on ``accounts`` and in ``profile_snapshots``.
 ACCOUNT_PROFILE_FIELDS = ("display_name", "username", "avatar_url")
@@ -181,7 +197,7 @@ class FinishResult:
     mode: str
     pages: int
     videos_seen: int
-    #: Videos marked removed: suspects video/query confirmed gone.
+    #: Videos marked removed: suspects video/query left out in this run and in an earlier one.
     removed: int
     #: Live videos the listing should have met but did not (0 if it met unidentifiable videos).
     removal_suspects: int = 0
@@ -189,6 +205,10 @@ class FinishResult:
     suspects_live: int = 0
     #: Suspects nobody confirmed either way (not marked); the next sync judges them again.
     suspects_unconfirmed: int = 0
+    #: Suspects video/query left out for the first time (or too recently): a later run judges them.
+    removals_pending: int = 0
+    #: Confirmed removals not marked by the share guard (a later run judges them again).
+    removals_held: int = 0
     #: Videos met without a usable id, over every try.
     unidentified: int = 0
 
@@ -201,8 +221,8 @@ class ConfirmResult:
     suspects: int
     #: Of those, returned by video/query: live, updated (and their snapshots written).
     live: int
-    #: Of those, left out by video/query and now marked removed.
-    removed: int
+    #: Of those, left out by video/query: judged when the sync finishes (see finish_sync).
+    missing: int
     updated: int
     snapshots_written: int
 
@@ -217,9 +237,25 @@ class QueryResult:
     updated: int
     unchanged: int
     snapshots_written: int
-    removed: int
-    #: Requested ids the answer left out, in id order (marked removed only with ``mark_missing``).
+    #: Returned videos that had been marked removed: restored.
+    restored: int = 0
+    #: Requested ids the answer left out, in id order.
     missing: list[str] = field(default_factory=list)
+    #: Of those, live videos left out for the first time: now pending (``missing_since`` set).
+    pending: int = 0
+    #: Of those, live videos pending since at least REMOVAL_CONFIRM_AFTER before this answer: the
+    #: caller marks them with :meth:`Warehouse.mark_removals` once it has every answer of its run.
+    confirmed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemovalResult:
+    """What judging one run's confirmed removals of an account did."""
+
+    #: Videos marked removed.
+    removed: int
+    #: Confirmed removals the share guard held back (not marked; still pending).
+    held: int
 
 
 class SyncNotActive(RuntimeError):
@@ -322,6 +358,7 @@ def _merge_videos(
     day_start = datetime.combine(captured_at.date(), time(0), UTC)
     changed = [
         videos_table.c.removed_at.is_not(None),
+        videos_table.c.missing_since.is_not(None),
         videos_table.c.last_seen_at < bindparam("day_start", day_start, type_=DateTime(timezone=True)),
     ]
     if names:
@@ -332,6 +369,7 @@ def _merge_videos(
             **{name: new[name] for name in names},
             "last_seen_at": func.greatest(videos_table.c.last_seen_at, new.last_seen_at),
             "removed_at": null(),
+            "missing_since": null(),
         },
         # A video never moves between accounts, and older data never overwrites newer data.
         where=and_(
@@ -428,14 +466,66 @@ def _load(
     return tally
 
 
-def _mark_removed(conn: Connection, conditions: list[Any], at: datetime) -> int:
-    """Set removed_at on the videos matching ``conditions``; return how many.
+def _update_videos(conn: Connection, conditions: list[Any], **values: Any) -> int:
+    """Set ``values`` on the videos matching ``conditions``; return how many.
 
     The rows are locked in id order first, the order every load writes in, so marking removals
     cannot deadlock with a concurrent page or query load of the same account.
     """
-    doomed = select(videos_table.c.id).where(*conditions).order_by(videos_table.c.id).with_for_update()
-    return _rowcount(conn, update(videos_table).where(videos_table.c.id.in_(doomed)).values(removed_at=at))
+    rows = select(videos_table.c.id).where(*conditions).order_by(videos_table.c.id).with_for_update()
+    return _rowcount(conn, update(videos_table).where(videos_table.c.id.in_(rows)).values(**values))
+
+
+def _note_missing(conn: Connection, open_id: str, ids: Sequence[str], at: datetime) -> int:
+    """Start the clock on live videos left out for the first time (``missing_since``); return how many."""
+    if not ids:
+        return 0
+    return _update_videos(
+        conn,
+        [
+            videos_table.c.open_id == open_id,
+            videos_table.c.id.in_(ids),
+            videos_table.c.removed_at.is_(None),
+            videos_table.c.missing_since.is_(None),
+            videos_table.c.last_seen_at <= at,  # a newer load saw it
+        ],
+        missing_since=at,
+    )
+
+
+def _mark_removals(conn: Connection, open_id: str, eligible: list[Any], at: datetime, *, run: str) -> RemovalResult:
+    """Mark the account's live videos matching ``eligible`` removed at ``at``, unless too many.
+
+    The share guard: more than REMOVAL_HOLD_MIN videos and more than REMOVAL_HOLD_SHARE of the
+    account's live videos at once marks none (they stay pending, a later run judges them again).
+    """
+    conditions = [
+        videos_table.c.open_id == open_id,
+        videos_table.c.removed_at.is_(None),
+        videos_table.c.missing_since.is_not(None),
+        *eligible,
+    ]
+    confirmed = conn.execute(select(func.count()).select_from(videos_table).where(*conditions)).scalar_one()
+    if not confirmed:
+        return RemovalResult(removed=0, held=0)
+    live = conn.execute(
+        select(func.count()).where(videos_table.c.open_id == open_id, videos_table.c.removed_at.is_(None))
+    ).scalar_one()
+    if confirmed > REMOVAL_HOLD_MIN and confirmed > REMOVAL_HOLD_SHARE * live:
+        log.warning(
+            "%s of account %s: %d of its %d live videos were missing twice, an hour or more apart; that is more "
+            "than %d%% at once, which looks like an outage or an account made private, so none is marked removed "
+            "(removals_held=%d). They stay pending and the next run judges them again. If the creator really "
+            "deleted them, mark them by hand (see the tiktok_video_backfill runbook).",
+            run,
+            open_id,
+            confirmed,
+            live,
+            round(REMOVAL_HOLD_SHARE * 100),
+            confirmed,
+        )
+        return RemovalResult(removed=0, held=confirmed)
+    return RemovalResult(removed=_update_videos(conn, conditions, removed_at=at), held=0)
 
 
 def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
@@ -467,6 +557,8 @@ def _finish_result(row: Row[Any], *, unconfirmed: int) -> FinishResult:
         suspects_live=row.suspects_live,
         suspects_unconfirmed=unconfirmed,
         unidentified=row.unidentified,
+        removals_pending=row.removals_pending,
+        removals_held=row.removals_held,
     )
 
 
@@ -762,10 +854,11 @@ class Warehouse:
         """
         Apply a video/query answer about removal suspects, in one transaction with the checkpoint.
 
-        A suspect the answer returns is live: it is updated (restored if it was marked removed)
-        and stays unmarked. A suspect asked about (``requested_ids``) and left out is confirmed
-        gone and marked removed at ``captured_at``, unless a newer load saw it since. Ids that are
-        not suspects of this sync are not judged.
+        A suspect the answer returns is live: it is updated (restored if it was marked removed,
+        its pending removal cleared) and stays unmarked. A suspect asked about (``requested_ids``)
+        and left out is recorded as missing at ``captured_at`` (and, the first time, starts its
+        ``missing_since`` clock); nothing is marked here: :meth:`finish_sync` judges the missing
+        ones together. Ids that are not suspects of this sync are not judged.
 
         :param requested_ids: the ids the call asked about; leave out any whose absence proves
             nothing (the hook narrows a batch whose answer held unidentifiable videos).
@@ -797,49 +890,38 @@ class Warehouse:
                     .where(sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.video_id.in_(live))
                     .values(suspect=False)
                 )
-            removed = 0
             if gone:
-                removed = _mark_removed(
-                    conn,
-                    [
-                        videos_table.c.open_id == row.open_id,
-                        videos_table.c.id.in_(gone),
-                        videos_table.c.removed_at.is_(None),
-                        videos_table.c.last_seen_at <= captured_at,
-                    ],
-                    captured_at,
-                )
+                _note_missing(conn, row.open_id, gone, captured_at)
                 conn.execute(
-                    sync_seen_videos.delete().where(
-                        sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.video_id.in_(gone)
-                    )
+                    update(sync_seen_videos)
+                    .where(sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.video_id.in_(gone))
+                    .values(suspect=False, missing_at=captured_at)
                 )
             conn.execute(
                 update(sync_state)
                 .where(sync_state.c.sync_id == row.sync_id)
-                .values(
-                    removed=func.coalesce(sync_state.c.removed, 0) + removed,
-                    suspects_live=sync_state.c.suspects_live + len(live),
-                    updated_at=captured_at,
-                )
+                .values(suspects_live=sync_state.c.suspects_live + len(live), updated_at=captured_at)
             )
         return ConfirmResult(
             suspects=len(suspects),
             live=len(live),
-            removed=removed,
+            missing=len(gone),
             updated=tally.inserted + tally.updated,
             snapshots_written=tally.snapshots_written,
         )
 
     def finish_sync(self, sync: SyncState, *, now: datetime) -> FinishResult:
         """
-        Finish a sync: drop its seen ids and suspects and record its counts.
+        Finish a sync: judge the suspects video/query left out, drop its seen ids and record its counts.
 
-        Marks nothing removed: :meth:`confirm_removals` did, for the suspects video/query
-        confirmed gone. Suspects still unconfirmed (or never asked about) stay live, and the next
-        sync judges them again. A sync whose listing was not ended is ended first (its suspects
-        are then all unconfirmed). Finishing an already finished sync returns its stored result
-        (a retried task is harmless).
+        A suspect video/query left out is marked removed only if it had already been missing
+        (``videos.missing_since``) at least :data:`REMOVAL_CONFIRM_AFTER` before this sync's answer
+        left it out -- a second look in a later run -- and only if the share guard lets the run
+        mark that many (else they are held: none marked, a warning logged). The others stay
+        pending for a later run. Suspects still unconfirmed (or never asked about) stay live, and
+        the next sync judges them again. A sync whose listing was not ended is ended first (its
+        suspects are then all unconfirmed). Finishing an already finished sync returns its stored
+        result (a retried task is harmless).
         """
         now = _utc(now, "now")
         with self.engine.begin() as conn:
@@ -849,18 +931,40 @@ class Warehouse:
             if row is None:
                 raise SyncNotActive(f"Sync {sync.sync_id} of account {sync.open_id} does not exist")
             if row.finished_at is not None:
-                unconfirmed = (row.removal_suspects or 0) - row.suspects_live - (row.removed or 0)
-                return _finish_result(row, unconfirmed=max(0, unconfirmed))
+                judged = row.suspects_live + (row.removed or 0) + row.removals_pending + row.removals_held
+                return _finish_result(row, unconfirmed=max(0, (row.removal_suspects or 0) - judged))
             if row.listed_at is None:
                 row = self._end_listing(conn, row, now)
-            unconfirmed = conn.execute(
-                select(func.count()).where(sync_seen_videos.c.sync_id == row.sync_id, sync_seen_videos.c.suspect)
-            ).scalar_one()
-            conn.execute(sync_seen_videos.delete().where(sync_seen_videos.c.sync_id == row.sync_id))
+            seen = sync_seen_videos.c
+            unconfirmed, missing = conn.execute(
+                select(func.count().filter(seen.suspect), func.count().filter(seen.missing_at.is_not(None))).where(
+                    seen.sync_id == row.sync_id
+                )
+            ).one()
+            # Left out by this sync's answer, and missing since well before it: the second look.
+            second_look = exists().where(
+                seen.sync_id == row.sync_id,
+                seen.video_id == videos_table.c.id,
+                seen.missing_at.is_not(None),
+                videos_table.c.missing_since <= seen.missing_at - literal(REMOVAL_CONFIRM_AFTER),
+                videos_table.c.last_seen_at <= seen.missing_at,
+            )
+            judged = (
+                _mark_removals(conn, row.open_id, [second_look], now, run=f"{row.mode.capitalize()} sync {row.sync_id}")
+                if missing
+                else RemovalResult(removed=0, held=0)
+            )
+            conn.execute(sync_seen_videos.delete().where(seen.sync_id == row.sync_id))
             row = conn.execute(
                 update(sync_state)
                 .where(sync_state.c.sync_id == row.sync_id)
-                .values(finished_at=now, updated_at=now, removed=func.coalesce(sync_state.c.removed, 0))
+                .values(
+                    finished_at=now,
+                    updated_at=now,
+                    removed=judged.removed,
+                    removals_held=judged.held,
+                    removals_pending=missing - judged.removed - judged.held,
+                )
                 .returning(*sync_state.c)
             ).one()
         if unconfirmed:
@@ -873,7 +977,7 @@ class Warehouse:
             )
         log.info(
             "Finished %s sync %d of account %s: %d pages, %d videos, %d removal suspects: "
-            "%d confirmed removed, %d live, %d unconfirmed",
+            "%d confirmed removed, %d live, %d pending a later look, %d held, %d unconfirmed",
             row.mode,
             row.sync_id,
             row.open_id,
@@ -882,6 +986,8 @@ class Warehouse:
             row.removal_suspects,
             row.removed,
             row.suspects_live,
+            row.removals_pending,
+            row.removals_held,
             unconfirmed,
         )
         return _finish_result(row, unconfirmed=unconfirmed)
@@ -903,6 +1009,28 @@ class Warehouse:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
+    def removal_recheck_ids(self, open_id: str, *, now: datetime) -> list[str]:
+        """
+        Return the ids the cover refresh asks about again, in id order.
+
+        The account's pending removals (left out once: a later look confirms or clears them) and
+        its videos marked removed within :data:`REMOVED_RECHECK` (one wrongly marked comes back).
+        """
+        since = _utc(now, "now") - REMOVED_RECHECK
+        query = (
+            select(videos_table.c.id)
+            .where(
+                videos_table.c.open_id == open_id,
+                or_(
+                    and_(videos_table.c.removed_at.is_(None), videos_table.c.missing_since.is_not(None)),
+                    videos_table.c.removed_at >= since,
+                ),
+            )
+            .order_by(videos_table.c.id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def apply_video_query(
         self,
         open_id: str,
@@ -910,34 +1038,50 @@ class Warehouse:
         videos: Sequence[Mapping[str, Any]],
         *,
         captured_at: datetime,
-        mark_missing: bool = False,
     ) -> QueryResult:
         """
         Store a video/query answer: upsert the returned videos; report the requested ids it left out.
 
-        video/query silently leaves out videos that were deleted or made private, but one answer
-        is not enough to mark a video removed: the missing ids are returned (``missing``), and
-        marked removed at ``captured_at`` only with ``mark_missing=True`` -- the caller's second
-        look at them. A video a newer load saw since is never marked. One transaction.
+        video/query silently leaves out videos that were deleted or made private, but also, in an
+        outage, videos that are live; so one answer marks nothing. A returned video is updated
+        (restored if it was marked removed; its pending removal cleared). A live video left out
+        for the first time starts its ``missing_since`` clock (``pending``); one left out that was
+        already missing at least :data:`REMOVAL_CONFIRM_AFTER` earlier is ``confirmed``: the caller
+        passes the confirmed ids of its whole run to :meth:`mark_removals`. One transaction.
         """
         captured_at = _utc(captured_at, "captured_at")
         requested = sorted({str(i) for i in requested_ids})
+        returned = sorted({clean_text(v["id"]) for v in videos if v.get("id")})
         with self.engine.begin() as conn:
-            tally = _load(conn, open_id, videos, captured_at)
-            returned = {clean_text(v["id"]) for v in videos if v.get("id")}
-            missing = [i for i in requested if i not in returned]
-            removed = 0
-            if missing and mark_missing:
-                removed = _mark_removed(
-                    conn,
-                    [
+            restored = 0
+            if returned:
+                restored = conn.execute(
+                    select(func.count()).where(
                         videos_table.c.open_id == open_id,
-                        videos_table.c.id.in_(missing),
-                        videos_table.c.removed_at.is_(None),
+                        videos_table.c.id.in_(returned),
+                        videos_table.c.removed_at.is_not(None),
                         videos_table.c.last_seen_at <= captured_at,
-                    ],
-                    captured_at,
+                    )
+                ).scalar_one()
+            tally = _load(conn, open_id, videos, captured_at)
+            missing = [i for i in requested if i not in set(returned)]
+            confirmed: list[str] = []
+            pending = 0
+            if missing:
+                confirmed = list(
+                    conn.execute(
+                        select(videos_table.c.id)
+                        .where(
+                            videos_table.c.open_id == open_id,
+                            videos_table.c.id.in_(missing),
+                            videos_table.c.removed_at.is_(None),
+                            videos_table.c.missing_since <= captured_at - REMOVAL_CONFIRM_AFTER,
+                            videos_table.c.last_seen_at <= captured_at,
+                        )
+                        .order_by(videos_table.c.id)
+                    ).scalars()
                 )
+                pending = _note_missing(conn, open_id, missing, captured_at)
         return QueryResult(
             requested=len(requested),
             returned=len(returned),
@@ -945,9 +1089,33 @@ class Warehouse:
             updated=tally.updated,
             unchanged=tally.unchanged,
             snapshots_written=tally.snapshots_written,
-            removed=removed,
+            restored=restored,
             missing=missing,
+            pending=pending,
+            confirmed=confirmed,
         )
+
+    def mark_removals(self, open_id: str, video_ids: Sequence[str], *, now: datetime) -> RemovalResult:
+        """
+        Mark removed the ids one run's video/query answers ``confirmed`` (see :meth:`apply_video_query`).
+
+        Only videos still pending since at least :data:`REMOVAL_CONFIRM_AFTER` before ``now`` are
+        marked (a load that saw one since cleared it), and none if they are more than
+        :data:`REMOVAL_HOLD_SHARE` of the account's live videos (and more than
+        :data:`REMOVAL_HOLD_MIN`): those are held, a warning is logged, and a later run judges them.
+        """
+        now = _utc(now, "now")
+        ids = sorted({str(i) for i in video_ids})
+        if not ids:
+            return RemovalResult(removed=0, held=0)
+        eligible = [videos_table.c.id.in_(ids), videos_table.c.missing_since <= now - REMOVAL_CONFIRM_AFTER]
+        with self.engine.begin() as conn:
+            result = _mark_removals(conn, open_id, eligible, now, run="Cover refresh")
+        if result.removed:
+            log.info(
+                "Marked %d videos of account %s removed: missing twice, an hour or more apart", result.removed, open_id
+            )
+        return result
 
     # -- bulk -------------------------------------------------------------------------------
 

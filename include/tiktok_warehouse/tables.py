@@ -131,6 +131,10 @@ videos = Table(
     _ts("last_seen_at", nullable=False),
     # Set when the API stops returning the video; cleared when it comes back.
     _ts("removed_at"),
+    # When video/query first left the (live) video out: a pending removal. Cleared whenever a
+    # listing or video/query returns the video; it is marked removed only when a later run, at least
+    # an hour after this, finds it missing again.
+    _ts("missing_since"),
 )
 # Leads with open_id, so it also serves the foreign key and "videos of an account";
 # the incremental removal check scans (open_id, create_time >= window_start).
@@ -190,6 +194,10 @@ sync_state = Table(
     Column("removal_suspects", Integer),
     # Suspects video/query returned: live after all, updated and never marked.
     Column("suspects_live", Integer, nullable=False, server_default=text("0")),
+    # Suspects video/query left out for the first time: pending, judged again by a later run.
+    Column("removals_pending", Integer, nullable=False, server_default=text("0")),
+    # Confirmed removals not marked because they were too large a share of the account's live videos.
+    Column("removals_held", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("mode IN ('full', 'incremental')", name="mode"),
     CheckConstraint("mode = 'full' OR window_start IS NOT NULL", name="incremental_window"),
 )
@@ -217,6 +225,8 @@ sync_seen_videos = Table(
     # True: not returned by the listing, a removal suspect until video/query answers for it (then
     # false if it came back; the row is deleted once the video is confirmed gone and marked removed).
     Column("suspect", Boolean, nullable=False, server_default=text("false")),
+    # When video/query left this suspect out (then suspect is false); finish_sync judges it.
+    _ts("missing_at"),
 )
 
 oauth_states = Table(

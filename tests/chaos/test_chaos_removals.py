@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from chaos_support import rows, states, tries, warehouse_contents, xcom
+from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,18 @@ def failure_text(capfd: Any, open_id: str) -> str:
     lines = [line for line in (out + err).splitlines() if f"call for account {open_id} failed" in line]
     assert lines, "the task's error must name the account"
     return lines[-1]
+
+
+def an_hour_passes(engine: Any, open_id: str) -> None:
+    """Move the account's stored first misses two hours back: the next run is a later look."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE tiktok.videos SET missing_since = missing_since - interval '2 hours'"
+                " WHERE open_id = :o AND missing_since IS NOT NULL"
+            ),
+            {"o": open_id},
+        )
 
 
 def calls(sim: Any, endpoint: str) -> int:
@@ -131,6 +144,10 @@ def test_a_resumed_incremental_judges_and_walks_the_same_stored_window(
     assert str(resumed.state) == "success", states(resumed)
     [summary] = xcom(resumed, "sync_videos")
     assert summary["resumed"] is True
+    assert (summary["removal_suspects"], summary["removals_pending"], summary["removed"]) == (1, 1, 0)
+    an_hour_passes(clean_warehouse, open_id)
+    run = run_dag("tiktok_video_backfill", mode="incremental", lookback_days=7)
+    [summary] = xcom(run, "sync_videos")
     assert removed(clean_warehouse, open_id) == {gone}, "no live video is marked removed; the deleted one is"
     assert summary["removed"] == 1
     assert not removed(clean_warehouse, open_id) & set(recent + edge[:-1] + older)
@@ -174,10 +191,18 @@ def test_a_listing_that_ends_early_marks_only_what_video_query_confirms_gone(
     sim.admin.delete_video(deleted)
     sim.admin.privatise_video(hidden)
 
-    # A normal day: the listing is whole, nothing is suspect, video/query is never called.
+    # A normal day: two suspects, left out by video/query: pending. The next run, an hour or more
+    # later, finds them missing again and marks them.
     sim.admin.reset_stats()
     run = run_dag("tiktok_video_backfill", mode="full")
     assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "sync_videos")
+    assert (summary["removal_suspects"], summary["removals_pending"], summary["removed"]) == (2, 2, 0)
+    assert calls(sim, "video_query") == 1, "ceil(2 / 20) calls to ask about two suspects"
+    assert removed(clean_warehouse, open_id) == set()
+    an_hour_passes(clean_warehouse, open_id)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
     [summary] = xcom(run, "sync_videos")
     assert (summary["removal_suspects"], summary["removed"], summary["suspects_live"]) == (2, 2, 0)
     assert calls(sim, "video_query") == 1, "ceil(2 / 20) calls to confirm two removals"
@@ -199,9 +224,15 @@ def test_a_listing_that_ends_early_marks_only_what_video_query_confirms_gone(
     [summary] = xcom(run, "sync_videos")
     assert summary["videos_seen"] == 40
     assert summary["removal_suspects"] == 58  # 98 stored live videos, 40 of them listed
-    assert (summary["removed"], summary["suspects_live"], summary["suspects_unconfirmed"]) == (1, 57, 0)
+    assert (summary["removed"], summary["suspects_live"], summary["removals_pending"]) == (0, 57, 1)
+    assert summary["suspects_unconfirmed"] == 0
     assert calls(sim, "video_query") == 3 == summary["api_calls"]["/v2/video/query/"], "ceil(58 / 20)"
-    assert removed(clean_warehouse, open_id) == {deleted, hidden, gone}, "no live video is marked removed"
+    assert removed(clean_warehouse, open_id) == {deleted, hidden}, "no live video is marked removed"
+    an_hour_passes(clean_warehouse, open_id)
+    run = run_dag("tiktok_video_backfill", mode="full")
+    [summary] = xcom(run, "sync_videos")
+    assert (summary["removal_suspects"], summary["removed"]) == (1, 1)
+    assert removed(clean_warehouse, open_id) == {deleted, hidden, gone}
 
     # The hidden video is public again: the next sync restores it, and needs no video/query call.
     sim.admin.privatise_video(hidden, private=False)
@@ -235,17 +266,21 @@ def test_a_crash_while_confirming_resumes_with_the_stored_suspects(
     [summary] = xcom(run, "sync_videos")
     assert summary["resumed"] is True and summary["pages"] == 0, "the retry did not list again"
     assert calls(sim, "video_list") == 2, "the two pages of the first try only"
-    assert (summary["removal_suspects"], summary["removed"], summary["suspects_live"]) == (40, 2, 38)
-    assert removed(clean_warehouse, open_id) == gone
+    assert (summary["removal_suspects"], summary["removals_pending"], summary["suspects_live"]) == (40, 2, 38)
+    assert summary["handed_on"] == 0, "a retry of the same run confirms; it does not hand its suspects on"
+    assert removed(clean_warehouse, open_id) == set()
     [(unfinished,)] = rows(
         clean_warehouse, "SELECT count(*) FROM tiktok.sync_state WHERE open_id = :o AND finished_at IS NULL", o=open_id
     )
     assert unfinished == 0
     [(left,)] = rows(clean_warehouse, "SELECT count(*) FROM tiktok.sync_seen_videos")
     assert left == 0
+    an_hour_passes(clean_warehouse, open_id)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    assert removed(clean_warehouse, open_id) == gone
 
 
-def test_the_cover_refresh_marks_an_id_removed_only_when_a_second_answer_agrees(
+def test_the_cover_refresh_marks_an_id_removed_only_when_a_later_run_agrees(
     sim, run_dag, connect, frozen_clock, clean_warehouse
 ) -> None:
     open_id = connect(videos=45)
@@ -254,21 +289,50 @@ def test_the_cover_refresh_marks_an_id_removed_only_when_a_second_answer_agrees(
     gone = stale[3]
     sim.admin.delete_video(gone)
 
-    # The first answer leaves out all 20 ids of its batch, live or not; the second look returns
-    # the 19 live ones, and leaves out the deleted one again.
+    # The first answer leaves out all 20 ids of its batch, live or not: 20 pending, none marked,
+    # no extra call in this run.
     sim.admin.set_faults("video_query", queue=[("no_videos", 1)])
     sim.admin.reset_stats()
     run = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)  # every cover: they all expire within 7 h
     assert str(run.state) == "success", states(run)
     [summary] = xcom(run, "refresh_covers")
     assert summary["requested"] == 45
-    assert (summary["removal_suspects"], summary["removed"], summary["suspects_live"]) == (20, 1, 19)
-    assert calls(sim, "video_query") == 3 + 1, "ceil(45 / 20) calls, and ceil(20 / 20) for the second look"
-    assert removed(clean_warehouse, open_id) == {gone}, "no live video is marked removed"
+    assert (summary["removal_suspects"], summary["removals_pending"], summary["removed"]) == (20, 20, 0)
+    assert calls(sim, "video_query") == 3, "ceil(45 / 20) calls"
+    assert removed(clean_warehouse, open_id) == set()
 
-    # A refresh with nothing missing makes no second call.
-    sim.admin.reset_stats()
+    # The next refresh minutes later: the 19 live ones come back (cleared); the deleted one is left
+    # out again, but too soon to count as a second look.
     run = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
     [summary] = xcom(run, "refresh_covers")
-    assert (summary["requested"], summary["removal_suspects"], summary["removed"]) == (44, 0, 0)
-    assert calls(sim, "video_query") == 3
+    assert (summary["rechecked"], summary["removal_suspects"], summary["removed"]) == (20, 1, 0)
+    [(pending,)] = rows(
+        clean_warehouse,
+        "SELECT count(*) FROM tiktok.videos WHERE open_id = :o AND missing_since IS NOT NULL",
+        o=open_id,
+    )
+    assert pending == 1
+
+    # An hour on: marked. With nothing stale, the refresh asks only about the pending id.
+    an_hour_passes(clean_warehouse, open_id)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh", horizon_minutes=0)
+    [summary] = xcom(run, "refresh_covers")
+    assert (summary["requested"], summary["removed"], summary["removals_held"]) == (1, 1, 0)
+    assert calls(sim, "video_query") == 1
+    assert removed(clean_warehouse, open_id) == {gone}
+
+    # Removed videos are asked about again for a week: one that comes back is restored.
+    hidden = stale[10]
+    sim.admin.privatise_video(hidden)
+    run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
+    an_hour_passes(clean_warehouse, open_id)
+    run_dag("tiktok_cover_refresh", horizon_minutes=0)
+    assert removed(clean_warehouse, open_id) == {gone, hidden}
+    sim.admin.privatise_video(hidden, private=False)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh", horizon_minutes=0)
+    [summary] = xcom(run, "refresh_covers")
+    assert (summary["rechecked"], summary["restored"]) == (2, 1)
+    assert calls(sim, "video_query") == 1, "ceil(2 / 20): both recent removals in one call"
+    assert removed(clean_warehouse, open_id) == {gone}

@@ -181,6 +181,14 @@ def test_full_backfill_then_incremental_detects_new_and_removed_videos(
     [added] = sim.admin.add_videos(open_id, 1)
     run = run_dag("tiktok_video_backfill", mode="incremental", lookback_days=3650)
     assert str(run.state) == "success", states(run)
+    rows = dict(table(clean_warehouse, "SELECT id, missing_since IS NOT NULL FROM tiktok.videos"))
+    assert rows[added] is False
+    assert rows[newest] is True, "missing once: a pending removal"
+    # An hour on (the stored first miss moves back), the next incremental marks it.
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.videos SET missing_since = missing_since - interval '2 hours'"))
+    run = run_dag("tiktok_video_backfill", mode="incremental", lookback_days=3650)
+    assert str(run.state) == "success", states(run)
     rows = dict(table(clean_warehouse, "SELECT id, removed_at IS NOT NULL FROM tiktok.videos"))
     assert rows[added] is False
     assert rows[newest] is True
@@ -274,8 +282,7 @@ def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
     assert str(run.state) == "success", states(run)
     per_account = sim.admin.stats()["accounts"]
     for open_id, n in stale.items():
-        second_look = 1 if open_id == first else 0  # the one missing id is asked about again before it is marked
-        assert per_account[open_id]["endpoints"] == {"video_query": math.ceil(n / 20) + second_look}
+        assert per_account[open_id]["endpoints"] == {"video_query": math.ceil(n / 20)}
     rows = table(
         clean_warehouse,
         "SELECT id, cover_image_url, cover_expires_at > now() + interval '5 hours', removed_at IS NOT NULL"
@@ -283,7 +290,7 @@ def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
         o=first,
     )
     assert all(fresh for vid, _, fresh, removed in rows if vid != gone)
-    assert [vid for vid, _, _, removed in rows if removed] == [gone]
+    assert [vid for vid, _, _, removed in rows if removed] == [], "one miss marks nothing"
     url = next(u for vid, u, _, _ in rows if vid != gone)
     assert requests.get(url, timeout=10).headers["content-type"] == "image/jpeg"
 
@@ -291,6 +298,18 @@ def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
     summaries = {s["open_id"]: s for s in xcom(wide, "refresh_covers")}
     assert summaries[second]["requested"] == 30
     assert summaries[second]["api_calls"] == {"/v2/video/query/": 2}
+
+    # An hour on (the stored first miss moves back), the hourly refresh asks about the pending id
+    # again (one call; the other account, with nothing stale or pending, makes none) and marks it.
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.videos SET missing_since = missing_since - interval '2 hours'"))
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh")
+    per_account = sim.admin.stats()["accounts"]
+    assert per_account[first]["endpoints"] == {"video_query": 1}
+    assert per_account.get(second, {}).get("endpoints", {}) == {}
+    removed = table(clean_warehouse, "SELECT id FROM tiktok.videos WHERE removed_at IS NOT NULL")
+    assert removed == [(gone,)]
 
 
 def test_running_every_dag_twice_changes_nothing(sim, run_dag, connect_via_dag, clean_warehouse) -> None:

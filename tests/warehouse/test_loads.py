@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
-from tiktok_warehouse.loads import FinishResult, SyncNotActive, SyncState, Warehouse
+from tiktok_warehouse.loads import FinishResult, RemovalResult, SyncNotActive, SyncState, Warehouse
 from tiktok_warehouse.staging import clean_text
 from tiktok_warehouse.tokens import AccountNotFound
 
@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 Video = Callable[..., dict[str, Any]]
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # the clock of the make_video fixture (conftest.T0)
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 
 
 def rows(engine: Engine, open_id: str) -> dict[str, dict[str, Any]]:
@@ -121,7 +123,7 @@ def test_same_input_again_writes_nothing(warehouse: Warehouse, wh_engine: Engine
 
     assert (again.inserted, again.updated, again.unchanged, again.snapshots_written) == (0, 0, 50, 0)
     assert (page.inserted, page.updated, page.unchanged, page.snapshots_written) == (0, 0, 20, 0)
-    assert (query.inserted, query.updated, query.unchanged, query.removed) == (0, 0, 20, 0)
+    assert (query.inserted, query.updated, query.unchanged, query.pending, query.restored) == (0, 0, 20, 0, 0)
     # Not one row rewritten: same xmin and ctid, so no dead tuples; last_seen_at stays put.
     assert versions(rows(wh_engine, account)) == versions(videos_before)
     assert versions(snapshots(wh_engine, account)) == versions(snaps_before)
@@ -554,12 +556,15 @@ def test_a_crashed_sync_resumes_where_it_stopped_and_still_detects_removals(
     finished = settle(warehouse, page2.sync, catalogue=catalogue, gone={catalogue[5]["id"]}, now=later)
 
     # Only the video neither run saw is a suspect: page 1's ids survived the crash in the database.
-    assert (finished.removal_suspects, finished.removed) == (1, 1)
-    stored = rows(wh_engine, account)
-    assert [vid for vid, row in stored.items() if row["removed_at"]] == [catalogue[5]["id"]]
-    assert stored[catalogue[5]["id"]]["removed_at"] == later
+    # Left out for the first time, it is pending; a sync two hours later marks it.
+    assert (finished.removal_suspects, finished.removals_pending, finished.removed) == (1, 1, 0)
+    assert rows(wh_engine, account)[catalogue[5]["id"]]["missing_since"] == later
     assert seen_count(wh_engine, run1.sync_id) == 0  # dropped once finished
     assert not warehouse.begin_sync(account, "full", now=later).resumed
+    assert full_sync(warehouse, account, [catalogue[:5]], later + 2 * HOUR, catalogue=catalogue[:5]) == 1
+    stored = rows(wh_engine, account)
+    assert [vid for vid, row in stored.items() if row["removed_at"]] == [catalogue[5]["id"]]
+    assert stored[catalogue[5]["id"]]["removed_at"] == later + 2 * HOUR
 
 
 def test_a_retry_remembers_the_unidentified_videos_of_an_earlier_try(
@@ -653,9 +658,7 @@ def full_sync(
     sync = warehouse.begin_sync(account, "full", now=now)
     for page in pages:
         sync = warehouse.load_video_page(sync, page, cursor=None, captured_at=now).sync
-    listed = {v["id"] for page in pages for v in page}
-    gone = {v["id"] for v in catalogue if v["id"] not in listed}
-    return settle(warehouse, sync, catalogue=list(catalogue), gone=gone, now=now).removed
+    return settle(warehouse, sync, catalogue=list(catalogue), now=now).removed
 
 
 def test_full_sync_marks_unseen_videos_removed_and_restores_them_when_seen_again(
@@ -665,13 +668,18 @@ def test_full_sync_marks_unseen_videos_removed_and_restores_them_when_seen_again
     assert full_sync(warehouse, account, [catalogue[:3], catalogue[3:]], T0) == 0
     # Video 1 disappears (deleted or made private); pages overlap at their boundary.
     pages = [[catalogue[0], catalogue[2]], [catalogue[2], *catalogue[3:]]]
-    assert full_sync(warehouse, account, pages, T0 + DAY) == 1
+    assert full_sync(warehouse, account, pages, T0 + DAY) == 0, "left out once: pending"
+    assert rows(wh_engine, account)[catalogue[1]["id"]]["missing_since"] == T0 + DAY
+    assert full_sync(warehouse, account, pages, T0 + DAY + 30 * MINUTE) == 0, "too soon for the second look"
+    assert full_sync(warehouse, account, pages, T0 + DAY + HOUR) == 1, "left out again an hour later: removed"
     stored = rows(wh_engine, account)
-    assert stored[catalogue[1]["id"]]["removed_at"] == T0 + DAY
+    assert stored[catalogue[1]["id"]]["removed_at"] == T0 + DAY + HOUR
+    assert stored[catalogue[1]["id"]]["missing_since"] == T0 + DAY
     assert all(stored[v["id"]]["removed_at"] is None for v in catalogue if v is not catalogue[1])
     # It comes back.
     assert full_sync(warehouse, account, [catalogue], T0 + 2 * DAY) == 0
     assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
+    assert all(row["missing_since"] is None for row in rows(wh_engine, account).values())
 
 
 def test_a_sync_that_loaded_no_page_removes_nothing(
@@ -681,7 +689,8 @@ def test_a_sync_that_loaded_no_page_removes_nothing(
     sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
     finished = warehouse.finish_sync(warehouse.end_listing(sync, now=T0 + DAY), now=T0 + DAY)
     assert (finished.removal_suspects, finished.removed) == (0, 0)
-    assert full_sync(warehouse, account, [[]], T0 + 2 * DAY) == 1  # one empty page: the account has none
+    assert full_sync(warehouse, account, [[]], T0 + 2 * DAY) == 0  # one empty page: the account has none...
+    assert full_sync(warehouse, account, [[]], T0 + 3 * DAY) == 1  # ...and still none a day later
 
 
 def test_finish_marks_nothing_that_video_query_did_not_confirm(
@@ -722,24 +731,30 @@ def test_video_query_confirms_suspects_live_or_gone(
     first = warehouse.confirm_removals(
         sync, suspects[:20], [v for v in answer if v["id"] in suspects[:20]], captured_at=later
     )
-    assert (first.suspects, first.live, first.removed, first.updated) == (20, 19, 1, 19)
+    assert (first.suspects, first.live, first.missing, first.updated) == (20, 19, 1, 19)
     assert first.snapshots_written == 19
     stored = rows(wh_engine, account)
-    assert stored[gone]["removed_at"] == later
+    assert (stored[gone]["removed_at"], stored[gone]["missing_since"]) == (None, later), "one run: pending"
     assert all(stored[v["id"]]["view_count"] == 5_000 for v in answer if v["id"] in suspects[:20])
     assert warehouse.removal_suspects(sync) == suspects[20:], "answered suspects are settled in the checkpoint"
     # The same answer again (a retried call) changes nothing; ids that are not suspects are not judged.
     again = warehouse.confirm_removals(sync, [*suspects[:20], catalogue[0]["id"]], [], captured_at=later)
-    assert (again.suspects, again.removed) == (0, 0)
-    assert rows(wh_engine, account)[catalogue[0]["id"]]["removed_at"] is None
+    assert (again.suspects, again.missing) == (0, 0)
+    assert rows(wh_engine, account)[catalogue[0]["id"]]["missing_since"] is None
 
     finished = warehouse.finish_sync(sync, now=later)  # the last 5 suspects were never asked about
-    assert (finished.removal_suspects, finished.removed, finished.suspects_live, finished.suspects_unconfirmed) == (
-        25,
-        1,
-        19,
-        5,
-    )
+    assert (
+        finished.removal_suspects,
+        finished.removed,
+        finished.suspects_live,
+        finished.removals_pending,
+        finished.suspects_unconfirmed,
+    ) == (25, 0, 19, 1, 5)
+    assert warehouse.finish_sync(sync, now=later + DAY) == finished
+    assert not any(row["removed_at"] for row in rows(wh_engine, account).values())
+    # The next day's sync: the listing is short again, video/query leaves the same video out.
+    catalogue = [v for v in catalogue if v["id"] != gone]
+    assert full_sync(warehouse, account, [catalogue[:5]], later + DAY, catalogue=catalogue) == 1
     assert [vid for vid, row in rows(wh_engine, account).items() if row["removed_at"]] == [gone]
 
 
@@ -755,7 +770,7 @@ def test_a_crash_between_listing_and_confirmation_loses_and_marks_nothing(
     suspects = warehouse.removal_suspects(sync)
     assert len(suspects) == 4
     # The first answer is half applied when the worker dies: nothing of it stays.
-    with crash_on(wh_engine, "DELETE FROM tiktok.sync_seen_videos"), pytest.raises(RuntimeError):
+    with crash_on(wh_engine, "UPDATE tiktok.sync_state"), pytest.raises(RuntimeError):
         warehouse.confirm_removals(sync, suspects, [catalogue[4], catalogue[5]], captured_at=later)
     assert all(row["removed_at"] is None for row in rows(wh_engine, account).values())
 
@@ -764,8 +779,11 @@ def test_a_crash_between_listing_and_confirmation_loses_and_marks_nothing(
     assert retry.resumed and retry.listed_at == later.isoformat() and retry.removal_suspects == 4
     assert warehouse.end_listing(retry, now=later + timedelta(minutes=5)) == retry  # idempotent
     assert warehouse.removal_suspects(retry) == suspects
-    finished = settle(warehouse, retry, catalogue=catalogue, gone={catalogue[6]["id"], catalogue[7]["id"]}, now=later)
-    assert (finished.removal_suspects, finished.removed, finished.suspects_live) == (4, 2, 2)
+    gone = {catalogue[6]["id"], catalogue[7]["id"]}
+    finished = settle(warehouse, retry, catalogue=catalogue, gone=gone, now=later)
+    assert (finished.removal_suspects, finished.removals_pending, finished.suspects_live) == (4, 2, 2)
+    live = [v for v in catalogue if v["id"] not in gone]
+    assert full_sync(warehouse, account, [catalogue[:4]], later + 2 * HOUR, catalogue=live) == 2
     removed = sorted(vid for vid, row in rows(wh_engine, account).items() if row["removed_at"])
     assert removed == sorted([catalogue[6]["id"], catalogue[7]["id"]])
 
@@ -773,17 +791,20 @@ def test_a_crash_between_listing_and_confirmation_loses_and_marks_nothing(
 def test_a_newer_sighting_beats_a_confirmation(
     warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
 ) -> None:
-    catalogue = [make_video(i) for i in range(3)]
+    catalogue = [make_video(i) for i in range(12)]
     warehouse.upsert_videos(account, catalogue, captured_at=T0)
+    # Yesterday's cover refresh found videos 1 and 2 missing.
+    warehouse.apply_video_query(account, [catalogue[1]["id"], catalogue[2]["id"]], [], captured_at=T0)
     sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
-    sync = warehouse.load_video_page(sync, catalogue[:1], cursor=None, captured_at=T0 + DAY).sync
+    sync = warehouse.load_video_page(sync, [catalogue[0], *catalogue[3:]], cursor=None, captured_at=T0 + DAY).sync
     sync = warehouse.end_listing(sync, now=T0 + DAY)
     # A cover refresh that started later saw video 1 before this sync's confirmation was written.
     warehouse.apply_video_query(
         account, [catalogue[1]["id"]], [catalogue[1]], captured_at=T0 + DAY + timedelta(hours=1)
     )
     result = warehouse.confirm_removals(sync, warehouse.removal_suspects(sync), [], captured_at=T0 + DAY)
-    assert result.removed == 1
+    assert result.missing == 2
+    assert warehouse.finish_sync(sync, now=T0 + DAY).removed == 1
     stored = rows(wh_engine, account)
     assert stored[catalogue[1]["id"]]["removed_at"] is None
     assert stored[catalogue[2]["id"]]["removed_at"] == T0 + DAY
@@ -797,7 +818,14 @@ def test_incremental_sync_only_judges_its_window(
     window_start = T0 - timedelta(days=4, hours=12)  # covers videos 0..4
     sync = warehouse.begin_sync(account, "incremental", window_start=window_start, now=T0)
     sync = warehouse.load_video_page(sync, [catalogue[0], catalogue[2], catalogue[4]], cursor=1, captured_at=T0).sync
-    result = settle(warehouse, sync, catalogue=catalogue, gone={catalogue[1]["id"], catalogue[3]["id"]}, now=T0)
+    gone = {catalogue[1]["id"], catalogue[3]["id"]}
+    result = settle(warehouse, sync, catalogue=catalogue, gone=gone, now=T0)
+    assert (result.removal_suspects, result.removals_pending, result.removed) == (2, 2, 0)
+    sync = warehouse.begin_sync(account, "incremental", window_start=window_start, now=T0 + 2 * HOUR)
+    sync = warehouse.load_video_page(
+        sync, [catalogue[0], catalogue[2], catalogue[4]], cursor=1, captured_at=T0 + 2 * HOUR
+    ).sync
+    result = settle(warehouse, sync, catalogue=catalogue, gone=gone, now=T0 + 2 * HOUR)
     assert (result.removal_suspects, result.removed) == (2, 2)
     removed = sorted(vid for vid, row in rows(wh_engine, account).items() if row["removed_at"])
     assert removed == sorted([catalogue[1]["id"], catalogue[3]["id"]])  # 5..9 are outside the window
@@ -815,10 +843,10 @@ def test_videos_first_seen_after_the_sync_started_are_not_judged(
     assert warehouse.finish_sync(sync, now=T0 + timedelta(minutes=2)).removed == 0
 
 
-def test_video_query_refreshes_covers_and_marks_missing_ids_removed_only_when_asked(
+def test_video_query_refreshes_covers_and_marks_a_missing_id_removed_only_on_a_later_look(
     warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
 ) -> None:
-    catalogue = [make_video(i) for i in range(4)]
+    catalogue = [make_video(i) for i in range(8)]
     warehouse.upsert_videos(account, catalogue, captured_at=T0)
     later = T0 + timedelta(hours=5)
     fresh_cover = (
@@ -831,27 +859,37 @@ def test_video_query_refreshes_covers_and_marks_missing_ids_removed_only_when_as
     requested = [v["id"] for v in catalogue[:3]]  # video 2 is requested but not returned
     result = warehouse.apply_video_query(account, requested, returned, captured_at=later)
 
-    assert (result.requested, result.returned, result.updated, result.removed) == (3, 2, 2, 0)
-    assert result.missing == [catalogue[2]["id"]]
-    assert rows(wh_engine, account)[catalogue[2]["id"]]["removed_at"] is None, "one answer is not enough"
-    # The second look leaves it out too: now it is marked.
-    second = warehouse.apply_video_query(account, result.missing, [], captured_at=later, mark_missing=True)
-    assert (second.removed, second.missing) == (1, [catalogue[2]["id"]])
-    assert result.snapshots_written == 1  # only video 0 carried counts
+    assert (result.requested, result.returned, result.updated, result.pending) == (3, 2, 2, 1)
+    assert (result.missing, result.confirmed) == ([catalogue[2]["id"]], [])
     stored = rows(wh_engine, account)
+    assert (stored[catalogue[2]["id"]]["removed_at"], stored[catalogue[2]["id"]]["missing_since"]) == (None, later)
+    assert result.snapshots_written == 1  # only video 0 carried counts
     assert stored[catalogue[0]["id"]]["cover_image_url"] == fresh_cover
     assert stored[catalogue[0]["id"]]["cover_expires_at"] == later + timedelta(hours=6)
     assert (stored[catalogue[0]["id"]]["like_count"], stored[catalogue[0]["id"]]["title"]) == (
         1_000,
         catalogue[0]["title"],
     )
-    assert stored[catalogue[2]["id"]]["removed_at"] == later
-    assert stored[catalogue[3]["id"]]["removed_at"] is None  # not requested: not judged
+    # Left out again half an hour later: still pending (the clock keeps its first miss).
+    soon = warehouse.apply_video_query(account, [catalogue[2]["id"]], [], captured_at=later + 30 * MINUTE)
+    assert (soon.pending, soon.confirmed) == (0, [])
+    assert warehouse.mark_removals(account, soon.confirmed, now=later + 30 * MINUTE).removed == 0
+    # An hour after the first miss: confirmed, and marked.
+    second = warehouse.apply_video_query(account, [catalogue[2]["id"]], [], captured_at=later + HOUR)
+    assert second.confirmed == [catalogue[2]["id"]]
+    marked = warehouse.mark_removals(account, second.confirmed, now=later + HOUR)
+    assert (marked.removed, marked.held) == (1, 0)
+    stored = rows(wh_engine, account)
+    assert stored[catalogue[2]["id"]]["removed_at"] == later + HOUR
+    assert all(stored[v["id"]]["removed_at"] is None for v in catalogue if v is not catalogue[2])  # not judged
 
-    # Asked again and returned this time: restored.
+    # Asked again and returned this time: restored, its pending clock cleared.
     again = warehouse.apply_video_query(account, [catalogue[2]["id"]], [catalogue[2]], captured_at=later + DAY)
-    assert (again.updated, again.removed) == (1, 0)
-    assert rows(wh_engine, account)[catalogue[2]["id"]]["removed_at"] is None
+    assert (again.updated, again.restored, again.missing) == (1, 1, [])
+    assert (
+        rows(wh_engine, account)[catalogue[2]["id"]]["removed_at"],
+        rows(wh_engine, account)[catalogue[2]["id"]]["missing_since"],
+    ) == (None, None)
 
 
 def test_stale_cover_selection(warehouse: Warehouse, account: str, make_video: Video) -> None:
@@ -867,7 +905,9 @@ def test_stale_cover_selection(warehouse: Warehouse, account: str, make_video: V
         make_video(5, cover_image_url=cover(2.5)),  # just outside the horizon
     ]
     warehouse.upsert_videos(account, videos, captured_at=T0)
-    warehouse.apply_video_query(account, [videos[4]["id"]], [], captured_at=T0, mark_missing=True)
+    warehouse.apply_video_query(account, [videos[4]["id"]], [], captured_at=T0 + HOUR)
+    confirmed = warehouse.apply_video_query(account, [videos[4]["id"]], [], captured_at=T0 + 2 * HOUR).confirmed
+    assert warehouse.mark_removals(account, confirmed, now=T0 + 2 * HOUR).removed == 1
     stale = warehouse.stale_cover_video_ids(account, horizon=timedelta(hours=2), now=T0)
     assert stale == sorted(v["id"] for v in (videos[1], videos[2], videos[3]))
     wider = warehouse.stale_cover_video_ids(account, horizon=timedelta(hours=3), now=T0)
@@ -933,14 +973,61 @@ def test_loads_work_with_psycopg3(wh_engine_psycopg3: Engine, account: str, make
     sync = warehouse.begin_sync(account, "full", now=T0 + DAY)
     page = warehouse.load_video_page(sync, batch[:20], cursor=7, captured_at=T0 + DAY)
     assert (page.updated, page.snapshots_written, page.new_in_sync, page.sync.videos_seen) == (20, 20, 20, 20)
-    assert (
-        settle(warehouse, page.sync, catalogue=batch, gone={v["id"] for v in batch[20:]}, now=T0 + DAY).removed == 1480
-    )
-    query = warehouse.apply_video_query(
-        account, [batch[20]["id"], batch[21]["id"]], [batch[20]], captured_at=T0 + DAY, mark_missing=True
-    )
-    assert (query.updated, query.removed) == (1, 0)  # 21 was already removed
+    gone = {v["id"] for v in batch[20:]}
+    assert settle(warehouse, page.sync, catalogue=batch, gone=gone, now=T0 + DAY).removals_pending == 1480
+    query = warehouse.apply_video_query(account, [batch[20]["id"], batch[21]["id"]], [batch[20]], captured_at=T0 + DAY)
+    assert (query.updated, query.pending, query.confirmed) == (1, 0, [])  # 21 was already pending
+    later = warehouse.begin_sync(account, "full", now=T0 + DAY + HOUR)
+    later = warehouse.load_video_page(later, batch[:20], cursor=7, captured_at=T0 + DAY + HOUR).sync
+    finished = settle(warehouse, later, catalogue=batch, gone=gone - {batch[20]["id"]}, now=T0 + DAY + HOUR)
+    assert (finished.removed, finished.removals_held) == (0, 1479), "the share guard holds 1479 of 1500"
     assert warehouse.upsert_profile_snapshot(account, {"follower_count": 3}, captured_at=T0) is True
     with wh_engine_psycopg3.connect() as conn:
         title = conn.execute(text("SELECT title FROM tiktok.videos WHERE id = :i"), {"i": batch[3]["id"]}).scalar()
     assert title == "t\t3 🎉"
+
+
+# -- audit 2, item 4: the share guard and the re-check list ----------------------------------------
+
+
+def test_a_run_that_would_remove_too_large_a_share_of_an_account_marks_none(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalogue = [make_video(i) for i in range(30)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0)
+    hidden = catalogue[20:]  # 10 of 30: an hour-long outage, or an account made private for a while
+    live = catalogue[:20]
+    for at in (T0 + DAY, T0 + DAY + HOUR):
+        sync = warehouse.begin_sync(account, "full", now=at)
+        sync = warehouse.load_video_page(sync, live, cursor=None, captured_at=at).sync
+        with caplog.at_level("WARNING", logger="tiktok_warehouse.loads"):
+            finished = settle(warehouse, sync, catalogue=live, now=at)
+    assert (finished.removal_suspects, finished.removed, finished.removals_held) == (10, 0, 10)
+    stored = rows(wh_engine, account)
+    assert not any(row["removed_at"] for row in stored.values())
+    assert all(stored[v["id"]]["missing_since"] == T0 + DAY for v in hidden), "still pending, for a later run"
+    [warning] = [r.getMessage() for r in caplog.records if "removals_held" in r.getMessage()]
+    assert account in warning and "10 of its 30 live videos" in warning and "runbook" in warning
+
+    # The cover refresh's path holds the same way; a handful at once is marked.
+    ids = [v["id"] for v in hidden]
+    confirmed = warehouse.apply_video_query(account, ids, [], captured_at=T0 + DAY + 2 * HOUR).confirmed
+    assert confirmed == sorted(ids)
+    assert warehouse.mark_removals(account, confirmed, now=T0 + DAY + 2 * HOUR) == RemovalResult(removed=0, held=10)
+    assert warehouse.mark_removals(account, confirmed[:5], now=T0 + DAY + 2 * HOUR) == RemovalResult(removed=5, held=0)
+    assert sorted(vid for vid, row in rows(wh_engine, account).items() if row["removed_at"]) == sorted(ids)[:5]
+
+
+def test_the_recheck_list_is_pending_removals_and_removals_of_the_last_week(
+    warehouse: Warehouse, account: str, make_video: Video
+) -> None:
+    catalogue = [make_video(i) for i in range(6)]
+    warehouse.upsert_videos(account, catalogue, captured_at=T0)
+    ids = [v["id"] for v in catalogue]
+    warehouse.apply_video_query(account, ids[:3], [], captured_at=T0 + HOUR)  # 0..2 pending
+    confirmed = warehouse.apply_video_query(account, ids[:2], [], captured_at=T0 + 2 * HOUR).confirmed
+    assert warehouse.mark_removals(account, confirmed, now=T0 + 2 * HOUR).removed == 2  # 0, 1 removed
+    assert warehouse.removal_recheck_ids(account, now=T0 + 3 * HOUR) == sorted(ids[:3])
+    assert warehouse.removal_recheck_ids(account, now=T0 + 8 * DAY) == [ids[2]], "a week on: only the pending one"
+    warehouse.apply_video_query(account, [ids[2]], [catalogue[2]], captured_at=T0 + 8 * DAY)
+    assert warehouse.removal_recheck_ids(account, now=T0 + 8 * DAY) == []

@@ -58,6 +58,19 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+def _listed_in_an_earlier_run(sync: Any, context: Context, now: datetime) -> bool:
+    """Whether the resumed sync's listing ended before this DAG run started (not in an earlier try of it).
+
+    A listing that ended an hour or more ago counts as earlier too (a run without a start date).
+    """
+    from tiktok_warehouse.loads import REMOVAL_CONFIRM_AFTER
+
+    listed_at = datetime.fromisoformat(sync.listed_at)
+    dag_run = context.get("dag_run")
+    run_started = getattr(dag_run, "start_date", None)
+    return (run_started is not None and listed_at < run_started) or listed_at <= now - REMOVAL_CONFIRM_AFTER
+
+
 class _TikTokTransferOperator(BaseOperator):
     """Shared plumbing: connection ids, the hook and the warehouse, the call counts in the summary.
 
@@ -153,8 +166,14 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
     a crash resumes from the last committed page. ``mode="incremental"`` walks newest first until it
     passes ``lookback_days`` (a resumed sync: the window it started with). Videos the walk should
     have met but did not are removal suspects, stored with the checkpoint; ``video/query`` (20 ids a
-    call, only when there are suspects) confirms them: those it leaves out are marked removed, those
-    it returns are live and updated.
+    call, only when there are suspects) answers for them: those it returns are live and updated;
+    those it leaves out are marked removed only if they were already missing an hour or more
+    before, in an earlier run (else they are pending, for a later run), and only if that is not a
+    suspiciously large share of the account (else they are held, with a warning).
+
+    A sync resumed from an earlier run whose listing had already ended (its video/query kept
+    failing) is finished at once -- its unanswered suspects are handed on -- and a fresh listing
+    starts in the same task, so a failing video/query never holds back new videos.
 
     :param mode: ``full`` or ``incremental``.
     :param lookback_days: how far back an incremental run looks.
@@ -186,6 +205,21 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             warehouse = self._warehouse(hook)
             hook.access_token(self.open_id)  # fail fast on a disconnected account before touching sync state
             sync = warehouse.begin_sync(self.open_id, self.mode, window_start=requested_window, now=now)
+            handed_on = 0
+            if sync.resumed and sync.listed_at is not None and _listed_in_an_earlier_run(sync, context, now):
+                stale = warehouse.finish_sync(sync, now=now)
+                handed_on = stale.suspects_unconfirmed
+                self.log.warning(
+                    "The %s sync %d of %s ended its listing at %s, in an earlier run, and video/query never answered "
+                    "for %d of its removal suspects; finishing it without them (none is marked removed) and "
+                    "listing afresh",
+                    self.mode,
+                    sync.sync_id,
+                    self.open_id,
+                    sync.listed_at,
+                    handed_on,
+                )
+                sync = warehouse.begin_sync(self.open_id, self.mode, window_start=requested_window, now=now)
             # Stop where the sync's removals are judged: at its stored window_start. A resumed sync
             # keeps the window it started with; stopping at this run's (later) window would leave
             # the videos between the two unseen, and they would be taken for removed.
@@ -238,7 +272,8 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
                 unidentified,
             )
         self.log.info(
-            "%s sync of %s: %d pages, %s; %d removal suspects: %d confirmed removed, %d live, %d unconfirmed",
+            "%s sync of %s: %d pages, %s; %d removal suspects: %d confirmed removed, %d live, "
+            "%d pending a later look, %d held, %d unconfirmed",
             self.mode,
             self.open_id,
             pages,
@@ -246,6 +281,8 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             finished.removal_suspects,
             finished.removed,
             finished.suspects_live,
+            finished.removals_pending,
+            finished.removals_held,
             finished.suspects_unconfirmed,
         )
         return {
@@ -260,6 +297,9 @@ class TikTokVideoListOperator(_TikTokTransferOperator):
             "removed": finished.removed,
             "suspects_live": finished.suspects_live,
             "suspects_unconfirmed": finished.suspects_unconfirmed,
+            "removals_pending": finished.removals_pending,
+            "removals_held": finished.removals_held,
+            "handed_on": handed_on,
             "unidentified": sync.unidentified,
             "cursor": sync.cursor,
             **self._api_summary(hook),
@@ -270,12 +310,15 @@ class TikTokVideoQueryOperator(_TikTokTransferOperator):
     """
     Refresh cover URLs and counts with ``video/query``, 20 ids a call.
 
-    An id the answer leaves out is only a removal suspect: the suspects are asked about once more
-    (a second look, ``ceil(suspects / 20)`` calls, none when nothing is missing), and those the
-    second answer leaves out too are marked removed; those it returns are updated.
+    Besides the stale covers it asks about the account's pending removals and the videos marked
+    removed in the last 7 days (none when there are none). One answer marks nothing: a live video
+    it leaves out for the first time becomes a pending removal; one already missing an hour or
+    more earlier (an earlier run) is marked removed -- unless the run would mark a suspiciously
+    large share of the account, then none is (``removals_held``, with a warning). A returned
+    video is updated, its pending removal cleared, and restored if it had been marked removed.
 
     :param video_ids: ids to query; by default the account's videos whose cover expires within
-        ``horizon_minutes`` or has expired.
+        ``horizon_minutes`` or has expired, its pending removals and its recent removals.
     :param horizon_minutes: how soon a cover must expire to be refreshed.
     """
 
@@ -290,50 +333,49 @@ class TikTokVideoQueryOperator(_TikTokTransferOperator):
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook()
         now = datetime.now(UTC)
-        updated = removed = requested = live = 0
-        suspects: list[str] = []
+        updated = requested = restored = pending = missing = 0
+        rechecked: list[str] = []
+        confirmed: list[str] = []
         with _failing_fast(self.open_id):
             warehouse = self._warehouse(hook)
-            ids = (
-                list(self.video_ids)
-                if self.video_ids is not None
-                else warehouse.stale_cover_video_ids(self.open_id, horizon=timedelta(minutes=horizon), now=now)
-            )
+            if self.video_ids is not None:
+                ids = list(self.video_ids)
+            else:
+                stale = warehouse.stale_cover_video_ids(self.open_id, horizon=timedelta(minutes=horizon), now=now)
+                rechecked = warehouse.removal_recheck_ids(self.open_id, now=now)
+                ids = sorted(set(stale) | set(rechecked))
             for batch, videos in hook.query_videos(self.open_id, ids, fields=VIDEO_FIELDS):
                 result = warehouse.apply_video_query(self.open_id, batch, videos, captured_at=now)
                 requested += len(batch)
                 updated += result.updated
-                suspects += result.missing
-            if suspects:
-                # One answer is not enough to call a video deleted: look again at the ids it left out.
-                self.log.info(
-                    "%d of %d videos of %s were missing from video/query; asking again before marking any removed",
-                    len(suspects),
-                    requested,
-                    self.open_id,
-                )
-                for batch, videos in hook.query_videos(self.open_id, suspects, fields=VIDEO_FIELDS):
-                    result = warehouse.apply_video_query(
-                        self.open_id, batch, videos, captured_at=now, mark_missing=True
-                    )
-                    updated += result.updated
-                    removed += result.removed
-                    live += result.returned
+                restored += result.restored
+                missing += len(result.missing)
+                pending += result.pending
+                confirmed += result.confirmed
+            # Marked only now, with every answer in hand: the share guard judges the run as a whole.
+            judged = warehouse.mark_removals(self.open_id, confirmed, now=now)
         self.log.info(
-            "Cover refresh of %s: %d queried, %d updated; %d removal suspects: %d confirmed removed, %d live",
+            "Cover refresh of %s: %d queried (%d pending or recently removed), %d updated, %d restored; "
+            "%d left out: %d newly pending, %d confirmed removed, %d held",
             self.open_id,
             requested,
+            len(rechecked),
             updated,
-            len(suspects),
-            removed,
-            live,
+            restored,
+            missing,
+            pending,
+            judged.removed,
+            judged.held,
         )
         return {
             "open_id": self.open_id,
             "requested": requested,
             "updated": updated,
-            "removal_suspects": len(suspects),
-            "removed": removed,
-            "suspects_live": live,
+            "rechecked": len(rechecked),
+            "restored": restored,
+            "removal_suspects": missing,
+            "removals_pending": pending,
+            "removed": judged.removed,
+            "removals_held": judged.held,
             **self._api_summary(hook),
         }
