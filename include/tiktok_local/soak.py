@@ -261,7 +261,7 @@ class Soak:
                     for r in conn.execute(
                         text(
                             "SELECT id, view_count, like_count, comment_count, share_count, title,"
-                            " cover_expires_at, removed_at FROM tiktok.videos WHERE open_id = :o"
+                            " cover_expires_at, removed_at, missing_since FROM tiktok.videos WHERE open_id = :o"
                         ),
                         {"o": open_id},
                     )
@@ -278,8 +278,9 @@ class Soak:
                     if row.title != t["title"] or row.cover_expires_at is None or row.cover_expires_at < fresh:
                         problems.append(f"{open_id}: video {vid} title or cover is stale")
                 for vid in set(stored) - set(truth):
-                    if stored[vid].removed_at is None:
-                        problems.append(f"{open_id}: video {vid} is gone from TikTok but not marked removed")
+                    # A removal is confirmed by a later run an hour on: until then it is pending.
+                    if stored[vid].removed_at is None and stored[vid].missing_since is None:
+                        problems.append(f"{open_id}: video {vid} is gone from TikTok but neither pending nor removed")
                 user = self.sim.admin.account(open_id)["user"]
                 row = conn.execute(
                     text(
