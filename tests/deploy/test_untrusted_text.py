@@ -39,6 +39,9 @@ HOSTILE = (
 )
 #: What a browser receives of it after the warehouse (the DAGs store it as TikTok sent it).
 HTML_PART = HOSTILE.split("\x1b", 1)[0]
+#: What the grid's map index shows of it: the label is cut to 100 characters (…), still holding the
+#: script, the image and the start of the template.
+LABEL_PART = HTML_PART[:99]
 SHOTS = ROOT / "test-artifacts" / "untrusted-text"
 
 
@@ -153,13 +156,17 @@ def test_a_script_display_name_is_only_text_in_the_airflow_ui(
         "GET", f"/api/v2/dags/tiktok_profile_snapshot/dagRuns/{hostile_runs['tiktok_profile_snapshot']}/taskInstances"
     )
     [mapped] = [ti for ti in stored["task_instances"] if ti["task_id"] == "snapshot_profile"]
-    assert mapped["rendered_map_index"] == HOSTILE, "the name is the map index, as typed: no template ran on it"
+    from tiktok_pipeline.common import account_label
+
+    # The map index is the name as typed (cut to the grid's label length): no template ran on it.
+    assert mapped["rendered_map_index"] == account_label(HOSTILE, None, "unused")
+    assert "{{ conn." in mapped["rendered_map_index"]
 
     snapshot = f"/dags/tiktok_profile_snapshot/runs/{quote(hostile_runs['tiktok_profile_snapshot'], safe='')}"
     connect = f"/dags/tiktok_connect_account/runs/{quote(hostile_runs['tiktok_connect_account'], safe='')}"
     for name, path, text in (
-        ("mapped-tasks", f"{snapshot}/tasks/snapshot_profile/mapped", HTML_PART),
-        ("mapped-task", f"{snapshot}/tasks/snapshot_profile/mapped/0", HTML_PART),
+        ("mapped-tasks", f"{snapshot}/tasks/snapshot_profile/mapped", LABEL_PART),
+        ("mapped-task", f"{snapshot}/tasks/snapshot_profile/mapped/0", LABEL_PART),
         ("connect-xcom", f"{connect}/tasks/connect/xcom", HTML_PART),
         ("connect-log", f"{connect}/tasks/connect", "(<script>window.__pwned="),
     ):
