@@ -134,11 +134,10 @@ def build_authorize_router(sim: Simulator) -> APIRouter:
             entry.sim_time = sim.now()
             sim.stats.record(entry)
 
-    @router.get(AUTHORIZE_PATH, include_in_schema=False)
-    def authorize_page(request: Request) -> Response:
-        params = {name: request.query_params[name] for name in PARAMS if name in request.query_params}
+    def checked(request: Request, params: dict[str, str]) -> Any:
+        """The requested scopes, or the page/redirect TikTok answers a bad authorize request with."""
         try:
-            scopes = _check(sim, params)
+            return _check(sim, params)
         except _PageError as exc:
             record(request, 400, "invalid_request")
             return _page("TikTok - Error", f"<h1>Something went wrong</h1><p>{_e(exc)}</p>", 400)
@@ -148,6 +147,13 @@ def build_authorize_router(sim: Simulator) -> APIRouter:
                 params["redirect_uri"],
                 {"error": exc.error, "error_description": exc.description, "state": params.get("state", "")},
             )
+
+    @router.get(AUTHORIZE_PATH, include_in_schema=False)
+    def authorize_page(request: Request) -> Response:
+        params = {name: request.query_params[name] for name in PARAMS if name in request.query_params}
+        scopes = checked(request, params)
+        if isinstance(scopes, Response):
+            return scopes
         record(request, 200)
         return _consent_page(sim, params, scopes)
 
@@ -157,17 +163,9 @@ def build_authorize_router(sim: Simulator) -> APIRouter:
         form = {name: values[0] for name, values in parsed.items()}
         granted = parsed.get("granted_scope", [])
         params = {name: form[name] for name in PARAMS if name in form}
-        try:
-            requested = _check(sim, params)
-        except _PageError as exc:
-            record(request, 400, "invalid_request")
-            return _page("TikTok - Error", f"<h1>Something went wrong</h1><p>{_e(exc)}</p>", 400)
-        except _RedirectError as exc:
-            record(request, 302, exc.error)
-            return _redirect_to(
-                params["redirect_uri"],
-                {"error": exc.error, "error_description": exc.description, "state": params.get("state", "")},
-            )
+        requested = checked(request, params)
+        if isinstance(requested, Response):
+            return requested
         back = {"state": params.get("state", "")}
         if form.get("decision") != "approve":
             record(request, 302, "access_denied")
