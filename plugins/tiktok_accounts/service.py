@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from tiktok_accounts.oauth import authorize_redirect, code_challenge, new_code_verifier, new_state
 from tiktok_accounts.pages import AccountView, TaskLink, follower_chart
@@ -500,7 +500,8 @@ def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime, time
         token = tokens.access_token
         if status == "active" and tokens.access_expires_at <= now + timedelta(minutes=1):
             token = hook.access_token(open_id)  # refreshed (and stored) under the store's row lock
-        revoke_once(backend.config, token, open_id=open_id, timeout=timeout)
+        # One try of at most ``timeout`` seconds: the hook's own retries last minutes, too long for a page.
+        hook.revoke_token(token, open_id=open_id, within=timeout)
     except (TikTokReauthRequired, TikTokAccessTokenInvalid) as exc:
         already_gone = exc
     except TikTokNetworkError as exc:
@@ -536,65 +537,6 @@ def disconnect(backend: Backend, open_id: str, *, user: Any, now: datetime, time
             "account is then marked disconnected.",
             status=503,
         ) from None
-
-
-def revoke_once(config: TikTokConnectionConfig, token: str, *, open_id: str, timeout: float) -> None:
-    """Revoke ``token`` at TikTok with one attempt of at most ``timeout`` seconds (connect and read each).
-
-    The hook's ``revoke_token`` retries for minutes, right for a task but not for a person waiting on a
-    page; this is the same request, once: the same connection (host, client key and secret), the same
-    refusal to send credentials over plain http to anything but loopback and ``insecure_http_hosts``,
-    and the same reading of TikTok's answer.
-    """
-    import ipaddress
-
-    import requests
-    from airflow.sdk.log import mask_secret
-
-    from tiktok_provider.errors import TikTokConfigError, TikTokNetworkError, TikTokServerError
-    from tiktok_provider.hooks.tiktok import OAUTH_REVOKE
-    from tiktok_provider.responses import decode_json, parse_oauth
-
-    mask_secret(token)
-    parts = urlsplit(config.base_url)
-    host = parts.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if parts.scheme != "https" and not loopback and host not in config.insecure_http_hosts:
-        raise TikTokConfigError(
-            f"refusing to send the client secret over {parts.scheme}:// to {host}; use https (plain http is "
-            "only allowed for loopback hosts and the connection's insecure_http_hosts)",
-            endpoint=OAUTH_REVOKE,
-        )
-    form = {"client_key": config.client_key, "client_secret": config.client_secret, "token": token}
-    with requests.Session() as session:
-        session.trust_env = False
-        session.headers["User-Agent"] = "airflow-tiktok-display/0.1"
-        try:
-            resp = session.post(
-                f"{config.base_url}{OAUTH_REVOKE}",
-                data=form,
-                timeout=(min(config.connect_timeout, timeout), timeout),
-                allow_redirects=False,
-            )
-        except requests.Timeout as exc:
-            raise TikTokNetworkError(
-                f"timed out after {timeout:g} s ({type(exc).__name__})", endpoint=OAUTH_REVOKE, open_id=open_id
-            ) from None
-        except requests.RequestException as exc:
-            raise TikTokNetworkError(
-                f"connection failed ({type(exc).__name__})", endpoint=OAUTH_REVOKE, open_id=open_id
-            ) from None
-    try:
-        payload = decode_json(resp.content or b"{}")
-    except ValueError:
-        payload = {}
-    failed = isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"]
-    if failed or resp.status_code >= 500:
-        parse_oauth(resp.status_code, resp.content, endpoint=OAUTH_REVOKE, open_id=open_id)
-        raise TikTokServerError("revoke failed", endpoint=OAUTH_REVOKE, open_id=open_id, http_status=resp.status_code)
 
 
 def purge(backend: Backend, open_id: str, *, confirm: str | None) -> Any:

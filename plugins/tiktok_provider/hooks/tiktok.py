@@ -310,7 +310,8 @@ class TikTokDisplayHook(BaseHook):
         """Send one request; with ``cutoff`` (a ``time.monotonic()`` value) the whole answer must be in by then.
 
         ``read_timeout`` bounds each socket read, not the answer: a body trickled in a byte at a time
-        would never time out. So a capped call streams the body and gives up at the cutoff.
+        would never time out. So a capped call streams the body and gives up at the cutoff, and its
+        connect and first-byte timeouts are cut to the time left.
         """
         import requests
 
@@ -318,6 +319,10 @@ class TikTokDisplayHook(BaseHook):
         cfg = self.config
         limiter = limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds)
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        timeout = (cfg.connect_timeout, cfg.read_timeout)
+        if cutoff is not None:
+            left = max(0.1, cutoff - time.monotonic())
+            timeout = (min(cfg.connect_timeout, left), min(cfg.read_timeout, left))
         try:
             with limiter.slot():
                 self.calls[path] += 1
@@ -328,7 +333,7 @@ class TikTokDisplayHook(BaseHook):
                     json=json_body,
                     data=form,
                     headers=headers,
-                    timeout=(cfg.connect_timeout, cfg.read_timeout),
+                    timeout=timeout,
                     allow_redirects=False,
                     stream=cutoff is not None,
                 )
@@ -550,12 +555,19 @@ class TikTokDisplayHook(BaseHook):
         form = {**self._client_form(), "grant_type": "refresh_token", "refresh_token": refresh_token}
         return self._token_call(form, open_id=open_id, deadline=deadline, cutoff=cutoff)
 
-    def revoke_token(self, token: str, *, open_id: str | None = None) -> None:
-        """Revoke an access or refresh token."""
+    def revoke_token(self, token: str, *, open_id: str | None = None, within: float | None = None) -> None:
+        """Revoke an access or refresh token.
+
+        :param within: seconds the whole call may take, answer included (a person waiting on a page);
+            shorter than one full attempt, it makes exactly one try. Default: the retry policy's.
+        """
         _mask(token)
+        deadline = time.monotonic() + within if within is not None else None
 
         def once() -> None:
-            resp = self._send("POST", OAUTH_REVOKE, open_id=open_id, form={**self._client_form(), "token": token})
+            resp = self._send(
+                "POST", OAUTH_REVOKE, open_id=open_id, form={**self._client_form(), "token": token}, cutoff=deadline
+            )
             try:
                 payload = decode_json(resp.content or b"{}")
             except ValueError:
@@ -567,7 +579,7 @@ class TikTokDisplayHook(BaseHook):
                     "revoke failed", endpoint=OAUTH_REVOKE, open_id=open_id, http_status=resp.status_code
                 )
 
-        self._retrying(OAUTH_REVOKE)(once)
+        self._retrying(OAUTH_REVOKE, deadline=deadline)(once)
 
     # -- tokens ---------------------------------------------------------------------------
 

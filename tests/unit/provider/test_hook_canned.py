@@ -283,3 +283,19 @@ def test_no_secret_or_token_in_an_error_message(make_hook: Any) -> None:
     text = str(caught.value)
     for secret in (SECRET, "act.current-access-token", "rft.current-refresh-token"):
         assert secret not in text
+
+
+def test_a_revoke_bounded_in_time_makes_one_try(make_hook: Any) -> None:
+    hook, script, _, sleeps = make_hook(*[fail(500, "internal_error")] * 4)
+    with pytest.raises(errors.TikTokServerError):
+        hook.revoke_token("act.to-revoke", open_id=OPEN_ID, within=5)
+    assert script.paths() == ["/v2/oauth/revoke/"]
+    assert sleeps == []
+
+
+def test_an_unbounded_revoke_follows_the_retry_policy(make_hook: Any) -> None:
+    hook, script, _, sleeps = make_hook(*[fail(500, "internal_error")] * 4)
+    with pytest.raises(errors.TikTokServerError):
+        hook.revoke_token("act.to-revoke", open_id=OPEN_ID)
+    assert len(script.requests) == 4
+    assert len(sleeps) == 3
