@@ -19,8 +19,8 @@ import requests
 from requests.adapters import BaseAdapter
 
 from tiktok_provider import errors
+from tiktok_provider.auth import AccountTokens, TokenGrant
 from tiktok_provider.hooks.tiktok import TikTokDisplayHook
-from tiktok_warehouse.tokens import AccountTokens, TokenGrant
 
 BASE = "https://tiktok.test"
 OPEN_ID = "acct-1"
