@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
+from tiktok_provider.sanitize import clean_text
 from tiktok_warehouse.loads import FinishResult, RemovalResult, SyncNotActive, SyncState, Warehouse
-from tiktok_warehouse.staging import clean_text
 from tiktok_warehouse.tokens import AccountNotFound
 
 pytestmark = pytest.mark.integration
