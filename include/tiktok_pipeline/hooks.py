@@ -53,8 +53,9 @@ def display_hook(
 
 
 def warehouse_of(hook: TikTokDisplayHook) -> Warehouse:
-    """The warehouse the hook's connection names (where its tasks' loads go)."""
+    """The warehouse the hook's connection names (where its tasks' loads go), with the removal policy."""
+    from tiktok_pipeline.removals import POLICY
     from tiktok_warehouse.db import get_engine
     from tiktok_warehouse.loads import Warehouse
 
-    return Warehouse(get_engine(hook.config.warehouse_conn_id))
+    return Warehouse(get_engine(hook.config.warehouse_conn_id), removals=POLICY)

@@ -7,13 +7,14 @@ The rules, in one place (the warehouse runs the SQL; the decision is made here):
 * A listing that met a video without a usable id names no suspect (the warehouse's ``end_listing``
   counts them in ``unidentified``): that video and its page would be taken for deleted.
 * A suspect is marked removed only when ``video/query`` leaves it out too, and only if it was
-  already missing :data:`~tiktok_warehouse.loads.REMOVAL_CONFIRM_AFTER` (one hour) earlier, in an
-  earlier run -- else it is pending, for a later run.
-* The share guard: a run never marks more than :data:`~tiktok_warehouse.loads.REMOVAL_HOLD_SHARE`
-  (20%) of an account's live videos when that is more than
-  :data:`~tiktok_warehouse.loads.REMOVAL_HOLD_MIN` (5); those are held, with a warning.
+  already missing ``POLICY.confirm_after`` (one hour) earlier, in an earlier run -- else it is
+  pending, for a later run.
+* The share guard: a run never marks more than ``POLICY.hold_share`` (20%) of an account's live
+  videos when that is more than ``POLICY.hold_min`` (5); those are held, with a warning.
 * The cover refresh asks again about pending removals and about videos marked removed in the last
-  :data:`~tiktok_warehouse.loads.REMOVED_RECHECK` (7 days): one wrongly marked comes back.
+  ``POLICY.recheck`` (7 days): one wrongly marked comes back.
+
+The warehouse (``tiktok_warehouse.loads``) runs these numbers in its SQL, given :data:`POLICY`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,37 @@ from typing import TYPE_CHECKING, Any
 
 from tiktok_provider.fields import VIDEO_FIELDS
 from tiktok_provider.paginator import QUERY_BATCH
-from tiktok_warehouse.loads import REMOVAL_CONFIRM_AFTER
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
     from tiktok_warehouse.loads import SyncState, Warehouse
+
+
+@dataclass(frozen=True)
+class RemovalPolicy:
+    """The numbers of the removal rules above (the warehouse's ``RemovalRules``)."""
+
+    #: A video is marked removed only when it is left out again at least this long after it first
+    #: was (``videos.missing_since``): in a later run, never in the one that first missed it.
+    confirm_after: timedelta = timedelta(hours=1)
+    #: One run marks no removals of an account when they would be more than this share of its live
+    #: videos and more than ``hold_min`` videos: an outage looks like that, creators rarely do.
+    hold_share: float = 0.2
+    hold_min: int = 5
+    #: The cover refresh asks video/query again about videos marked removed this recently.
+    recheck: timedelta = timedelta(days=7)
+
+    def holds(self, confirmed: int, live: int) -> bool:
+        """The share guard: whether one run's ``confirmed`` removals are too many to mark."""
+        return confirmed > self.hold_min and confirmed > self.hold_share * live
+
+    def hold_rule(self) -> str:
+        return f"{round(self.hold_share * 100)}%"
+
+
+POLICY = RemovalPolicy()
 
 
 def listed_in_an_earlier_run(sync: SyncState, context: Any, now: datetime) -> bool:
@@ -42,7 +67,7 @@ def listed_in_an_earlier_run(sync: SyncState, context: Any, now: datetime) -> bo
     listed_at = datetime.fromisoformat(sync.listed_at)
     dag_run = context.get("dag_run") if context else None
     run_started = getattr(dag_run, "start_date", None)
-    return (run_started is not None and listed_at < run_started) or listed_at <= now - REMOVAL_CONFIRM_AFTER
+    return (run_started is not None and listed_at < run_started) or listed_at <= now - POLICY.confirm_after
 
 
 def confirm_listing_suspects(

@@ -28,11 +28,11 @@ Rules every load follows:
   *suspects* (stored with its checkpoint); ``video/query`` returns a live one (updated, never
   marked) or leaves it out. The first time a video is left out only ``videos.missing_since`` is
   set (a *pending* removal); any listing or query that returns the video clears it. A video is
-  marked removed only when a later run, at least :data:`REMOVAL_CONFIRM_AFTER` after that first
+  marked removed only when a later run, at least the policy's ``confirm_after`` after that first
   miss, finds it missing again -- so a short outage in which video/query answers "no videos"
   (or an account made private for a while) removes nothing.
-* Share guard: one run never marks more than :data:`REMOVAL_HOLD_SHARE` of an account's live
-  videos (beyond :data:`REMOVAL_HOLD_MIN`): it marks none, logs a warning, and reports them as
+* Share guard: one run never marks more than the policy's share of an account's live
+  videos (see ``tiktok_pipeline.removals``): it marks none, logs a warning, and reports them as
   ``removals_held``; they stay pending and a later run judges them again.
 
 Result types are small frozen dataclasses of JSON types, so ``dataclasses.asdict`` gives an
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from itertools import filterfalse, repeat
 from operator import contains, itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -101,15 +101,27 @@ log = logging.getLogger(__name__)
 # Batches up to this many videos travel as one JSON parameter; larger ones go through COPY.
 JSON_BATCH_LIMIT = 1000
 
-#: A video is marked removed only when video/query leaves it out again at least this long after it
-#: first did (``videos.missing_since``): in a later run, never in the one that first missed it.
-REMOVAL_CONFIRM_AFTER = timedelta(hours=1)
-#: One run marks no removals of an account when they would be more than this share of its live
-#: videos and more than REMOVAL_HOLD_MIN videos: an outage looks like that, creators rarely do.
-REMOVAL_HOLD_SHARE = 0.2
-REMOVAL_HOLD_MIN = 5
-#: The cover refresh asks video/query again about videos marked removed this recently.
-REMOVED_RECHECK = timedelta(days=7)
+
+class RemovalRules(Protocol):
+    """What the removal SQL needs from the caller's removal policy (``tiktok_pipeline.removals.POLICY``).
+
+    The warehouse runs the queries and the updates; the policy decides: how long a second look
+    waits, how far back removals are rechecked, and whether one run's removals are too many.
+    """
+
+    #: A video is marked removed only when it is left out again at least this long after it first was.
+    confirm_after: timedelta
+    #: The cover refresh asks again about videos marked removed this recently.
+    recheck: timedelta
+
+    def holds(self, confirmed: int, live: int) -> bool:
+        """Whether ``confirmed`` removals of an account with ``live`` live videos are held, not marked."""
+        ...
+
+    def hold_rule(self) -> str:
+        """The share guard in words, for the warning a hold logs."""
+        ...
+
 
 #: The user object's fields kept on ``accounts`` and in ``profile_snapshots``.
 ACCOUNT_PROFILE_FIELDS = ("display_name", "username", "avatar_url")
@@ -446,7 +458,7 @@ class QueryResult:
     missing: list[str] = field(default_factory=list)
     #: Of those, live videos left out for the first time: now pending (``missing_since`` set).
     pending: int = 0
-    #: Of those, live videos pending since at least REMOVAL_CONFIRM_AFTER before this answer: the
+    #: Of those, live videos pending since at least ``confirm_after`` before this answer: the
     #: caller marks them with :meth:`Warehouse.mark_removals` once it has every answer of its run.
     confirmed: list[str] = field(default_factory=list)
 
@@ -696,11 +708,13 @@ def _note_missing(conn: Connection, open_id: str, ids: Sequence[str], at: dateti
     )
 
 
-def _mark_removals(conn: Connection, open_id: str, eligible: list[Any], at: datetime, *, run: str) -> RemovalResult:
+def _mark_removals(
+    conn: Connection, open_id: str, eligible: list[Any], at: datetime, *, run: str, rules: RemovalRules
+) -> RemovalResult:
     """Mark the account's live videos matching ``eligible`` removed at ``at``, unless too many.
 
-    The share guard: more than REMOVAL_HOLD_MIN videos and more than REMOVAL_HOLD_SHARE of the
-    account's live videos at once marks none (they stay pending, a later run judges them again).
+    The share guard (``rules.holds``): too many of the account's live videos at once marks none
+    (they stay pending, a later run judges them again).
     """
     conditions = [
         videos_table.c.open_id == open_id,
@@ -714,17 +728,17 @@ def _mark_removals(conn: Connection, open_id: str, eligible: list[Any], at: date
     live = conn.execute(
         select(func.count()).where(videos_table.c.open_id == open_id, videos_table.c.removed_at.is_(None))
     ).scalar_one()
-    if confirmed > REMOVAL_HOLD_MIN and confirmed > REMOVAL_HOLD_SHARE * live:
+    if rules.holds(confirmed, live):
         log.warning(
             "%s of account %s: %d of its %d live videos were missing twice, an hour or more apart; that is more "
-            "than %d%% at once, which looks like an outage or an account made private, so none is marked removed "
+            "than %s at once, which looks like an outage or an account made private, so none is marked removed "
             "(removals_held=%d). They stay pending and the next run judges them again. If the creator really "
             "deleted them, mark them by hand (see the tiktok_video_backfill runbook).",
             run,
             open_id,
             confirmed,
             live,
-            round(REMOVAL_HOLD_SHARE * 100),
+            rules.hold_rule(),
             confirmed,
         )
         return RemovalResult(removed=0, held=confirmed)
@@ -771,8 +785,16 @@ def _finish_result(row: Row[Any], *, unconfirmed: int) -> FinishResult:
 class Warehouse:
     """Idempotent loads of accounts, profile snapshots and videos, with resumable sync checkpoints."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, removals: RemovalRules | None = None) -> None:
+        """:param removals: the removal policy; needed by the calls that judge removals, not by the others."""
         self.engine = engine
+        self._removals = removals
+
+    @property
+    def removals(self) -> RemovalRules:
+        if self._removals is None:
+            raise TypeError("this Warehouse was built without a removal policy (removals=)")
+        return self._removals
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(engine={self.engine!r})"
@@ -1118,7 +1140,7 @@ class Warehouse:
         Finish a sync: judge the suspects video/query left out, drop its seen ids and record its counts.
 
         A suspect video/query left out is marked removed only if it had already been missing
-        (``videos.missing_since``) at least :data:`REMOVAL_CONFIRM_AFTER` before this sync's answer
+        (``videos.missing_since``) at least the policy's ``confirm_after`` before this sync's answer
         left it out -- a second look in a later run -- and only if the share guard lets the run
         mark that many (else they are held: none marked, a warning logged). The others stay
         pending for a later run. Suspects still unconfirmed (or never asked about) stay live, and
@@ -1149,11 +1171,18 @@ class Warehouse:
                 seen.sync_id == row.sync_id,
                 seen.video_id == videos_table.c.id,
                 seen.missing_at.is_not(None),
-                videos_table.c.missing_since <= seen.missing_at - literal(REMOVAL_CONFIRM_AFTER),
+                videos_table.c.missing_since <= seen.missing_at - literal(self.removals.confirm_after),
                 videos_table.c.last_seen_at <= seen.missing_at,
             )
             judged = (
-                _mark_removals(conn, row.open_id, [second_look], now, run=f"{row.mode.capitalize()} sync {row.sync_id}")
+                _mark_removals(
+                    conn,
+                    row.open_id,
+                    [second_look],
+                    now,
+                    run=f"{row.mode.capitalize()} sync {row.sync_id}",
+                    rules=self.removals,
+                )
                 if missing
                 else RemovalResult(removed=0, held=0)
             )
@@ -1217,9 +1246,9 @@ class Warehouse:
         Return the ids the cover refresh asks about again, in id order.
 
         The account's pending removals (left out once: a later look confirms or clears them) and
-        its videos marked removed within :data:`REMOVED_RECHECK` (one wrongly marked comes back).
+        its videos marked removed within the policy's ``recheck`` (one wrongly marked comes back).
         """
-        since = _utc(now, "now") - REMOVED_RECHECK
+        since = _utc(now, "now") - self.removals.recheck
         query = (
             select(videos_table.c.id)
             .where(
@@ -1249,7 +1278,7 @@ class Warehouse:
         outage, videos that are live; so one answer marks nothing. A returned video is updated
         (restored if it was marked removed; its pending removal cleared). A live video left out
         for the first time starts its ``missing_since`` clock (``pending``); one left out that was
-        already missing at least :data:`REMOVAL_CONFIRM_AFTER` earlier is ``confirmed``: the caller
+        already missing at least the policy's ``confirm_after`` earlier is ``confirmed``: the caller
         passes the confirmed ids of its whole run to :meth:`mark_removals`. One transaction.
         """
         captured_at = _utc(captured_at, "captured_at")
@@ -1278,7 +1307,7 @@ class Warehouse:
                             videos_table.c.open_id == open_id,
                             videos_table.c.id.in_(missing),
                             videos_table.c.removed_at.is_(None),
-                            videos_table.c.missing_since <= captured_at - REMOVAL_CONFIRM_AFTER,
+                            videos_table.c.missing_since <= captured_at - self.removals.confirm_after,
                             videos_table.c.last_seen_at <= captured_at,
                         )
                         .order_by(videos_table.c.id)
@@ -1302,18 +1331,17 @@ class Warehouse:
         """
         Mark removed the ids one run's video/query answers ``confirmed`` (see :meth:`apply_video_query`).
 
-        Only videos still pending since at least :data:`REMOVAL_CONFIRM_AFTER` before ``now`` are
-        marked (a load that saw one since cleared it), and none if they are more than
-        :data:`REMOVAL_HOLD_SHARE` of the account's live videos (and more than
-        :data:`REMOVAL_HOLD_MIN`): those are held, a warning is logged, and a later run judges them.
+        Only videos still pending since at least the policy's ``confirm_after`` before ``now`` are
+        marked (a load that saw one since cleared it), and none if the policy's share guard holds
+        them (see ``tiktok_pipeline.removals``): then a warning is logged and a later run judges them.
         """
         now = _utc(now, "now")
         ids = sorted({str(i) for i in video_ids})
         if not ids:
             return RemovalResult(removed=0, held=0)
-        eligible = [videos_table.c.id.in_(ids), videos_table.c.missing_since <= now - REMOVAL_CONFIRM_AFTER]
+        eligible = [videos_table.c.id.in_(ids), videos_table.c.missing_since <= now - self.removals.confirm_after]
         with self.engine.begin() as conn:
-            result = _mark_removals(conn, open_id, eligible, now, run="Cover refresh")
+            result = _mark_removals(conn, open_id, eligible, now, run="Cover refresh", rules=self.removals)
         if result.removed:
             log.info(
                 "Marked %d videos of account %s removed: missing twice, an hour or more apart", result.removed, open_id

@@ -70,3 +70,13 @@ def test_given_ids_are_asked_as_they_are_without_rechecks() -> None:
     hook = AnsweringHook(gone=set())
     done = refresh_covers(hook, wh, "a", video_ids=["9"], horizon=timedelta(hours=1), now=NOW)  # type: ignore[arg-type]
     assert hook.asked == [["9"]] and done.rechecked == [] and done.removed == 0
+
+
+def test_the_share_guard_holds_more_than_a_fifth_and_more_than_five() -> None:
+    from tiktok_pipeline.removals import POLICY
+
+    assert not POLICY.holds(5, 10), "five are never too many"
+    assert POLICY.holds(6, 10)
+    assert not POLICY.holds(6, 30), "6 of 30 is 20%: not more"
+    assert POLICY.holds(7, 30)
+    assert POLICY.hold_rule() == "20%"
