@@ -45,8 +45,7 @@ except ImportError:  # a plain checkout: include/ is where the package lives
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from tiktok_warehouse import migrate
-from tiktok_warehouse.loads import Warehouse
-from tiktok_warehouse.staging import VIDEO_FIELDS, copy_data, copy_from
+from tiktok_warehouse.loads import VIDEO_FIELDS, Warehouse, copy_data, copy_from
 from tiktok_warehouse.tokens import TokenGrant, TokenStore
 
 FULL_ROWS = 100_000

@@ -33,6 +33,7 @@ from airflow.sdk import Param, dag, task
 
 from tiktok_pipeline.common import DEFAULT_ARGS, TIKTOK_CONN_ID
 from tiktok_pipeline.connect import NOT_A_TOKEN_PATTERN, VARIABLE_PATTERN
+from tiktok_pipeline.names import CONNECT_DAG_ID
 
 #: Its own pool (created by ``make bootstrap``): an auth code lives minutes, so connecting must not
 #: queue behind backfills in the tiktok_api pool. It makes two API calls; the pool still bounds it.
@@ -67,7 +68,7 @@ A failure after the tokens are stored never retries the task (that would spend t
 
 
 @dag(
-    dag_id="tiktok_connect_account",
+    dag_id=CONNECT_DAG_ID,
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -27,7 +27,8 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
-from tiktok_provider.operators.tiktok import TikTokVideoQueryOperator
+from tiktok_pipeline.names import COVER_DAG_ID
+from tiktok_pipeline.operators import TikTokVideoQueryToPostgresOperator
 
 REFRESH_DOC = """
 ### refresh_covers
@@ -53,7 +54,7 @@ SELECT
 
 
 @dag(
-    dag_id="tiktok_cover_refresh",
+    dag_id=COVER_DAG_ID,
     schedule="@hourly",
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -75,7 +76,7 @@ SELECT
 )
 def tiktok_cover_refresh() -> None:
     refreshes = for_each_account(
-        TikTokVideoQueryOperator.partial(
+        TikTokVideoQueryToPostgresOperator.partial(
             task_id="refresh_covers",
             tiktok_conn_id=TIKTOK_CONN_ID,
             horizon_minutes="{{ params.horizon_minutes }}",

@@ -33,7 +33,8 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
-from tiktok_provider.operators.tiktok import TikTokUserInfoOperator
+from tiktok_pipeline.names import PROFILE_DAG_ID
+from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
 
 SNAPSHOT_DOC = """
 ### snapshot_profile
@@ -64,7 +65,7 @@ SELECT
 
 
 @dag(
-    dag_id="tiktok_profile_snapshot",
+    dag_id=PROFILE_DAG_ID,
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -76,7 +77,7 @@ SELECT
 )
 def tiktok_profile_snapshot() -> None:
     snapshots = for_each_account(
-        TikTokUserInfoOperator.partial(
+        TikTokUserInfoToPostgresOperator.partial(
             task_id="snapshot_profile",
             tiktok_conn_id=TIKTOK_CONN_ID,
             pool=API_POOL,

@@ -32,7 +32,8 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
-from tiktok_provider.operators.tiktok import TikTokVideoListOperator
+from tiktok_pipeline.names import BACKFILL_DAG_ID
+from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
 
 SYNC_DOC = """
 ### sync_videos
@@ -73,7 +74,7 @@ SELECT
 
 
 @dag(
-    dag_id="tiktok_video_backfill",
+    dag_id=BACKFILL_DAG_ID,
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -102,7 +103,7 @@ SELECT
 )
 def tiktok_video_backfill() -> None:
     syncs = for_each_account(
-        TikTokVideoListOperator.partial(
+        TikTokVideoListToPostgresOperator.partial(
             task_id="sync_videos",
             tiktok_conn_id=TIKTOK_CONN_ID,
             mode="{{ params.mode }}",

@@ -130,10 +130,10 @@ def tiktok_connections(sim: Any, encryption_key: str, test_databases: Any) -> It
 @pytest.fixture
 def hook(tiktok_connections: Any, clean_warehouse: Any) -> Any:
     """A hook on the simulator whose retries record their waits instead of sleeping."""
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
 
     sleeps: list[float] = []
-    h = TikTokDisplayHook(sleep=sleeps.append)
+    h = display_hook(sleep=sleeps.append)
     h.sleeps = sleeps
     return h
 

@@ -485,7 +485,7 @@ def fig_rate(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     """Figure 2: several accounts at once against a scaled-down app-wide rate limit."""
     from airflow.sdk.bases.operator import ExecutorSafeguard
 
-    from tiktok_provider.operators.tiktok import TikTokVideoListOperator
+    from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
 
     sz = b.sizes
     limit, window = sz.rate_limit, sz.rate_window
@@ -498,7 +498,7 @@ def fig_rate(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     results: dict[int, Any] = {}
 
     def sync(index: int, open_id: str) -> None:
-        operator = TikTokVideoListOperator(
+        operator = TikTokVideoListToPostgresOperator(
             task_id=f"bench_sync_{index}", open_id=open_id, mode="full", tiktok_conn_id=PACED_CONN_ID
         )
         # Called the way the task runner calls it (a task per account; here a thread per account).
@@ -712,7 +712,7 @@ def plain_snapshot_loop(b: Bench, check_sql: str) -> float:
     """Do a profile snapshot run's API and database work in a plain loop; return its wall time."""
     from sqlalchemy import text
 
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook as TikTokDisplayHook  # with the warehouse token store
     from tiktok_warehouse.db import get_engine
     from tiktok_warehouse.loads import Warehouse
 
@@ -925,7 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from airflow.dag_processing.dagbag import DagBag
 
-            from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+            from tiktok_pipeline.hooks import display_hook as TikTokDisplayHook  # with the warehouse token store
 
             bag = DagBag(dag_folder=str(DAGS_DIR))
             if bag.import_errors:

@@ -57,9 +57,9 @@ def log(message: str) -> None:
 
 def run_child(spec: dict[str, Any]) -> int:
     local_settings.apply()
-    from tiktok_provider.operators.tiktok import TikTokVideoListOperator
+    from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
 
-    TikTokVideoListOperator(task_id="soak_child", **spec).execute({})
+    TikTokVideoListToPostgresOperator(task_id="soak_child", **spec).execute({})
     return 0
 
 

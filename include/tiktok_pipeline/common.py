@@ -1,8 +1,8 @@
-"""What every TikTok DAG shares: names, default_args, account selection, data-quality checks.
+"""What every TikTok DAG shares: default_args, account selection, data-quality checks.
 
-Connection and pool names live here and nowhere else in the DAGs. ``TIKTOK_CONN_ID`` is the one
-place to point every DAG at another TikTok connection; the warehouse is never named by a DAG: every
-task that reads or writes it (the loads, account selection, the checks) asks the TikTok
+Connection and pool names live in :mod:`tiktok_pipeline.names` (re-exported here for the DAGs).
+``TIKTOK_CONN_ID`` is the one place to point every DAG at another TikTok connection; the warehouse
+is never named by a DAG: every task that reads or writes it (the loads, account selection, the checks) asks the TikTok
 connection's ``warehouse_conn_id`` extra when it runs, so all of them use the same database.
 """
 
@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, task
 
+from tiktok_pipeline.names import API_POOL as API_POOL
+from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: The pool that caps concurrent TikTok API tasks (``make bootstrap`` creates it).
-API_POOL = "tiktok_api"
-#: The TikTok connection of every DAG; its extra names the warehouse (``warehouse_conn_id``).
-TIKTOK_CONN_ID = "tiktok_default"
 OPEN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 DEFAULT_ARGS: dict[str, Any] = {
@@ -142,7 +141,7 @@ def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
 
         from airflow.configuration import conf
 
-        from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+        from tiktok_pipeline.hooks import display_hook
         from tiktok_warehouse.accounts_admin import (
             CONFIG_SECTION,
             daily_account_check,
@@ -151,7 +150,7 @@ def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
         )
         from tiktok_warehouse.db import get_engine
 
-        engine = get_engine(TikTokDisplayHook(tiktok_conn_id=conn_id).config.warehouse_conn_id)
+        engine = get_engine(display_hook(conn_id).config.warehouse_conn_id)
         return daily_account_check(
             engine,
             now=datetime.now(UTC),
@@ -181,12 +180,12 @@ def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = Non
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
     from tiktok_warehouse.tokens import GENERATE_KEY_COMMAND, TokenEncryptionKeyInvalid
 
     wanted = validate_open_ids(accounts)
     conn_id = tiktok_conn_id or TIKTOK_CONN_ID
-    hook = TikTokDisplayHook(tiktok_conn_id=conn_id)
+    hook = display_hook(conn_id)
     store = None
     problem = "is missing"
     if (hook.config.token_encryption_key or "").strip():
@@ -210,8 +209,9 @@ def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = Non
     for open_id in AccountsAdmin(store.engine).expire_lapsed_consents(now=datetime.now(UTC)):
         log.warning(
             "Account %s: its refresh token has run out; marked reauth_required and skipped. Ask the creator "
-            "to reconnect it (TikTok accounts page, or the tiktok_connect_account DAG).",
+            "to reconnect it (TikTok accounts page, or the %s DAG).",
             open_id,
+            CONNECT_DAG_ID,
         )
     rows = store.list_accounts(statuses=("active",), open_ids=wanted)
     if wanted:
@@ -247,9 +247,9 @@ class WarehouseConnId:
     tiktok_conn_id: str
 
     def __call__(self, context: Context | None = None, jinja_env: Any = None) -> str:
-        from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+        from tiktok_pipeline.hooks import display_hook
 
-        return TikTokDisplayHook(tiktok_conn_id=self.tiktok_conn_id).config.warehouse_conn_id
+        return display_hook(self.tiktok_conn_id).config.warehouse_conn_id
 
 
 def quality_check(task_id: str, sql: str, *, what: str, tiktok_conn_id: str | None = None) -> Any:

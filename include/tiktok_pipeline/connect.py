@@ -24,13 +24,15 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from tiktok_pipeline.names import REFRESH_TOKEN_VARIABLE_PREFIX
+
 log = logging.getLogger(__name__)
 
 PROFILE_FIELDS = ("open_id", "display_name", "avatar_url", "username")
 #: The only Variables the connect DAG reads a refresh token from. A prefix, so that whoever may
 #: trigger the DAG cannot have any other Variable's value sent to TikTok's host; and no dots, so a
 #: token pasted into the box by mistake (``rft.…``) never matches.
-VARIABLE_PREFIX = "tiktok_refresh_token_"
+VARIABLE_PREFIX = REFRESH_TOKEN_VARIABLE_PREFIX
 VARIABLE_PATTERN = rf"^{VARIABLE_PREFIX}[A-Za-z0-9_-]{{1,64}}$"
 #: For the form's free-text params: refuse anything that starts like a TikTok token.
 NOT_A_TOKEN_PATTERN = r"^(?![ \t]*(?:act|rft|clt)\.)"
@@ -52,9 +54,8 @@ def connect_account(
     """
     from airflow.sdk.log import mask_secret
 
-    from tiktok_provider.errors import TikTokError
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
-    from tiktok_warehouse.tokens import TokenStoreError
+    from tiktok_pipeline.hooks import display_hook
+    from tiktok_provider.errors import TokenStoreError, failing_fast
 
     code = (params.get("auth_code") or "").strip()
     redirect_uri = (params.get("redirect_uri") or "").strip()
@@ -84,7 +85,7 @@ def connect_account(
             "A refresh token in the run's configuration is refused, and was not used: the configuration is "
             "stored in plain text and shown to everyone who can see the run, and a token left there stays live "
             "whenever a run fails before rotating it. Put it in a Variable (airflow variables set "
-            "tiktok_refresh_token_<name> <token>) and trigger the DAG with refresh_token_variable."
+            f"{VARIABLE_PREFIX}<name> <token>) and trigger the DAG with refresh_token_variable."
         )
     if bool(code) == bool(variable):
         raise AirflowFailException(
@@ -98,7 +99,7 @@ def connect_account(
     refresh_token = _refresh_token_from(variable) if variable else ""
     what = "authorization code" if code else f"refresh token in Variable {variable!r}"
 
-    hook = TikTokDisplayHook(tiktok_conn_id=tiktok_conn_id)
+    hook = display_hook(tiktok_conn_id)
     try:
         hook.token_store.check_ready()
     except TokenStoreError as exc:
@@ -109,15 +110,11 @@ def connect_account(
             f"{exc} The {what} was not used: fix this and trigger the DAG again {again}."
         ) from None
 
-    try:
+    with failing_fast():  # a retryable error brought no tokens back, so nothing is lost by trying again
         if code:
             grant = hook.exchange_code(code, redirect_uri, params.get("code_verifier") or None)
         else:
             grant = hook.refresh_grant(refresh_token)
-    except TikTokError as exc:
-        if exc.retryable:  # no tokens came back, so nothing is lost by trying again
-            raise
-        raise AirflowFailException(str(exc)) from None
 
     # From here on TikTok has spent the credential: no Airflow retry (it would spend it again).
     try:
@@ -159,17 +156,14 @@ def _looks_like_token(value: str) -> bool:
 
 def _profile(hook: Any, grant: Any) -> tuple[dict[str, Any], list[str]]:
     """Fetch and store the newly connected account's profile; never fail the connect over it."""
-    from tiktok_warehouse.db import get_engine
-    from tiktok_warehouse.loads import Warehouse
+    from tiktok_pipeline.hooks import warehouse_of
 
     scopes: frozenset[str] = grant.scopes or frozenset()
     try:
         scopes = grant.scopes if grant.scopes is not None else hook.scopes(grant.open_id)
         fields = [f for f in PROFILE_FIELDS if f != "username" or "user.info.profile" in scopes]
         user = hook.get_user_info(grant.open_id, fields) if "user.info.basic" in scopes else {}
-        Warehouse(get_engine(hook.config.warehouse_conn_id)).upsert_account_profile(
-            grant.open_id, user, now=datetime.now(UTC)
-        )
+        warehouse_of(hook).upsert_account_profile(grant.open_id, user, now=datetime.now(UTC))
     except Exception as exc:  # the tokens are stored: the account is connected all the same
         log.warning(
             "Account %s is connected, but its profile could not be fetched (%s); the next "

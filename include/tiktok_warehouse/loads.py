@@ -21,16 +21,18 @@ Rules every load follows:
   order they were staged; an ORDER BY would re-sort a 100 MB batch on disk for nothing.
 * Small batches (one API page) travel as one JSON parameter; large ones are COPYed into a
   temporary staging table. Either way a batch is a handful of statements, never one per row.
-* Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates.
+* Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates, and integers
+  must be within the provider's bounds: one sanitiser, :mod:`tiktok_provider.sanitize`.
+* The page batch (cleaned columns, JSON or COPY) is built here, beside the SQL it feeds.
 * Nothing is marked removed on the strength of one run. A sync's listing only names removal
   *suspects* (stored with its checkpoint); ``video/query`` returns a live one (updated, never
   marked) or leaves it out. The first time a video is left out only ``videos.missing_since`` is
   set (a *pending* removal); any listing or query that returns the video clears it. A video is
-  marked removed only when a later run, at least :data:`REMOVAL_CONFIRM_AFTER` after that first
+  marked removed only when a later run, at least the policy's ``confirm_after`` after that first
   miss, finds it missing again -- so a short outage in which video/query answers "no videos"
   (or an account made private for a while) removes nothing.
-* Share guard: one run never marks more than :data:`REMOVAL_HOLD_SHARE` of an account's live
-  videos (beyond :data:`REMOVAL_HOLD_MIN`): it marks none, logs a warning, and reports them as
+* Share guard: one run never marks more than the policy's share of an account's live
+  videos (see ``tiktok_pipeline.removals``): it marks none, logs a warning, and reports them as
   ``removals_held``; they stay pending and a later run judges them again.
 
 Result types are small frozen dataclasses of JSON types, so ``dataclasses.asdict`` gives an
@@ -39,12 +41,16 @@ XCom-ready summary.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from itertools import filterfalse, repeat
+from operator import contains, itemgetter
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -71,18 +77,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from tiktok_warehouse.staging import (
-    COUNT_FIELDS,
-    INT64_MAX,
-    STAGE_TYPES,
-    VIDEO_FIELDS,
-    VideoGroup,
-    clean_int,
-    clean_text,
-    copy_data,
-    copy_from,
-    prepare_videos,
-)
+from tiktok_provider.fields import VIDEO_FIELDS as API_VIDEO_FIELDS
+from tiktok_provider.sanitize import INT_BOUNDS, MAX_TIMESTAMP, clean_int, clean_text, int_bounds
 from tiktok_warehouse.tables import (
     SYNC_MODES,
     accounts,
@@ -105,15 +101,27 @@ log = logging.getLogger(__name__)
 # Batches up to this many videos travel as one JSON parameter; larger ones go through COPY.
 JSON_BATCH_LIMIT = 1000
 
-#: A video is marked removed only when video/query leaves it out again at least this long after it
-#: first did (``videos.missing_since``): in a later run, never in the one that first missed it.
-REMOVAL_CONFIRM_AFTER = timedelta(hours=1)
-#: One run marks no removals of an account when they would be more than this share of its live
-#: videos and more than REMOVAL_HOLD_MIN videos: an outage looks like that, creators rarely do.
-REMOVAL_HOLD_SHARE = 0.2
-REMOVAL_HOLD_MIN = 5
-#: The cover refresh asks video/query again about videos marked removed this recently.
-REMOVED_RECHECK = timedelta(days=7)
+
+class RemovalRules(Protocol):
+    """What the removal SQL needs from the caller's removal policy (``tiktok_pipeline.removals.POLICY``).
+
+    The warehouse runs the queries and the updates; the policy decides: how long a second look
+    waits, how far back removals are rechecked, and whether one run's removals are too many.
+    """
+
+    #: A video is marked removed only when it is left out again at least this long after it first was.
+    confirm_after: timedelta
+    #: The cover refresh asks again about videos marked removed this recently.
+    recheck: timedelta
+
+    def holds(self, confirmed: int, live: int) -> bool:
+        """Whether ``confirmed`` removals of an account with ``live`` live videos are held, not marked."""
+        ...
+
+    def hold_rule(self) -> str:
+        """The share guard in words, for the warning a hold logs."""
+        ...
+
 
 #: The user object's fields kept on ``accounts`` and in ``profile_snapshots``.
 ACCOUNT_PROFILE_FIELDS = ("display_name", "username", "avatar_url")
@@ -128,6 +136,213 @@ PROFILE_SNAPSHOT_FIELDS = (
     "is_verified",
 )
 _PROFILE_COUNT_FIELDS = frozenset(("follower_count", "following_count", "likes_count", "video_count"))
+
+# -- the page batch: clean columns, and COPY ------------------------------------------------------
+# The input side of every video load: deduplicate by id, sort by id, group by the fields each
+# object carries (a field not requested is absent, and an absent field must keep its stored value),
+# and clean the values with the provider's one sanitiser (tiktok_provider.sanitize) so Postgres
+# accepts them; the cover URL's ``x-expires`` becomes Unix seconds. The work is done a column at a
+# time with C-level loops (``map`` over a column, no Python call per value unless a value needs
+# fixing), because the bulk path feeds 100k-video batches through it.
+
+#: The video object's fields the warehouse stores, besides ``id`` (the provider's list, its order).
+VIDEO_FIELDS = tuple(name for name in API_VIDEO_FIELDS if name != "id")
+#: The counts a video snapshot keeps.
+COUNT_FIELDS = tuple(name for name in VIDEO_FIELDS if name.endswith("_count"))
+#: Staging columns: the API's raw types, times as Unix seconds, plus the parsed cover expiry.
+STAGE_TYPES: dict[str, Any] = {
+    "id": Text,
+    **{name: BigInteger if name in INT_BOUNDS else Text for name in VIDEO_FIELDS},
+    "cover_expires": BigInteger,
+}
+
+# An x-expires beyond this many seconds (year 5138) is taken to be milliseconds: its unit is not
+# documented, and either reading should give a sensible time.
+_MAX_UNIX_SECONDS = 10**11
+
+_X_EXPIRES = re.compile(r"[?&]x-expires=([0-9]{1,16})(?=[&#]|$)", re.IGNORECASE)
+_COPY_SPECIAL_BYTES = (b"\\", b"\t", b"\n", b"\r")
+_NONE = type(None)
+
+
+def cover_expires_unix(url: str | None) -> int | None:
+    """Return the ``x-expires`` of a signed cover URL as Unix seconds, or None if absent or garbled."""
+    if not url:
+        return None
+    match = _X_EXPIRES.search(url)
+    if match is None:
+        return None
+    value = int(match.group(1))
+    if value > _MAX_UNIX_SECONDS:
+        value //= 1000
+    return value if 0 < value <= MAX_TIMESTAMP else None
+
+
+def cover_expires_at(url: str | None) -> datetime | None:
+    """Return when a signed cover URL expires, from its ``x-expires`` parameter; None if unknown."""
+    value = cover_expires_unix(url)
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _contains_any(texts: list[str], chars: Sequence[str]) -> bool:
+    """Whether any of ``texts`` contains any of ``chars`` (C-level loops: no Python call per value)."""
+    return any(any(map(contains, texts, repeat(char))) for char in chars)
+
+
+def _clean_text_column(values: list[Any]) -> list[Any]:
+    types = set(map(type, values))
+    if types <= {str, _NONE}:
+        texts = values if _NONE not in types else [v for v in values if v is not None]
+        if not _contains_any(texts, ("\x00",)):
+            try:
+                # Unpaired surrogates (a JSON "\\ud83d" escape whose pair was cut off) cannot be encoded.
+                "".join(filterfalse(str.isascii, texts)).encode()
+            except UnicodeEncodeError:
+                pass
+            else:
+                return values
+    return [clean_text(v) for v in values]
+
+
+def _clean_int_column(values: list[Any], field: str, ids: list[str]) -> list[Any]:
+    low, high = int_bounds(field)
+    types = set(map(type, values))
+    if types <= {int, _NONE}:
+        ints = values if _NONE not in types else [v for v in values if v is not None]
+        if not ints or (low <= min(ints) and max(ints) <= high):
+            return values
+    return [clean_int(v, field, f"Video {i}") for v, i in zip(values, ids, strict=True)]
+
+
+def _clean_id(value: Any) -> str:
+    video_id = clean_text(value)
+    if not video_id:
+        raise ValueError(f"A video object has no id (id={value!r})")
+    return video_id
+
+
+@dataclass
+class VideoGroup:
+    """Videos that carry the same fields, as clean columns in id order."""
+
+    #: The API fields these videos carry besides ``id``, in ``VIDEO_FIELDS`` order.
+    fields: tuple[str, ...]
+    #: Staging column name -> values: ``id``, each field carried, and ``cover_expires`` with the cover.
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Return the group as one dict per video (staging column names)."""
+        names = list(self.columns)
+        return [dict(zip(names, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
+
+
+def prepare_videos(videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = True) -> list[VideoGroup]:
+    """
+    Deduplicate ``videos`` by id (the last one wins), sort by id, group by fields carried, clean.
+
+    :param clean_texts: strip NUL characters and unpaired surrogates from text values. The COPY
+        path passes False: ``copy_data`` does the same to the rendered batch at a fraction of the
+        cost (one scan of the encoded bytes instead of one per value).
+    """
+    ids = [video.get("id") for video in videos]
+    if set(map(type, ids)) != {str} or "" in ids or _contains_any(ids, ("\x00",)):
+        ids = [_clean_id(i) for i in ids]
+    last = {video_id: index for index, video_id in enumerate(ids)}
+    ordered_ids = sorted(last)
+    ordered = list(map(videos.__getitem__, map(last.__getitem__, ordered_ids)))
+    key_sets = set(map(frozenset, ordered))
+    grouped: dict[tuple[str, ...], tuple[list[str], list[Mapping[str, Any]]]] = {}
+    if len(key_sets) == 1:  # the usual case: every video carries the fields that were requested
+        grouped[_fields(next(iter(key_sets)))] = (ordered_ids, ordered)
+    else:
+        fields_of = {keys: _fields(keys) for keys in key_sets}
+        for video_id, video in zip(ordered_ids, ordered, strict=True):
+            group_ids, group_videos = grouped.setdefault(fields_of[frozenset(video)], ([], []))
+            group_ids.append(video_id)
+            group_videos.append(video)
+    groups = []
+    for fields, (group_ids, group_videos) in grouped.items():
+        columns: dict[str, list[Any]] = {"id": group_ids}
+        for name in fields:
+            values = list(map(itemgetter(name), group_videos))
+            if name in INT_BOUNDS:
+                columns[name] = _clean_int_column(values, name, group_ids)
+            elif clean_texts:
+                columns[name] = _clean_text_column(values)
+            else:
+                columns[name] = values
+        if "cover_image_url" in columns:
+            columns["cover_expires"] = list(map(cover_expires_unix, columns["cover_image_url"]))
+        groups.append(VideoGroup(fields, columns))
+    return groups
+
+
+def _fields(keys: frozenset[str]) -> tuple[str, ...]:
+    return tuple(name for name in VIDEO_FIELDS if name in keys)
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # an unpaired surrogate
+        return (clean_text(text) or "").encode()
+
+
+def _escape(value: bytes) -> bytes:
+    return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+
+
+def _render_column(values: Sequence[Any]) -> list[bytes]:
+    """Render one column for COPY's text format, as UTF-8 bytes (escaped, NULL as ``\\N``)."""
+    types = set(map(type, values))
+    if types <= {int, _NONE}:
+        if _NONE in types:
+            return [b"\\N" if v is None else b"%d" % v for v in values]
+        return list(map(str.encode, map(str, values)))
+    if not types <= {str, _NONE}:
+        raise TypeError(f"COPY columns hold str, int or None; got {sorted(t.__name__ for t in types)}")
+    texts = values if _NONE not in types else [v for v in values if v is not None]
+    try:
+        # Bytes, not str: a row joined as str would widen to 4 bytes a character for one emoji.
+        encoded = list(map(str.encode, texts))
+    except UnicodeEncodeError:
+        encoded = list(map(_encode, texts))
+    joined = b"".join(encoded)
+    if any(char in joined for char in _COPY_SPECIAL_BYTES):
+        encoded = list(map(_escape, encoded))
+    if _NONE not in types:
+        return encoded
+    rest = iter(encoded)
+    return [b"\\N" if v is None else next(rest) for v in values]
+
+
+def copy_data(columns: Sequence[Sequence[Any]]) -> bytes:
+    """Render columns of str, int and None as UTF-8 in COPY's text format, without NUL characters."""
+    rendered = [_render_column(values) for values in columns]
+    if not rendered or not rendered[0]:
+        return b""
+    data = b"\n".join(map(b"\t".join, zip(*rendered, strict=True))) + b"\n"
+    # Postgres text cannot hold NUL. In UTF-8 a 0x00 byte is only ever the NUL character itself, so
+    # dropping the bytes is exactly clean_text() on every value, in one C-level pass.
+    return data.replace(b"\x00", b"") if b"\x00" in data else data
+
+
+def copy_from(conn: Connection, table: str, column_names: Sequence[str], data: bytes) -> None:
+    """COPY ``data`` (UTF-8, text format) into ``table`` with the engine's driver (psycopg2 or psycopg 3)."""
+    sql = f"COPY {table} ({', '.join(column_names)}) FROM STDIN"
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(sql, io.BytesIO(data), size=1 << 20)
+        else:  # psycopg 3
+            with cursor.copy(sql) as copy:
+                copy.write(data)
+    finally:
+        cursor.close()
+
 
 # -- results ------------------------------------------------------------------------------------
 
@@ -243,7 +458,7 @@ class QueryResult:
     missing: list[str] = field(default_factory=list)
     #: Of those, live videos left out for the first time: now pending (``missing_since`` set).
     pending: int = 0
-    #: Of those, live videos pending since at least REMOVAL_CONFIRM_AFTER before this answer: the
+    #: Of those, live videos pending since at least ``confirm_after`` before this answer: the
     #: caller marks them with :meth:`Warehouse.mark_removals` once it has every answer of its run.
     confirmed: list[str] = field(default_factory=list)
 
@@ -493,11 +708,13 @@ def _note_missing(conn: Connection, open_id: str, ids: Sequence[str], at: dateti
     )
 
 
-def _mark_removals(conn: Connection, open_id: str, eligible: list[Any], at: datetime, *, run: str) -> RemovalResult:
+def _mark_removals(
+    conn: Connection, open_id: str, eligible: list[Any], at: datetime, *, run: str, rules: RemovalRules
+) -> RemovalResult:
     """Mark the account's live videos matching ``eligible`` removed at ``at``, unless too many.
 
-    The share guard: more than REMOVAL_HOLD_MIN videos and more than REMOVAL_HOLD_SHARE of the
-    account's live videos at once marks none (they stay pending, a later run judges them again).
+    The share guard (``rules.holds``): too many of the account's live videos at once marks none
+    (they stay pending, a later run judges them again).
     """
     conditions = [
         videos_table.c.open_id == open_id,
@@ -511,17 +728,17 @@ def _mark_removals(conn: Connection, open_id: str, eligible: list[Any], at: date
     live = conn.execute(
         select(func.count()).where(videos_table.c.open_id == open_id, videos_table.c.removed_at.is_(None))
     ).scalar_one()
-    if confirmed > REMOVAL_HOLD_MIN and confirmed > REMOVAL_HOLD_SHARE * live:
+    if rules.holds(confirmed, live):
         log.warning(
             "%s of account %s: %d of its %d live videos were missing twice, an hour or more apart; that is more "
-            "than %d%% at once, which looks like an outage or an account made private, so none is marked removed "
+            "than %s at once, which looks like an outage or an account made private, so none is marked removed "
             "(removals_held=%d). They stay pending and the next run judges them again. If the creator really "
             "deleted them, mark them by hand (see the tiktok_video_backfill runbook).",
             run,
             open_id,
             confirmed,
             live,
-            round(REMOVAL_HOLD_SHARE * 100),
+            rules.hold_rule(),
             confirmed,
         )
         return RemovalResult(removed=0, held=confirmed)
@@ -568,8 +785,16 @@ def _finish_result(row: Row[Any], *, unconfirmed: int) -> FinishResult:
 class Warehouse:
     """Idempotent loads of accounts, profile snapshots and videos, with resumable sync checkpoints."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, removals: RemovalRules | None = None) -> None:
+        """:param removals: the removal policy; needed by the calls that judge removals, not by the others."""
         self.engine = engine
+        self._removals = removals
+
+    @property
+    def removals(self) -> RemovalRules:
+        if self._removals is None:
+            raise TypeError("this Warehouse was built without a removal policy (removals=)")
+        return self._removals
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(engine={self.engine!r})"
@@ -606,7 +831,7 @@ class Warehouse:
                 continue
             value = user[name]
             if name in _PROFILE_COUNT_FIELDS:
-                values[name] = clean_int(value, name, f"Account {open_id}", -INT64_MAX - 1, INT64_MAX)
+                values[name] = clean_int(value, name, f"Account {open_id}")
             elif name == "is_verified":
                 values[name] = None if value is None else bool(value)
             else:
@@ -915,7 +1140,7 @@ class Warehouse:
         Finish a sync: judge the suspects video/query left out, drop its seen ids and record its counts.
 
         A suspect video/query left out is marked removed only if it had already been missing
-        (``videos.missing_since``) at least :data:`REMOVAL_CONFIRM_AFTER` before this sync's answer
+        (``videos.missing_since``) at least the policy's ``confirm_after`` before this sync's answer
         left it out -- a second look in a later run -- and only if the share guard lets the run
         mark that many (else they are held: none marked, a warning logged). The others stay
         pending for a later run. Suspects still unconfirmed (or never asked about) stay live, and
@@ -946,11 +1171,18 @@ class Warehouse:
                 seen.sync_id == row.sync_id,
                 seen.video_id == videos_table.c.id,
                 seen.missing_at.is_not(None),
-                videos_table.c.missing_since <= seen.missing_at - literal(REMOVAL_CONFIRM_AFTER),
+                videos_table.c.missing_since <= seen.missing_at - literal(self.removals.confirm_after),
                 videos_table.c.last_seen_at <= seen.missing_at,
             )
             judged = (
-                _mark_removals(conn, row.open_id, [second_look], now, run=f"{row.mode.capitalize()} sync {row.sync_id}")
+                _mark_removals(
+                    conn,
+                    row.open_id,
+                    [second_look],
+                    now,
+                    run=f"{row.mode.capitalize()} sync {row.sync_id}",
+                    rules=self.removals,
+                )
                 if missing
                 else RemovalResult(removed=0, held=0)
             )
@@ -1014,9 +1246,9 @@ class Warehouse:
         Return the ids the cover refresh asks about again, in id order.
 
         The account's pending removals (left out once: a later look confirms or clears them) and
-        its videos marked removed within :data:`REMOVED_RECHECK` (one wrongly marked comes back).
+        its videos marked removed within the policy's ``recheck`` (one wrongly marked comes back).
         """
-        since = _utc(now, "now") - REMOVED_RECHECK
+        since = _utc(now, "now") - self.removals.recheck
         query = (
             select(videos_table.c.id)
             .where(
@@ -1046,7 +1278,7 @@ class Warehouse:
         outage, videos that are live; so one answer marks nothing. A returned video is updated
         (restored if it was marked removed; its pending removal cleared). A live video left out
         for the first time starts its ``missing_since`` clock (``pending``); one left out that was
-        already missing at least :data:`REMOVAL_CONFIRM_AFTER` earlier is ``confirmed``: the caller
+        already missing at least the policy's ``confirm_after`` earlier is ``confirmed``: the caller
         passes the confirmed ids of its whole run to :meth:`mark_removals`. One transaction.
         """
         captured_at = _utc(captured_at, "captured_at")
@@ -1075,7 +1307,7 @@ class Warehouse:
                             videos_table.c.open_id == open_id,
                             videos_table.c.id.in_(missing),
                             videos_table.c.removed_at.is_(None),
-                            videos_table.c.missing_since <= captured_at - REMOVAL_CONFIRM_AFTER,
+                            videos_table.c.missing_since <= captured_at - self.removals.confirm_after,
                             videos_table.c.last_seen_at <= captured_at,
                         )
                         .order_by(videos_table.c.id)
@@ -1099,18 +1331,17 @@ class Warehouse:
         """
         Mark removed the ids one run's video/query answers ``confirmed`` (see :meth:`apply_video_query`).
 
-        Only videos still pending since at least :data:`REMOVAL_CONFIRM_AFTER` before ``now`` are
-        marked (a load that saw one since cleared it), and none if they are more than
-        :data:`REMOVAL_HOLD_SHARE` of the account's live videos (and more than
-        :data:`REMOVAL_HOLD_MIN`): those are held, a warning is logged, and a later run judges them.
+        Only videos still pending since at least the policy's ``confirm_after`` before ``now`` are
+        marked (a load that saw one since cleared it), and none if the policy's share guard holds
+        them (see ``tiktok_pipeline.removals``): then a warning is logged and a later run judges them.
         """
         now = _utc(now, "now")
         ids = sorted({str(i) for i in video_ids})
         if not ids:
             return RemovalResult(removed=0, held=0)
-        eligible = [videos_table.c.id.in_(ids), videos_table.c.missing_since <= now - REMOVAL_CONFIRM_AFTER]
+        eligible = [videos_table.c.id.in_(ids), videos_table.c.missing_since <= now - self.removals.confirm_after]
         with self.engine.begin() as conn:
-            result = _mark_removals(conn, open_id, eligible, now, run="Cover refresh")
+            result = _mark_removals(conn, open_id, eligible, now, run="Cover refresh", rules=self.removals)
         if result.removed:
             log.info(
                 "Marked %d videos of account %s removed: missing twice, an hour or more apart", result.removed, open_id

@@ -176,9 +176,9 @@ class PendingAuthorizations:
             payload = json.loads(_cipher(self._key).decrypt(bytes(ciphertext)))
         except InvalidToken:
             raise TokenDecryptionError(
-                "The connect attempt was started with another token encryption key than the one of the "
-                '"tiktok_default" connection now; nothing was exchanged or stored. Restore the key (or list '
-                "the old one after the new one, comma-separated) and connect the account again."
+                "The connect attempt was started with another token encryption key than the one of the TikTok "
+                "app's connection now; nothing was exchanged or stored. Restore the key (or list the old one "
+                "after the new one, comma-separated) and connect the account again."
             ) from None
         if payload.get("state_hash") != state_hash:
             raise TokenDecryptionError("The stored connect attempt was tampered with; connect the account again.")

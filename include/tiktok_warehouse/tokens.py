@@ -1,8 +1,9 @@
 """
 The token store: OAuth tokens of connected accounts, Fernet-encrypted at rest.
 
-The encryption key comes from the ``token_encryption_key`` field of the ``tiktok_default``
-connection's extra and is handed in by the caller; it is never in the repository or the database.
+Implements the provider's :class:`tiktok_provider.auth.TokenStore` protocol. The encryption key
+comes from the ``token_encryption_key`` field of the TikTok app connection's extra and is handed in
+by the caller; it is never in the repository or the database.
 Several comma-separated keys are accepted for key rotation: the first encrypts, any of them
 decrypts (``cryptography.fernet.MultiFernet``); tokens are re-encrypted with the first key the next
 time they are saved or refreshed.
@@ -30,7 +31,7 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +40,9 @@ from sqlalchemy import Interval, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from tiktok_provider.auth import AccountTokens, TokenGrant
+from tiktok_provider.errors import AccountNotFound as _AccountNotFound
+from tiktok_provider.errors import TokenStoreError as _TokenStoreError
 from tiktok_warehouse.tables import ACCOUNT_STATUSES, accounts
 
 if TYPE_CHECKING:
@@ -51,7 +55,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEY_FIELD = "token_encryption_key"
-KEY_CONN_ID = "tiktok_default"
 GENERATE_KEY_COMMAND = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 MAX_REASON_LENGTH = 1000
 #: How long a refresh lease lasts unless the caller says otherwise (the hook derives it from its
@@ -81,20 +84,22 @@ _NOT_READY_ADVICE = {
 _TOKEN_PATTERN = re.compile(r"\b(?:act|rft|clt)\.[A-Za-z0-9._~+/=!*%-]{8,}")
 
 
-class TokenStoreError(Exception):
-    """Base class of the token store's own errors."""
+def _connection(conn_id: str | None) -> str:
+    """How a message names the TikTok app's Airflow connection (the caller knows its id; we may not)."""
+    return f'the Airflow connection "{conn_id}"' if conn_id else "the TikTok app's Airflow connection"
 
-    #: Whether trying again later can help (the same protocol as the provider's errors).
-    retryable: bool = False
+
+class TokenStoreError(_TokenStoreError):
+    """Base class of the token store's own errors (the provider's base: its hook and operators catch it)."""
 
 
 class TokenEncryptionKeyMissing(TokenStoreError):
     """No encryption key was configured, so tokens can be neither stored nor read."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn_id: str | None = None) -> None:
         super().__init__(
             f"No token encryption key is configured, so OAuth tokens cannot be stored or read. "
-            f'Add "{KEY_FIELD}" to the extra of the Airflow connection "{KEY_CONN_ID}", '
+            f'Add "{KEY_FIELD}" to the extra of {_connection(conn_id)}, '
             f'e.g. {{"{KEY_FIELD}": "<key>"}}. Generate a key with: {GENERATE_KEY_COMMAND} '
             f"-- keep it secret and keep it: tokens stored with one key cannot be read with another."
         )
@@ -103,9 +108,9 @@ class TokenEncryptionKeyMissing(TokenStoreError):
 class TokenEncryptionKeyInvalid(TokenStoreError):
     """The configured key is not a Fernet key."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn_id: str | None = None) -> None:
         super().__init__(
-            f'The "{KEY_FIELD}" in the extra of the Airflow connection "{KEY_CONN_ID}" is not a valid '
+            f'The "{KEY_FIELD}" in the extra of {_connection(conn_id)} is not a valid '
             f"Fernet key (32 url-safe base64-encoded bytes; several keys may be comma-separated). "
             f"Generate one with: {GENERATE_KEY_COMMAND}"
         )
@@ -136,12 +141,8 @@ class TokenRefreshTimeout(TimeoutError):
     """
 
 
-class AccountNotFound(LookupError):
-    """No account with this open_id is connected."""
-
-    def __init__(self, open_id: str) -> None:
-        super().__init__(f"TikTok account {open_id!r} is not connected (no row in tiktok.accounts).")
-        self.open_id = open_id
+class AccountNotFound(_AccountNotFound):
+    """No account with this open_id is connected (no row in tiktok.accounts)."""
 
 
 class AccountNotActive(TokenStoreError):
@@ -161,35 +162,6 @@ class AccountNotActive(TokenStoreError):
             f"TikTok account {open_id!r} has status {status!r}"
             f"{f' ({reason})' if reason else ''}; its tokens are not refreshed. {action}"
         )
-
-
-@dataclass(frozen=True)
-class TokenGrant:
-    """What the OAuth token endpoint returned (for a code exchange or a refresh)."""
-
-    open_id: str
-    access_token: str = field(repr=False)
-    expires_in: int
-    refresh_token: str = field(repr=False)
-    #: None when TikTok did not say: the store then assumes a conservative expiry.
-    refresh_expires_in: int | None
-    #: None when TikTok did not say: the store then keeps the scopes it knows.
-    scopes: frozenset[str] | None
-    obtained_at: datetime
-    log_id: str | None = None
-
-
-@dataclass(frozen=True)
-class AccountTokens:
-    """The stored tokens of one account."""
-
-    open_id: str
-    access_token: str = field(repr=False)
-    access_expires_at: datetime
-    refresh_token: str = field(repr=False)
-    refresh_expires_at: datetime
-    scopes: frozenset[str]
-    status: str
 
 
 @dataclass(frozen=True)
@@ -260,6 +232,7 @@ class TokenStore:
         held by another worker (tests pass a recorder).
     :param store_retry_seconds: how long a grant TikTok already issued is retried against an
         unreachable database before it is given up (``TokenGrantLost``).
+    :param key_conn_id: the Airflow connection that holds the encryption key, named in messages.
     """
 
     def __init__(
@@ -270,8 +243,10 @@ class TokenStore:
         sleep: Callable[[float], None] = time.sleep,
         store_retry_seconds: float = STORE_RETRY_SECONDS,
         poll_interval: float = POLL_INTERVAL_SECONDS,
+        key_conn_id: str | None = None,
     ) -> None:
         self.engine = engine
+        self.key_conn_id = key_conn_id
         self._sleep = sleep
         self.store_retry_seconds = store_retry_seconds
         self.poll_interval = poll_interval
@@ -280,7 +255,7 @@ class TokenStore:
             try:
                 keys = [Fernet(k.strip()) for k in encryption_key.split(",") if k.strip()]
             except (ValueError, TypeError):
-                raise TokenEncryptionKeyInvalid() from None
+                raise TokenEncryptionKeyInvalid(key_conn_id) from None
             self._fernet = MultiFernet(keys)
 
     def __repr__(self) -> str:
@@ -290,7 +265,7 @@ class TokenStore:
 
     def _cipher(self) -> MultiFernet:
         if self._fernet is None:
-            raise TokenEncryptionKeyMissing()
+            raise TokenEncryptionKeyMissing(self.key_conn_id)
         return self._fernet
 
     def _encrypt(self, open_id: str, kind: str, token: str) -> bytes:
@@ -305,7 +280,7 @@ class TokenStore:
         except InvalidToken:
             raise TokenDecryptionError(
                 f"Cannot decrypt the stored {kind} token of TikTok account {open_id!r}: the "
-                f'"{KEY_FIELD}" of the "{KEY_CONN_ID}" connection is not the key it was encrypted '
+                f'"{KEY_FIELD}" of {_connection(self.key_conn_id)} is not the key it was encrypted '
                 f"with. Restore the previous key (or list it after the new one, comma-separated, "
                 f"to rotate keys), or have the account reconnected."
             ) from None
@@ -447,7 +422,7 @@ class TokenStore:
         probe_id = f"__tiktok_preflight_{uuid.uuid4().hex}"
         secret = uuid.uuid4().hex
         if self._decrypt(probe_id, "probe", self._encrypt(probe_id, "probe", secret)) != secret:
-            raise TokenEncryptionKeyInvalid()  # pragma: no cover - Fernet round trips or raises
+            raise TokenEncryptionKeyInvalid(self.key_conn_id)  # pragma: no cover - Fernet round trips or raises
         probe = TokenGrant(
             open_id=probe_id,
             access_token=f"probe-{secret}",

@@ -22,7 +22,8 @@ from urllib.parse import quote
 from tiktok_accounts.oauth import authorize_redirect, code_challenge, new_code_verifier, new_state
 from tiktok_accounts.pages import AccountView, TaskLink, follower_chart
 from tiktok_accounts.webhook import parse_event, verify_signature
-from tiktok_pipeline.common import OPEN_ID, TIKTOK_CONN_ID
+from tiktok_pipeline.common import OPEN_ID
+from tiktok_pipeline.names import BACKFILL_DAG_ID, COVER_DAG_ID, PROFILE_DAG_ID, TIKTOK_CONN_ID
 from tiktok_warehouse.accounts_admin import REMOVAL_REASONS, AccountsAdmin, days_left, warning_threshold
 from tiktok_warehouse.oauth_states import STATE_TTL, PendingAuthorizations
 
@@ -32,13 +33,14 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from tiktok_accounts.settings import AccountsSettings
-    from tiktok_provider.hooks.tiktok import TikTokConnectionConfig, TikTokDisplayHook
+    from tiktok_provider.connection import TikTokConnectionConfig
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
 log = logging.getLogger(__name__)
 
-PROFILE_DAG = "tiktok_profile_snapshot"
-BACKFILL_DAG = "tiktok_video_backfill"
-COVER_DAG = "tiktok_cover_refresh"
+PROFILE_DAG = PROFILE_DAG_ID
+BACKFILL_DAG = BACKFILL_DAG_ID
+COVER_DAG = COVER_DAG_ID
 #: Started for an account as soon as it is connected, limited to it.
 FIRST_RUN_DAGS = (PROFILE_DAG, BACKFILL_DAG)
 #: The per-account task of each DAG, for the "latest tasks" links.
@@ -127,7 +129,7 @@ class Backend:
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        from tiktok_provider.hooks.tiktok import TikTokConnectionConfig
+        from tiktok_provider.connection import TikTokConnectionConfig
 
         try:
             return TikTokConnectionConfig.from_connection(BaseHook.get_connection(conn_id))
@@ -153,8 +155,9 @@ class Backend:
         from tiktok_warehouse.tokens import TokenEncryptionKeyMissing, TokenStore
 
         if not self.config.token_encryption_key:
-            raise TokenEncryptionKeyMissing()
-        return TikTokDisplayHook(self.conn_id, token_store=TokenStore(self.engine, self.config.token_encryption_key))
+            raise TokenEncryptionKeyMissing(self.conn_id)
+        store = TokenStore(self.engine, self.config.token_encryption_key, key_conn_id=self.conn_id)
+        return TikTokDisplayHook(self.conn_id, token_store=store)
 
 
 # -- the page -------------------------------------------------------------------------------------

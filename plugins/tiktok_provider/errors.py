@@ -1,11 +1,16 @@
-"""One exception hierarchy for everything the TikTok Display API can answer.
+"""One exception hierarchy for everything the TikTok Display API can answer, and what a task does with it.
 
 Every error carries the endpoint, the account's open_id, the HTTP status, TikTok's error code,
 its message and the ``log_id`` (what TikTok support asks for), and says what to do next. Whether
-an error is worth retrying is decided here, once, by :attr:`TikTokError.retryable`.
+an error is worth retrying is decided here, once, by :attr:`TikTokError.retryable` (the retry
+policy and :func:`failing_fast` both read it). The token store's error bases live here too: a
+caller's store raises subclasses of them, and the provider catches only these.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class TikTokError(Exception):
@@ -144,3 +149,44 @@ class TikTokConfigError(TikTokError):
     """The connection or arguments are unusable (e.g. a bearer token over plain http to a remote host)."""
 
     advice = "Fix the tiktok_default connection (host, login, password, extra) and retry."
+
+
+class TokenStoreError(Exception):
+    """Base class of a token store's own errors (a missing key, an account not active, a lost grant)."""
+
+    #: Whether trying again later can help (the same protocol as :class:`TikTokError`).
+    retryable: bool = False
+
+
+class AccountNotFound(LookupError):
+    """No account with this open_id is in the token store."""
+
+    def __init__(self, open_id: str) -> None:
+        super().__init__(f"TikTok account {open_id!r} is not connected (no row in tiktok.accounts).")
+        self.open_id = open_id
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether trying again can help: the one rule, read by the retry policy and by :func:`failing_fast`."""
+    return bool(getattr(exc, "retryable", False))
+
+
+@contextmanager
+def failing_fast(*, not_found: str | None = None) -> Iterator[None]:
+    """In a task: let errors a retry can fix through; turn the others into ``AirflowFailException``.
+
+    Airflow then spends no retries on a scope error, invalid parameters, a contract break or an
+    account that must be reconnected.
+
+    :param not_found: the message for an account the token store does not know.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except AccountNotFound as exc:
+        raise AirflowFailException(not_found or str(exc)) from None
+    except (TikTokError, TokenStoreError) as exc:
+        if is_retryable(exc):
+            raise
+        raise AirflowFailException(str(exc)) from None

@@ -9,7 +9,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-tiktok-display",
         "name": "TikTok Display API",
-        "description": "Hook and transfer operators for the TikTok Display API v2 (user info, videos).",
+        "description": "A hook for the TikTok Display API v2 (user info, videos, OAuth), for many accounts.",
         "versions": ["0.1.0"],
         "integrations": [
             {
@@ -22,12 +22,6 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "TikTok Display API",
                 "python-modules": ["tiktok_provider.hooks.tiktok"],
-            }
-        ],
-        "operators": [
-            {
-                "integration-name": "TikTok Display API",
-                "python-modules": ["tiktok_provider.operators.tiktok"],
             }
         ],
         "connection-types": [
@@ -58,7 +52,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "warehouse_conn_id": {
                         "label": "Warehouse connection id",
-                        "description": "Postgres connection that holds the token store (default tiktok_warehouse).",
+                        "description": "Postgres connection of the caller's token store (default tiktok_warehouse).",
                         "schema": {"type": ["string", "null"], "default": "tiktok_warehouse"},
                     },
                     "connect_timeout": {

@@ -1,9 +1,9 @@
 """Turn raw HTTP answers into checked Python values, or into the right :mod:`errors` exception.
 
 Success is ``error.code == "ok"``, never the mere presence of ``error``. Records keep only the
-fields that were asked for (absent stays absent); numbers are range-checked, NUL bytes are
-stripped (so are unpaired UTF-16 surrogates, which no UTF-8 text can hold), and a field with a
-value of the wrong type is dropped (the stored value is kept) and
+fields that were asked for (absent stays absent); values are cleaned by the one sanitiser
+(:mod:`tiktok_provider.sanitize`: integer bounds, NUL bytes, unpaired surrogates), and a field
+with a value of the wrong type or out of bounds is dropped (the stored value is kept) and
 reported, so one bad value never blocks an account nor writes a corrupt row.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from tiktok_provider import errors
 from tiktok_provider.fields import BOOL_FIELDS, INT64_MAX, INT_BOUNDS
+from tiktok_provider.sanitize import has_unpaired_surrogates, is_int_in_bounds, remove_nul, replace_surrogates
 
 ERROR_CLASSES: dict[str, type[errors.TikTokError]] = {
     "access_token_invalid": errors.TikTokAccessTokenInvalid,
@@ -31,7 +32,6 @@ OAUTH_RETRYABLE_CODES = frozenset({"server_error", "temporarily_unavailable"})
 #: Longer than any token lives (100 years): a larger lifetime is garbage, and overflows datetimes.
 MAX_TOKEN_LIFETIME = 100 * 365 * 24 * 3600
 VIDEO_ID = re.compile(r"[0-9]{1,32}")  # used with fullmatch: "$" would let a trailing newline through
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def clean_record(
             continue  # absent stays absent
         value = raw[name]
         if name in INT_BOUNDS:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_BOUNDS[name]:
+            if not is_int_in_bounds(name, value):
                 issues.add(f"{what}: {name}={_preview(value)!r} is not an integer in range, dropped")
                 continue
         elif name in BOOL_FIELDS:
@@ -221,11 +221,10 @@ def clean_record(
                 issues.add(f"{what}: {name} is a {type(value).__name__}, not a string, dropped")
                 continue
             if "\x00" in value:
-                value = value.replace("\x00", "")
+                value = remove_nul(value)
                 issues.add(f"{what}: NUL bytes removed from {name}")
-            if not value.isascii() and _SURROGATE.search(value):
-                # A JSON "\\ud83d" escape whose pair was cut off: rejoin split pairs, replace the rest.
-                value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            if has_unpaired_surrogates(value):
+                value = replace_surrogates(value)
                 issues.add(f"{what}: unpaired surrogates replaced in {name}")
         clean[name] = value
     return clean

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import Engine
 
+from tiktok_pipeline.removals import POLICY
 from tiktok_warehouse.accounts_admin import (
     AccountNotDisconnected,
     AccountsAdmin,
@@ -77,7 +78,7 @@ def test_health_counts_what_on_call_needs(engine: Engine, add_account: Callable[
     add_account("alice", name="Alice")
     add_account("bob", name="Bob")
     AccountsAdmin(engine).mark_disconnected("bob", "test", now=NOW)
-    wh = Warehouse(engine)
+    wh = Warehouse(engine, removals=POLICY)
     wh.upsert_profile_snapshot("alice", {"follower_count": 10}, captured_at=NOW - timedelta(days=2))
     wh.upsert_profile_snapshot("alice", {"follower_count": 15}, captured_at=NOW - timedelta(days=1))
     add_video(engine, "alice", "1", cover_expires_at=NOW + timedelta(hours=3))  # fresh
@@ -135,7 +136,7 @@ def test_purge_deletes_every_row_of_a_disconnected_account_only(
     admin = AccountsAdmin(engine)
     add_account("dave")
     add_account("erin")
-    Warehouse(engine).upsert_profile_snapshot("dave", {"follower_count": 1}, captured_at=NOW)
+    Warehouse(engine, removals=POLICY).upsert_profile_snapshot("dave", {"follower_count": 1}, captured_at=NOW)
     add_video(engine, "dave", "11", cover_expires_at=None)
     add_video(engine, "erin", "12", cover_expires_at=None)
     with pytest.raises(AccountNotDisconnected, match="Disconnect it first"):

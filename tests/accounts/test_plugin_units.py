@@ -17,7 +17,7 @@ from tiktok_accounts.pages import AccountView, PageContext, TaskLink, accounts_p
 from tiktok_accounts.service import Backend, handle_webhook
 from tiktok_accounts.settings import TIKTOK_AUTHORIZE_URL, AccountsSettings
 from tiktok_accounts.webhook import WebhookRejected, parse_event, verify_signature
-from tiktok_provider.hooks.tiktok import TikTokConnectionConfig
+from tiktok_provider.connection import TikTokConnectionConfig
 from tiktok_warehouse.accounts_admin import AccountHealth, FollowerPoint
 from tiktok_warehouse.tokens import TokenGrant, TokenStore
 

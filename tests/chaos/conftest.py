@@ -116,11 +116,11 @@ def run_dag(
 @pytest.fixture
 def connect(sim: Any, chaos_env: dict[str, str]) -> Callable[..., str]:
     """Create a simulator account and connect it through the real token endpoint; return its open_id."""
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
     from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
 
     def connect_one(videos: int = 30, scopes: Any = DEFAULT_SCOPES) -> str:
-        hook = TikTokDisplayHook()
+        hook = display_hook()
         account = sim.admin.create_account(videos=videos)
         code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
         grant = hook.exchange_code(code, DEFAULT_REDIRECT_URI)

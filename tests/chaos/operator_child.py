@@ -20,16 +20,16 @@ from typing import Any
 
 def build_operator(spec: dict[str, Any]) -> Any:
     """Build the transfer operator a spec names: ``{"operator": "video_list", "kwargs": {...}}``."""
-    from tiktok_provider.operators.tiktok import (
-        TikTokUserInfoOperator,
-        TikTokVideoListOperator,
-        TikTokVideoQueryOperator,
+    from tiktok_pipeline.operators import (
+        TikTokUserInfoToPostgresOperator,
+        TikTokVideoListToPostgresOperator,
+        TikTokVideoQueryToPostgresOperator,
     )
 
     classes = {
-        "user_info": TikTokUserInfoOperator,
-        "video_list": TikTokVideoListOperator,
-        "video_query": TikTokVideoQueryOperator,
+        "user_info": TikTokUserInfoToPostgresOperator,
+        "video_list": TikTokVideoListToPostgresOperator,
+        "video_query": TikTokVideoQueryToPostgresOperator,
     }
     return classes[spec["operator"]](task_id=f"chaos_{spec['operator']}", **spec["kwargs"])
 

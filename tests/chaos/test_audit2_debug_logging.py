@@ -22,9 +22,9 @@ pytestmark = pytest.mark.integration
 def test_a_dag_run_under_debug_logging_prints_no_secret(
     sim, connect, encryption_key, clean_warehouse, tmp_path
 ) -> None:
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
 
-    store = TikTokDisplayHook().token_store
+    store = display_hook().token_store
     account = connect(videos=3)
     before = store.get(account)
     sim.admin.expire_access_tokens(account)  # the run refreshes: new tokens pass through mask_secret

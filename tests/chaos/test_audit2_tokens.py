@@ -78,7 +78,7 @@ def test_a_refresh_answer_dripped_past_the_lease_does_not_get_the_account_marked
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
 
     before = connected(hook, clean_warehouse)
     answer = json.dumps(rotated_answer(before.open_id)).encode()
@@ -113,7 +113,7 @@ def test_a_refresh_answer_dripped_past_the_lease_does_not_get_the_account_marked
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    hooks = [TikTokDisplayHook(), TikTokDisplayHook()]
+    hooks = [display_hook(), display_hook()]
     for h in hooks:
         point_at(h, url)
         object.__setattr__(h.config, "connect_timeout", 1.0)
@@ -121,7 +121,7 @@ def test_a_refresh_answer_dripped_past_the_lease_does_not_get_the_account_marked
         object.__setattr__(h.config, "refresh_lease_seconds", 1.0)  # the lease is then 12 s
     outcome: dict[str, object] = {}
 
-    def worker(name: str, h: TikTokDisplayHook) -> None:
+    def worker(name: str, h: Any) -> None:
         try:
             h.access_token(before.open_id)
             outcome[name] = "ok"

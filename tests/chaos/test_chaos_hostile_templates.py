@@ -74,7 +74,7 @@ def all_xcoms(run: Any) -> list[Any]:
 def test_hostile_creator_text_is_data_in_every_dag(
     sim, run_dag, encryption_key, dag_role, clean_warehouse, capfd, caplog
 ) -> None:
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
     from tiktok_sim.testing import DEFAULT_REDIRECT_URI
 
     caplog.set_level(logging.INFO)
@@ -152,7 +152,7 @@ def test_hostile_creator_text_is_data_in_every_dag(
         "no creator text is a rendered field"
     )
     assert not [f for f in per_account_rendered if "49" in f]
-    store = TikTokDisplayHook().token_store
+    store = display_hook().token_store
     tokens = [t for o in names for t in (store.get(o).access_token, store.get(o).refresh_token)]
     secrets = {
         "token encryption key": encryption_key,

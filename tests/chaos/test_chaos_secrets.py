@@ -80,10 +80,10 @@ def metadata_rows(query: str, **params: Any) -> list[tuple]:
 def test_no_secret_reaches_logs_xcoms_rendered_fields_errors_or_either_database(
     sim, connect, encryption_key, dag_role, clean_warehouse, tmp_path
 ) -> None:
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
     from tiktok_sim.testing import DEFAULT_REDIRECT_URI
 
-    store = TikTokDisplayHook().token_store
+    store = display_hook().token_store
     refreshed = connect(videos=40)  # its access token dies at TikTok: the snapshot refreshes it
     revoked = connect(videos=5)  # its owner withdrew the app: tasks fail with reauth errors
     originals = [store.get(refreshed), store.get(revoked)]

@@ -172,9 +172,9 @@ def test_a_dag_run_whose_refresh_loses_its_session_still_ends_with_a_working_tok
     after = rows(clean_warehouse, "SELECT refresh_token_enc FROM tiktok.accounts WHERE open_id = :o", o=open_id)
     assert after != before
 
-    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_pipeline.hooks import display_hook
 
-    hook = TikTokDisplayHook()
+    hook = display_hook()
     stored = hook.token_store.get(open_id)
     assert hook.refresh_grant(stored.refresh_token).open_id == open_id, "the stored refresh token works"
 

@@ -104,10 +104,11 @@ def test_changing_tiktok_conn_id_in_common_moves_every_task(monkeypatch: pytest.
 
 def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
     from tiktok_local import bootstrap
-    from tiktok_pipeline import common
-    from tiktok_provider.hooks.tiktok import TikTokConnectionConfig, TikTokDisplayHook
+    from tiktok_pipeline import common, names
+    from tiktok_provider.connection import TikTokConnectionConfig
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
     from tiktok_warehouse import db
 
-    assert TikTokDisplayHook.default_conn_name == common.TIKTOK_CONN_ID
-    assert TikTokConnectionConfig.warehouse_conn_id == db.DEFAULT_CONN_ID
+    assert TikTokDisplayHook.default_conn_name == common.TIKTOK_CONN_ID == names.TIKTOK_CONN_ID
+    assert TikTokConnectionConfig.warehouse_conn_id == db.DEFAULT_CONN_ID == names.WAREHOUSE_CONN_ID
     assert bootstrap.API_POOL == common.API_POOL

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from tiktok_pipeline.hooks import display_hook
 from tiktok_provider import errors
-from tiktok_provider.hooks.tiktok import VIDEO_LIST, VIDEO_QUERY, TikTokDisplayHook
+from tiktok_provider.paginator import VIDEO_LIST, VIDEO_QUERY
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ def token_calls(sim, grant_type: str = "refresh_token") -> dict[str, int]:
 def test_test_connection_checks_the_client_credentials(hook, sim, tiktok_connections) -> None:
     ok, message = hook.test_connection()
     assert ok, message
-    bad = TikTokDisplayHook()
+    bad = display_hook()
     bad.config  # noqa: B018 - load, then swap the secret
     object.__setattr__(bad.config, "client_secret", "wrong-secret")
     ok, message = bad.test_connection()
@@ -155,7 +156,7 @@ def test_eight_workers_on_an_expired_token_refresh_once(hook, sim, connect_accou
     barrier = threading.Barrier(8)
 
     def worker() -> None:
-        own = TikTokDisplayHook()
+        own = display_hook()
         own._tokens[open_id] = hook.token_store.get(open_id)  # every worker holds the dead token
         barrier.wait()
         try:
@@ -207,7 +208,7 @@ def test_rejected_refresh_marks_the_account_reauth_required(hook, sim, connect_a
     # later calls fail at once, without hammering the token endpoint
     sim.admin.reset_stats()
     with pytest.raises(errors.TikTokReauthRequired):
-        TikTokDisplayHook().get_user_info(open_id, ["open_id"])
+        display_hook().get_user_info(open_id, ["open_id"])
     assert sim.admin.stats()["total"] == 0
 
 
@@ -242,7 +243,7 @@ def test_bearer_token_never_goes_over_plain_http_to_a_remote_host(hook, connect_
 
 
 def test_insecure_http_hosts_opt_in_only_names_hosts(hook, connect_account, sim) -> None:
-    from tiktok_provider.hooks.tiktok import TikTokConnectionConfig
+    from tiktok_provider.connection import TikTokConnectionConfig
 
     class Conn:
         host = "http://tiktok-sim:8765"

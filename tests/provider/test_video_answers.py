@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tiktok_provider import errors
-from tiktok_provider.hooks.tiktok import VIDEO_LIST, VIDEO_QUERY
+from tiktok_provider.paginator import VIDEO_LIST, VIDEO_QUERY
 from tiktok_provider.responses import Envelope, Issues, parse_video_page, parse_video_query
 
 LOG_ID = "20260301093000ABCDEF0123456789ABCD"

@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
+from tiktok_pipeline.removals import POLICY
 from tiktok_warehouse import migrate
 from tiktok_warehouse.loads import Warehouse
 from tiktok_warehouse.tokens import TokenGrant, TokenStore
@@ -76,7 +77,7 @@ def store(wh_engine: Engine, fernet_key: str) -> TokenStore:
 
 @pytest.fixture
 def warehouse(wh_engine: Engine) -> Warehouse:
-    return Warehouse(wh_engine)
+    return Warehouse(wh_engine, removals=POLICY)
 
 
 def grant(

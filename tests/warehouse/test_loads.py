@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
+from tiktok_pipeline.removals import POLICY
+from tiktok_provider.sanitize import clean_text
 from tiktok_warehouse.loads import FinishResult, RemovalResult, SyncNotActive, SyncState, Warehouse
-from tiktok_warehouse.staging import clean_text
 from tiktok_warehouse.tokens import AccountNotFound
 
 pytestmark = pytest.mark.integration
@@ -133,7 +134,7 @@ def test_same_input_again_writes_nothing(warehouse: Warehouse, wh_engine: Engine
 def test_no_op_reload_updates_no_tuples_per_pg_stat(wh_url: str, account: str, make_video: Video) -> None:
     """The same check through Postgres' own counters, on one backend so its stats can be flushed."""
     engine = create_engine(wh_url, pool_size=1, max_overflow=0)
-    warehouse = Warehouse(engine)
+    warehouse = Warehouse(engine, removals=POLICY)
 
     def writes() -> tuple[int, ...]:
         with engine.connect() as conn:
@@ -306,7 +307,7 @@ def test_a_100k_video_load_is_a_handful_of_statements(
 ) -> None:
     engine, statements = counting_engine
     batch = [make_video(i, create_time=int(T0.timestamp()) - 60 * i) for i in range(100_000)]
-    result = Warehouse(engine).upsert_videos(account, batch, captured_at=T0)
+    result = Warehouse(engine, removals=POLICY).upsert_videos(account, batch, captured_at=T0)
     assert (result.inserted, result.snapshots_written) == (100_000, 100_000)
     assert len(statements) <= 6, statements  # account check, CREATE TEMP, merge, snapshots
     assert CountingCursor.calls <= 8  # ... plus the one COPY, through the driver itself
@@ -321,7 +322,7 @@ def test_a_page_is_a_constant_number_of_statements(
     counting_engine: tuple[Engine, list[str]], account: str, make_video: Video
 ) -> None:
     engine, statements = counting_engine
-    warehouse = Warehouse(engine)
+    warehouse = Warehouse(engine, removals=POLICY)
     sync = warehouse.begin_sync(account, "full", now=T0)
     counts = []
     for size in (1, 20):
@@ -965,7 +966,7 @@ def test_account_profile_updates_present_keys_only(warehouse: Warehouse, wh_engi
 
 def test_loads_work_with_psycopg3(wh_engine_psycopg3: Engine, account: str, make_video: Video) -> None:
     """PostgresHook hands out psycopg 3 engines: COPY, JSON pages and row counts must work there too."""
-    warehouse = Warehouse(wh_engine_psycopg3)
+    warehouse = Warehouse(wh_engine_psycopg3, removals=POLICY)
     batch = [make_video(i, title=f"t\t{i}\x00 🎉") for i in range(1500)]
     first = warehouse.upsert_videos(account, batch, captured_at=T0)
     assert (first.inserted, first.snapshots_written) == (1500, 1500)

@@ -133,7 +133,7 @@ def test_ciphertexts_cannot_be_swapped_between_accounts(
 
 
 def test_missing_key_says_how_to_fix_it(wh_engine: Engine, make_grant: Callable[..., TokenGrant]) -> None:
-    keyless = TokenStore(wh_engine, None)
+    keyless = TokenStore(wh_engine, None, key_conn_id="tiktok_default")
     with pytest.raises(TokenEncryptionKeyMissing) as missing:
         keyless.save_grant(make_grant("open-keyless"))
     message = str(missing.value)

@@ -41,9 +41,13 @@ def test_a_label_falls_back_to_username_then_open_id_and_is_cut_to_what_the_grid
 
 
 def test_the_per_account_operators_template_none_of_the_values_select_accounts_gives_them() -> None:
-    from tiktok_provider.operators import tiktok
+    from tiktok_pipeline import operators as ops
 
-    for operator in (tiktok.TikTokUserInfoOperator, tiktok.TikTokVideoListOperator, tiktok.TikTokVideoQueryOperator):
+    for operator in (
+        ops.TikTokUserInfoToPostgresOperator,
+        ops.TikTokVideoListToPostgresOperator,
+        ops.TikTokVideoQueryToPostgresOperator,
+    ):
         assert set(common.ACCOUNT_KWARGS).isdisjoint(operator.template_fields), operator.__name__
 
 

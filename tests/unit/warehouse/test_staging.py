@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiktok_warehouse.staging import (
+from tiktok_warehouse.loads import (
     clean_text,
     copy_data,
     cover_expires_at,

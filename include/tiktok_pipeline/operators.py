@@ -1,0 +1,219 @@
+"""Transfer operators, TikTok to Postgres: one per Display API endpoint, one account per task instance.
+
+Thin: each builds the hook with the warehouse's token store (:mod:`tiktok_pipeline.hooks`), runs
+what its run does for the account (:mod:`tiktok_pipeline.sync`, :mod:`tiktok_pipeline.removals`)
+and returns a small JSON-able summary; API payloads never travel through XCom. Errors that a retry
+cannot fix become ``AirflowFailException`` (:func:`tiktok_provider.errors.failing_fast`), so
+Airflow does not spend retries on them; transient ones are raised as they are and retried.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from tiktok_pipeline.hooks import display_hook, warehouse_of
+from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
+from tiktok_pipeline.removals import refresh_covers
+from tiktok_pipeline.sync import MODES, sync_videos
+from tiktok_provider.errors import failing_fast
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+
+
+def _failing_fast(open_id: str) -> Any:
+    """Turn errors that retrying cannot fix into AirflowFailException (no wasted retries)."""
+    return failing_fast(
+        not_found=f"Account {open_id} is not in the warehouse; connect it with the {CONNECT_DAG_ID} DAG first."
+    )
+
+
+def _whole_number(value: Any, name: str, low: int, high: int) -> int:
+    """Return a (templated) integer argument within ``low..high``, or fail the task: retrying cannot fix it."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,12}\s*", value):
+        value = int(value)
+    if type(value) is not int or not low <= value <= high:
+        raise AirflowFailException(f"{name} must be a whole number within {low}..{high}, got {str(value)[:80]!r}")
+    return value
+
+
+class _TikTokToPostgresOperator(BaseOperator):
+    """Shared plumbing: connection id, the hook, the call counts in the summary.
+
+    ``open_id`` and ``account_name`` are deliberately not template fields: they come from the
+    warehouse, and a display name is whatever a creator typed. Rendering one as Jinja would let a
+    creator run a template in our workers (``{{ conn.tiktok_default.extra_dejson }}``).
+    """
+
+    ui_color = "#fe2c55"
+
+    def __init__(
+        self,
+        *,
+        open_id: str,
+        account_name: str | None = None,
+        tiktok_conn_id: str = TIKTOK_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.open_id = open_id
+        self.account_name = account_name
+        self.tiktok_conn_id = tiktok_conn_id
+
+    def _hook(self) -> TikTokDisplayHook:
+        return display_hook(self.tiktok_conn_id)
+
+    @staticmethod
+    def _api_summary(hook: TikTokDisplayHook) -> dict[str, Any]:
+        return {
+            "api_calls": dict(hook.calls),
+            "retries": dict(hook.retries),
+            "token_refreshes": hook.refreshes,
+            "sanitised_values": len(hook.issues),
+        }
+
+
+class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
+    """
+    Fetch one account's profile and upsert today's row of ``profile_snapshots``.
+
+    The snapshot is labelled with the UTC date on which it was captured, never with the run's
+    logical date: re-running last week's run writes today's numbers under today's date.
+
+    :param open_id: the account.
+    :param fields: user fields to request; default every field the account's scopes allow.
+    """
+
+    template_fields: Sequence[str] = ("fields",)
+
+    def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fields = fields
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = self._hook()
+        with _failing_fast(self.open_id):
+            user = hook.get_user_info(self.open_id, self.fields)
+            captured_at = datetime.now(UTC)
+            warehouse = warehouse_of(hook)
+            warehouse.upsert_account_profile(self.open_id, user, now=captured_at)
+            written = warehouse.upsert_profile_snapshot(self.open_id, user, captured_at=captured_at)
+        logical = context.get("logical_date")
+        if logical is not None and logical.date() != captured_at.date():
+            self.log.info(
+                "Run's logical date is %s; the snapshot is stored under its capture date %s",
+                logical.date(),
+                captured_at.date(),
+            )
+        self.log.info(
+            "Snapshot of %s for %s: %s", self.open_id, captured_at.date(), "written" if written else "unchanged"
+        )
+        return {
+            "open_id": self.open_id,
+            "snapshot_date": captured_at.date().isoformat(),
+            "written": bool(written),
+            "fields": sorted(user),
+            **self._api_summary(hook),
+        }
+
+
+class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
+    """
+    Page through one account's videos into ``videos`` and ``video_snapshots``, then judge its removals.
+
+    What a run does is :func:`tiktok_pipeline.sync.sync_videos`; how removals are decided is
+    :mod:`tiktok_pipeline.removals`.
+
+    :param mode: ``full`` or ``incremental``.
+    :param lookback_days: how far back an incremental run looks.
+    """
+
+    template_fields: Sequence[str] = ("mode", "lookback_days")
+
+    def __init__(self, *, mode: str = "incremental", lookback_days: int = 7, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.lookback_days = lookback_days
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.mode not in MODES:
+            raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
+        lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
+        hook = self._hook()
+        now = datetime.now(UTC)
+        with _failing_fast(self.open_id):
+            warehouse = warehouse_of(hook)
+            summary = sync_videos(
+                hook,
+                warehouse,
+                self.open_id,
+                mode=self.mode,
+                lookback_days=lookback,
+                context=context,
+                now=now,
+                log=self.log,
+            )
+        return {**summary, **self._api_summary(hook)}
+
+
+class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
+    """
+    Refresh cover URLs and counts with ``video/query``, 20 ids a call.
+
+    Besides the stale covers it asks about the account's pending removals and the videos marked
+    removed in the last 7 days (none when there are none); see :mod:`tiktok_pipeline.removals`.
+
+    :param video_ids: ids to query; by default the account's videos whose cover expires within
+        ``horizon_minutes`` or has expired, its pending removals and its recent removals.
+    :param horizon_minutes: how soon a cover must expire to be refreshed.
+    """
+
+    template_fields: Sequence[str] = ("video_ids", "horizon_minutes")
+
+    def __init__(self, *, video_ids: Sequence[str] | None = None, horizon_minutes: int = 60, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.video_ids = video_ids
+        self.horizon_minutes = horizon_minutes
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
+        hook = self._hook()
+        now = datetime.now(UTC)
+        with _failing_fast(self.open_id):
+            warehouse = warehouse_of(hook)
+            done = refresh_covers(
+                hook, warehouse, self.open_id, video_ids=self.video_ids, horizon=timedelta(minutes=horizon), now=now
+            )
+        self.log.info(
+            "Cover refresh of %s: %d queried (%d pending or recently removed), %d updated, %d restored; "
+            "%d left out: %d newly pending, %d confirmed removed, %d held",
+            self.open_id,
+            done.requested,
+            len(done.rechecked),
+            done.updated,
+            done.restored,
+            done.missing,
+            done.pending,
+            done.removed,
+            done.held,
+        )
+        return {
+            "open_id": self.open_id,
+            "requested": done.requested,
+            "updated": done.updated,
+            "rechecked": len(done.rechecked),
+            "restored": done.restored,
+            "removal_suspects": done.missing,
+            "removals_pending": done.pending,
+            "removed": done.removed,
+            "removals_held": done.held,
+            **self._api_summary(hook),
+        }

@@ -1,0 +1,138 @@
+"""What a video-list run does for one account: its window, resuming, paging into the warehouse.
+
+``mode="full"`` walks the whole history, committing the cursor with every page, so a retry after a
+crash resumes from the last committed page. ``mode="incremental"`` walks newest first until it
+passes ``lookback_days`` (a resumed sync: the window it started with). What the walk should have
+met but did not is handed to :mod:`tiktok_pipeline.removals`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tiktok_pipeline.removals import confirm_listing_suspects, listed_in_an_earlier_run
+from tiktok_provider.fields import VIDEO_FIELDS
+
+if TYPE_CHECKING:
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+    from tiktok_warehouse.loads import Warehouse
+
+MODES = ("full", "incremental")
+
+
+def requested_window(mode: str, lookback_days: int, now: datetime) -> datetime | None:
+    """The oldest upload time an incremental run looks at; None for a full run (the whole history)."""
+    return now - timedelta(days=lookback_days) if mode == "incremental" else None
+
+
+def sync_videos(
+    hook: TikTokDisplayHook,
+    warehouse: Warehouse,
+    open_id: str,
+    *,
+    mode: str,
+    lookback_days: int,
+    context: Any,
+    now: datetime,
+    log: Any,
+) -> dict[str, Any]:
+    """Run (or resume) one account's sync: list its videos into the warehouse, then judge its suspects.
+
+    A sync resumed from an earlier run whose listing had already ended (its video/query kept
+    failing) is finished at once -- its unanswered suspects are handed on -- and a fresh listing
+    starts, so a failing video/query never holds back new videos.
+    """
+    window = requested_window(mode, lookback_days, now)
+    loaded = {"inserted": 0, "updated": 0, "unchanged": 0}
+    pages = unidentified = 0
+    hook.access_token(open_id)  # fail fast on a disconnected account before touching sync state
+    sync = warehouse.begin_sync(open_id, mode, window_start=window, now=now)
+    handed_on = 0
+    if sync.resumed and sync.listed_at is not None and listed_in_an_earlier_run(sync, context, now):
+        stale = warehouse.finish_sync(sync, now=now)
+        handed_on = stale.suspects_unconfirmed
+        log.warning(
+            "The %s sync %d of %s ended its listing at %s, in an earlier run, and video/query never answered "
+            "for %d of its removal suspects; finishing it without them (none is marked removed) and "
+            "listing afresh",
+            mode,
+            sync.sync_id,
+            open_id,
+            sync.listed_at,
+            handed_on,
+        )
+        sync = warehouse.begin_sync(open_id, mode, window_start=window, now=now)
+    # Stop where the sync's removals are judged: at its stored window_start. A resumed sync
+    # keeps the window it started with; stopping at this run's (later) window would leave
+    # the videos between the two unseen, and they would be taken for removed.
+    window_start = sync.window_start_dt
+    window_ms = int(window_start.timestamp() * 1000) if window_start else None
+    if sync.resumed:
+        log.info(
+            "Resuming %s sync of %s at cursor %s after %d pages%s",
+            mode,
+            open_id,
+            sync.cursor,
+            sync.pages,
+            f"; it covers videos since {sync.window_start}, as when it started" if window_start else "",
+        )
+    if sync.listed_at is None:
+        for page in hook.iter_video_pages(open_id, cursor=sync.cursor, fields=VIDEO_FIELDS):
+            result = warehouse.load_video_page(
+                sync, page.videos, cursor=page.cursor, captured_at=now, unidentified=page.skipped
+            )
+            sync = result.sync
+            pages += 1
+            unidentified += page.skipped
+            for key in loaded:
+                loaded[key] += getattr(result, key)
+            if window_ms is not None and page.cursor is not None and page.cursor < window_ms:
+                break  # incremental: past the window
+        # What the listing should have met but did not becomes a removal suspect. None when
+        # it met a video without a usable id (in any try: the checkpoint counts them), since
+        # that video and its page would be taken for deleted.
+        sync = warehouse.end_listing(sync, now=now)
+    else:
+        log.info("The listing of this sync ended in an earlier try; confirming its removal suspects")
+    confirm_listing_suspects(hook, warehouse, sync, now=now, log=log)
+    finished = warehouse.finish_sync(sync, now=now)
+    if sync.unidentified:
+        log.warning(
+            "%d videos of %s came back without a usable id (%d in this try); no video was marked removed",
+            sync.unidentified,
+            open_id,
+            unidentified,
+        )
+    log.info(
+        "%s sync of %s: %d pages, %s; %d removal suspects: %d confirmed removed, %d live, "
+        "%d pending a later look, %d held, %d unconfirmed",
+        mode,
+        open_id,
+        pages,
+        loaded,
+        finished.removal_suspects,
+        finished.removed,
+        finished.suspects_live,
+        finished.removals_pending,
+        finished.removals_held,
+        finished.suspects_unconfirmed,
+    )
+    return {
+        "open_id": open_id,
+        "mode": mode,
+        "resumed": sync.resumed,
+        "pages": pages,
+        "pages_total": sync.pages,
+        "videos_seen": sync.videos_seen,
+        **loaded,
+        "removal_suspects": finished.removal_suspects,
+        "removed": finished.removed,
+        "suspects_live": finished.suspects_live,
+        "suspects_unconfirmed": finished.suspects_unconfirmed,
+        "removals_pending": finished.removals_pending,
+        "removals_held": finished.removals_held,
+        "handed_on": handed_on,
+        "unidentified": sync.unidentified,
+        "cursor": sync.cursor,
+    }

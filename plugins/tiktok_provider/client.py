@@ -1,0 +1,263 @@
+"""The transport: one HTTP request to TikTok, THE retry policy, pacing, and the per-request counters.
+
+:class:`TikTokClient` builds each URL (refusing bearer tokens over plain http to remote hosts),
+paces requests per endpoint (:func:`tiktok_provider.ratelimit.limiter_for`), reads an answer by a
+cutoff however slowly it arrives, and retries what is worth retrying (:meth:`TikTokClient.retrying`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import tenacity
+
+from tiktok_provider import errors
+from tiktok_provider.ratelimit import limiter_for
+from tiktok_provider.responses import Envelope, parse_envelope
+
+if TYPE_CHECKING:
+    import requests
+
+    from tiktok_provider.connection import TikTokConnectionConfig
+
+USER_AGENT = "airflow-tiktok-display/0.1"
+
+
+@dataclass
+class RequestCounts:
+    """What a hook's requests came to: calls and retries per endpoint, token refreshes."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    refreshes: int = 0
+
+
+def new_session() -> requests.Session:
+    """An HTTP session that ignores the environment's proxies and netrc (no network until a call)."""
+    import requests  # here, not at the top: every DAG file importing the operators would pay ~30 ms
+
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.trust_env = False
+    return session
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+def _read_by(resp: requests.Response, cutoff: float, read_timeout: float, *, path: str, open_id: str | None) -> bytes:
+    """Read a streamed answer's body, giving up at ``cutoff`` (``time.monotonic()``) however it trickles in.
+
+    Each read waits for at most what is left until the cutoff (the socket's timeout is lowered to
+    that), and returns what one packet brought, so a drip cannot carry the read past the cutoff.
+    """
+    import urllib3.exceptions
+
+    if not hasattr(resp.raw, "read1"):  # a transport adapter that hands over the whole body (tests)
+        return resp.content
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = cutoff - time.monotonic()
+            if left <= 0:
+                raise errors.TikTokNetworkError(
+                    f"the answer was not complete in time ({sum(map(len, chunks))} bytes read); gave up so as to "
+                    "end within the refresh lease",
+                    endpoint=path,
+                    open_id=open_id,
+                    http_status=resp.status_code,
+                )
+            if sock is not None:
+                sock.settimeout(min(read_timeout, left))
+            chunk = resp.raw.read1(65536, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        late = time.monotonic() >= cutoff
+        raise errors.TikTokNetworkError(
+            "the answer was not complete in time; gave up so as to end within the refresh lease"
+            if late
+            else f"the answer broke off ({type(exc).__name__})",
+            endpoint=path,
+            open_id=open_id,
+            http_status=resp.status_code,
+        ) from None
+    finally:
+        resp.close()
+
+
+class TikTokClient:
+    """Send requests to one TikTok app's API host, paced and retried.
+
+    :param config: the connection's settings (host, timeouts, rate limit, attempts).
+    :param session: the HTTP session to send with.
+    :param counts: where calls and retries are counted (shared with the hook's summary).
+    :param sleep: how to wait between retries (tests pass a recorder instead of sleeping).
+    :param log: the logger retries are reported to.
+    """
+
+    def __init__(
+        self,
+        config: TikTokConnectionConfig,
+        *,
+        session: requests.Session,
+        counts: RequestCounts,
+        sleep: Callable[[float], None] = time.sleep,
+        log: logging.Logger | Any = None,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.counts = counts
+        self.sleep = sleep
+        self.log = log or logging.getLogger(__name__)
+
+    def url(self, path: str, *, bearer: bool) -> str:
+        parts = urlsplit(self.config.base_url)
+        trusted = _is_loopback(parts.hostname) or parts.hostname in self.config.insecure_http_hosts
+        if bearer and parts.scheme != "https" and not trusted:
+            raise errors.TikTokConfigError(
+                f"refusing to send a bearer token over {parts.scheme}:// to {parts.hostname}; "
+                "use https (plain http is only allowed for loopback hosts and the connection's insecure_http_hosts)",
+                endpoint=path,
+            )
+        return f"{self.config.base_url}{path}"
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        open_id: str | None,
+        bearer: str | None = None,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+        cutoff: float | None = None,
+    ) -> requests.Response:
+        """Send one request; with ``cutoff`` (a ``time.monotonic()`` value) the whole answer must be in by then.
+
+        ``read_timeout`` bounds each socket read, not the answer: a body trickled in a byte at a time
+        would never time out. So a capped call streams the body and gives up at the cutoff, and its
+        connect and first-byte timeouts are cut to the time left.
+        """
+        import requests
+
+        url = self.url(path, bearer=bearer is not None or form is not None)
+        cfg = self.config
+        limiter = limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds)
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        timeout = (cfg.connect_timeout, cfg.read_timeout)
+        if cutoff is not None:
+            left = max(0.1, cutoff - time.monotonic())
+            timeout = (min(cfg.connect_timeout, left), min(cfg.read_timeout, left))
+        try:
+            with limiter.slot():
+                self.counts.calls[path] += 1
+                resp = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=form,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=cutoff is not None,
+                )
+            if cutoff is not None:
+                # requests' own cache of the body (what ``resp.content`` returns once read)
+                resp._content = _read_by(resp, cutoff, cfg.read_timeout, path=path, open_id=open_id)
+            return resp
+        except requests.Timeout as exc:
+            raise errors.TikTokNetworkError(
+                f"timed out ({type(exc).__name__})", endpoint=path, open_id=open_id
+            ) from None
+        except requests.RequestException as exc:
+            raise errors.TikTokNetworkError(
+                f"connection failed ({type(exc).__name__})", endpoint=path, open_id=open_id
+            ) from None
+
+    def retrying(self, what: str, *, deadline: float | None = None) -> tenacity.Retrying:
+        """The one retry policy: 429, 5xx, timeouts and connection errors, exponential backoff, full jitter.
+
+        Whether an error is retried is its own :attr:`~tiktok_provider.errors.TikTokError.retryable`.
+
+        :param deadline: a ``time.monotonic()`` value no attempt may run past (a refresh lease):
+            no attempt starts that could not finish before it.
+        """
+        cap = self.config.max_backoff_seconds
+        per_attempt = self.config.connect_timeout + self.config.read_timeout
+        jitter = tenacity.wait_random_exponential(multiplier=0.5, max=cap)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(exc, "retry_after", None)
+            return min(float(retry_after), cap) if retry_after is not None else jitter(state)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.counts.retries[what] += 1
+            self.log.warning(
+                "Retrying %s in %.1fs (attempt %d): %s",
+                what,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.attempt_number,
+                exc,
+            )
+
+        def out_of_time(state: tenacity.RetryCallState) -> bool:
+            return deadline is not None and time.monotonic() + state.upcoming_sleep + per_attempt > deadline
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(errors.is_retryable),
+            wait=wait,
+            stop=tenacity.stop_after_attempt(max(1, self.config.max_attempts)) | out_of_time,
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def call_once(
+        self, method: str, path: str, open_id: str, token: str, params: dict[str, str], body: dict | None
+    ) -> Envelope:
+        """One call of a data endpoint with a bearer token, its answer checked (no retry)."""
+        resp = self.send(method, path, open_id=open_id, bearer=token, params=params, json_body=body)
+        return parse_envelope(
+            resp.status_code,
+            resp.content,
+            endpoint=path,
+            open_id=open_id,
+            header_log_id=resp.headers.get("x-tt-logid"),
+            retry_after=_retry_after(resp.headers),
+        )
+
+    def call(
+        self, method: str, path: str, open_id: str, token: str, params: dict[str, str], body: dict | None
+    ) -> Envelope:
+        """A data endpoint's call under the retry policy."""
+        return self.retrying(path)(self.call_once, method, path, open_id, token, params, body)

@@ -1,0 +1,118 @@
+"""The transfer operators over a fake token store, canned HTTP answers and a fake warehouse: no Postgres, no server.
+
+What is checked is the operators' own part: the hook they build and pass the token store to,
+which errors fail the task at once and which are left for Airflow to retry, their arguments
+checked before any I/O, and the summary they return. ``tests/integration`` runs them for real.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from canned_tiktok import OPEN_ID, account, fail, ok, page, user
+from fake_warehouse import FakeWarehouse
+
+from tiktok_pipeline import operators
+from tiktok_provider import errors
+
+
+@pytest.fixture
+def wire(monkeypatch: pytest.MonkeyPatch, make_hook: Any) -> Any:
+    """Make the operators use a canned hook and a fake warehouse; return (hook, script, store, warehouse)."""
+
+    def wire(*answers: Any, warehouse: FakeWarehouse | None = None, **kwargs: Any) -> Any:
+        hook, script, store, _ = make_hook(*answers, **kwargs)
+        wh = warehouse or FakeWarehouse()
+        monkeypatch.setattr(operators, "display_hook", lambda conn_id: hook)
+        monkeypatch.setattr(operators, "warehouse_of", lambda h: wh)
+        return hook, script, store, wh
+
+    return wire
+
+
+def test_user_info_writes_the_profile_and_sums_up_the_calls(wire: Any) -> None:
+    _, script, _, wh = wire(user())
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", open_id=OPEN_ID, fields=["display_name", "follower_count"]
+    )
+    summary = op.execute({})
+    assert [name for name, _ in wh.calls] == ["account_profile", "profile_snapshot"]
+    assert wh.calls[1][1] == {"display_name": "Ada", "follower_count": 10}
+    assert summary["written"] is True
+    assert summary["api_calls"] == {"/v2/user/info/": 1}
+    assert summary["retries"] == {} and summary["token_refreshes"] == 0
+    json.dumps(summary)  # XCom-ready
+    assert len(script.requests) == 1
+
+
+def test_an_error_a_retry_cannot_fix_fails_the_task_at_once(wire: Any) -> None:
+    _, script, _, wh = wire(tokens=account(scopes=("user.info.basic",)))
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["follower_count"])
+    with pytest.raises(AirflowFailException, match=r"user\.info\.stats"):
+        op.execute({})
+    assert script.requests == [] and wh.calls == []
+
+
+def test_a_transient_error_is_left_for_airflow_to_retry(wire: Any) -> None:
+    wire(*[fail(500, "internal_error")] * 4)
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["display_name"])
+    with pytest.raises(errors.TikTokServerError):
+        op.execute({})
+
+
+def test_an_account_the_store_does_not_know_fails_with_how_to_connect_it(wire: Any) -> None:
+    _, _, store, _ = wire()
+    store.tokens.clear()
+
+    def get(open_id: str) -> Any:
+        raise errors.AccountNotFound(open_id)
+
+    store.get = get
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["display_name"])
+    with pytest.raises(AirflowFailException, match="connect it with the tiktok_connect_account DAG"):
+        op.execute({})
+
+
+@pytest.mark.parametrize(("mode", "lookback"), [("sometimes", 7), ("full", "{{ 7*7 }}"), ("incremental", 0)])
+def test_video_list_checks_its_templated_arguments_before_any_io(wire: Any, mode: str, lookback: Any) -> None:
+    _, script, _, wh = wire()
+    op = operators.TikTokVideoListToPostgresOperator(task_id="sync", open_id=OPEN_ID, mode=mode, lookback_days=lookback)
+    with pytest.raises(AirflowFailException):
+        op.execute({})
+    assert script.requests == [] and wh.calls == []
+
+
+def test_video_list_pages_into_the_warehouse_then_asks_about_suspects(wire: Any) -> None:
+    wh = FakeWarehouse(suspects=["9"])
+    _, script, _, _ = wire(
+        page(["3", "2"], cursor=2000, has_more=True),
+        page(["1"], cursor=1000, has_more=False),
+        ok({"videos": []}),
+        warehouse=wh,
+    )
+    op = operators.TikTokVideoListToPostgresOperator(task_id="sync", open_id=OPEN_ID, mode="full", lookback_days="7")
+    summary = op.execute({})
+    assert wh.pages == [["3", "2"], ["1"]]
+    assert [name for name, _ in wh.calls] == ["begin_sync", "end_listing", "confirm_removals", "finish_sync"]
+    assert wh.calls[2][1] == (["9"], [])
+    assert summary["pages"] == 2 and summary["inserted"] == 3
+    assert summary["api_calls"] == {"/v2/video/list/": 2, "/v2/video/query/": 1}
+    assert script.paths()[-1] == "/v2/video/query/"
+
+
+def test_video_query_marks_removals_once_with_every_answer_in_hand(wire: Any) -> None:
+    stale = [str(n) for n in range(100, 125)]
+    wh = FakeWarehouse(stale=stale, recheck=["7"], confirmed=["7", "101"])
+    ids = sorted({*stale, "7"})
+    answers = [ok({"videos": [{"id": i} for i in ids[s : s + 20] if i not in ("7", "101")]}) for s in (0, 20)]
+    wire(*answers, warehouse=wh)
+    op = operators.TikTokVideoQueryToPostgresOperator(task_id="covers", open_id=OPEN_ID, horizon_minutes="60")
+    summary = op.execute({})
+    names = [name for name, _ in wh.calls]
+    assert names == ["apply_video_query", "apply_video_query", "mark_removals"]
+    assert wh.calls[-1][1] == ["101", "7"]
+    assert summary["requested"] == 26 and summary["rechecked"] == 1 and summary["removed"] == 2
+    assert summary["removal_suspects"] == 2
