@@ -21,7 +21,7 @@ from tiktok_pipeline.hooks import display_hook, warehouse_of
 from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
 from tiktok_pipeline.sync import MODES, sync_videos
-from tiktok_provider.errors import failing_fast
+from tiktok_provider.errors import account_label, failing_fast
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
 
-def _failing_fast(open_id: str) -> Any:
-    """Turn errors that retrying cannot fix into AirflowFailException (no wasted retries)."""
+def _failing_fast(operator: _TikTokToPostgresOperator) -> Any:
+    """Turn errors that retrying cannot fix into AirflowFailException naming the account (no wasted retries)."""
     return failing_fast(
-        not_found=f"Account {open_id} is not in the warehouse; connect it with the {CONNECT_DAG_ID} DAG first."
+        not_found=f"not in the warehouse; connect it with the {CONNECT_DAG_ID} DAG first.",
+        account=account_label(operator.open_id, operator.account_name),
+        log=operator.log,
     )
 
 
@@ -100,7 +102,7 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self._hook()
-        with _failing_fast(self.open_id):
+        with _failing_fast(self):
             user = hook.get_user_info(self.open_id, self.fields)
             captured_at = datetime.now(UTC)
             warehouse = warehouse_of(hook)
@@ -149,7 +151,7 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
         lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
         hook = self._hook()
         now = datetime.now(UTC)
-        with _failing_fast(self.open_id):
+        with _failing_fast(self):
             warehouse = warehouse_of(hook)
             summary = sync_videos(
                 hook,
@@ -187,7 +189,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook()
         now = datetime.now(UTC)
-        with _failing_fast(self.open_id):
+        with _failing_fast(self):
             warehouse = warehouse_of(hook)
             done = refresh_covers(
                 hook, warehouse, self.open_id, video_ids=self.video_ids, horizon=timedelta(minutes=horizon), now=now

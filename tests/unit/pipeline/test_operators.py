@@ -56,6 +56,25 @@ def test_an_error_a_retry_cannot_fix_fails_the_task_at_once(wire: Any) -> None:
     assert script.requests == [] and wh.calls == []
 
 
+def test_a_failure_names_the_account_by_name_and_open_id_in_one_clean_error_line(
+    wire: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wire(fail(400, "invalid_params", log_id="LOG-BAD"))
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", open_id=OPEN_ID, account_name="Ada\nLovelace", fields=["display_name"]
+    )
+    with pytest.raises(AirflowFailException) as caught:
+        op.execute({})
+    message = str(caught.value)
+    assert message.startswith(f"Account 'Ada Lovelace' (open_id {OPEN_ID}): TikTok /v2/user/info/ call")
+    assert "log_id=LOG-BAD" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    out = capsys.readouterr().out  # the task's (structlog) logger writes here outside a task runner
+    errors_logged = [line for line in out.splitlines() if "[error" in line]
+    assert len(errors_logged) == 1 and message in errors_logged[0]
+    assert "Traceback" not in out  # no traceback of our own
+
+
 def test_a_transient_error_is_left_for_airflow_to_retry(wire: Any) -> None:
     wire(*[fail(500, "internal_error")] * 4)
     op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["display_name"])
