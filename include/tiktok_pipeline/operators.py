@@ -22,6 +22,7 @@ from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
 from tiktok_pipeline.sync import MODES, sync_videos
 from tiktok_provider.errors import account_label, failing_fast
+from tiktok_provider.links import EXTRA_LINKS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,6 +57,7 @@ class _TikTokToPostgresOperator(BaseOperator):
     """
 
     ui_color = "#fe2c55"
+    operator_extra_links = EXTRA_LINKS
 
     def __init__(
         self,

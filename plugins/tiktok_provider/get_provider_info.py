@@ -24,6 +24,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["tiktok_provider.hooks.tiktok"],
             }
         ],
+        "extra-links": [
+            "tiktok_provider.links.RunbookLink",
+            "tiktok_provider.links.AccountLink",
+        ],
         "connection-types": [
             {
                 "hook-class-name": "tiktok_provider.hooks.tiktok.TikTokDisplayHook",

@@ -112,3 +112,20 @@ def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
     assert TikTokDisplayHook.default_conn_name == common.TIKTOK_CONN_ID == names.TIKTOK_CONN_ID
     assert TikTokConnectionConfig.warehouse_conn_id == db.DEFAULT_CONN_ID == names.WAREHOUSE_CONN_ID
     assert bootstrap.API_POOL == common.API_POOL
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id"),
+    [
+        ("tiktok_profile_snapshot", "snapshot_profile"),
+        ("tiktok_video_backfill", "sync_videos"),
+        ("tiktok_cover_refresh", "refresh_covers"),
+    ],
+)
+def test_the_serialized_dag_the_api_reads_names_the_links(dagbag: DagBag, dag_id: str, task_id: str) -> None:
+    """The API's /links endpoint asks the deserialized task for ``extra_links``; a mapped task must keep them."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dagbag.dags[dag_id]
+    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task(task_id)
+    assert sorted(task.extra_links) == ["Account", "Runbook"]
