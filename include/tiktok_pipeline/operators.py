@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from tiktok_pipeline.hooks import display_hook, warehouse_of
 from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
-from tiktok_pipeline.sync import MODES, sync_videos
+from tiktok_pipeline.sync import run_mode, sync_videos
 from tiktok_provider.errors import account_label, failing_fast
 from tiktok_provider.links import EXTRA_LINKS
 
@@ -46,6 +46,10 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:
         raise AirflowFailException(f"{name} must be a whole number within {low}..{high}, got {str(value)[:80]!r}")
     return value
+
+
+#: How far back a ``recent`` run looks when ``lookback_days`` is not given.
+DEFAULT_LOOKBACK_DAYS = 7
 
 
 class _TikTokToPostgresOperator(BaseOperator):
@@ -136,21 +140,29 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     What a run does is :func:`tiktok_pipeline.sync.sync_videos`; how removals are decided is
     :mod:`tiktok_pipeline.removals`.
 
-    :param mode: ``full`` or ``incremental``.
-    :param lookback_days: how far back an incremental run looks.
+    :param mode: ``recent`` (newest videos within ``lookback_days``) or ``whole_history`` (every
+        video, resumable). The old names ``incremental`` and ``full`` are still accepted.
+    :param lookback_days: how far back a ``recent`` run looks (default 7); unused by ``whole_history``.
     """
 
     template_fields: Sequence[str] = ("mode", "lookback_days")
 
-    def __init__(self, *, mode: str = "incremental", lookback_days: int = 7, **kwargs: Any) -> None:
+    def __init__(self, *, mode: str = "recent", lookback_days: int | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mode = mode
         self.lookback_days = lookback_days
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.mode not in MODES:
-            raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
-        lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
+        try:
+            mode = run_mode(self.mode, log=self.log)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
+        given = self.lookback_days
+        # An empty form field renders as "None" through "{{ params.lookback_days }}".
+        unset = given is None or (isinstance(given, str) and given.strip() in ("", "None"))
+        lookback = DEFAULT_LOOKBACK_DAYS if unset else _whole_number(given, "lookback_days", 1, 3650)
+        if not unset and mode == "full":
+            self.log.info("lookback_days=%s is not used by mode whole_history (it reads every video)", lookback)
         hook = self._hook()
         now = datetime.now(UTC)
         with _failing_fast(self):
@@ -159,7 +171,7 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
                 hook,
                 warehouse,
                 self.open_id,
-                mode=self.mode,
+                mode=mode,
                 lookback_days=lookback,
                 context=context,
                 now=now,

@@ -104,6 +104,36 @@ def test_video_list_checks_its_templated_arguments_before_any_io(wire: Any, mode
     assert script.requests == [] and wh.calls == []
 
 
+@pytest.mark.parametrize(
+    ("mode", "lookback", "window_days"),
+    [
+        ("whole_history", None, None),
+        ("whole_history", "None", None),  # an empty form field, rendered
+        ("full", "7", None),  # the old name
+        ("recent", "None", 7),  # lookback_days left empty: 7
+        ("recent", "3", 3),
+        ("incremental", 2, 2),  # the old name
+    ],
+)
+def test_video_list_modes_by_their_new_and_old_names_and_an_optional_lookback(
+    wire: Any, capsys: pytest.CaptureFixture[str], mode: str, lookback: Any, window_days: int | None
+) -> None:
+    wh = FakeWarehouse()
+    wire(page(["1"], cursor=1000, has_more=False), warehouse=wh)
+    op = operators.TikTokVideoListToPostgresOperator(task_id="sync", open_id=OPEN_ID, mode=mode, lookback_days=lookback)
+    op.execute({})
+    (name, window_start) = wh.calls[0]
+    assert name == "begin_sync"
+    if window_days is None:
+        assert window_start is None
+    else:
+        from datetime import UTC, datetime, timedelta
+
+        assert abs(datetime.now(UTC) - timedelta(days=window_days) - window_start) < timedelta(minutes=1)
+    deprecated = [line for line in capsys.readouterr().out.splitlines() if "is deprecated" in line]
+    assert len(deprecated) == (1 if mode in ("full", "incremental") else 0)
+
+
 def test_video_list_pages_into_the_warehouse_then_asks_about_suspects(wire: Any) -> None:
     wh = FakeWarehouse(suspects=["9"])
     _, script, _, _ = wire(
