@@ -29,6 +29,7 @@ from tiktok_pipeline.common import (
 )
 from tiktok_pipeline.names import COVER_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoQueryToPostgresOperator
+from tiktok_pipeline.runbooks import error_runbook
 
 REFRESH_DOC = """
 ### refresh_covers
@@ -82,7 +83,7 @@ def tiktok_cover_refresh() -> None:
             horizon_minutes="{{ params.horizon_minutes }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
-            doc_md=REFRESH_DOC,
+            doc_md=REFRESH_DOC + error_runbook(removals=True),
         )
     )
 

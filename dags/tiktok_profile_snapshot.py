@@ -35,6 +35,7 @@ from tiktok_pipeline.common import (
 )
 from tiktok_pipeline.names import PROFILE_DAG_ID
 from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
+from tiktok_pipeline.runbooks import error_runbook
 
 SNAPSHOT_DOC = """
 ### snapshot_profile
@@ -82,7 +83,7 @@ def tiktok_profile_snapshot() -> None:
             tiktok_conn_id=TIKTOK_CONN_ID,
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
-            doc_md=SNAPSHOT_DOC,
+            doc_md=SNAPSHOT_DOC + error_runbook(),
         )
     )
 

@@ -35,6 +35,7 @@ from tiktok_pipeline.common import (
 )
 from tiktok_pipeline.names import BACKFILL_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
+from tiktok_pipeline.runbooks import error_runbook
 
 SYNC_DOC = """
 ### sync_videos
@@ -120,7 +121,7 @@ def tiktok_video_backfill() -> None:
             lookback_days="{{ params.lookback_days }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
-            doc_md=SYNC_DOC,
+            doc_md=SYNC_DOC + error_runbook(removals=True),
         )
     )
 

@@ -435,3 +435,17 @@ def test_a_failed_account_task_names_the_account_logs_its_request_and_links_to_r
         "Account": f"/tiktok-accounts/#account-{bad}",
         "Runbook": "/dags/tiktok_profile_snapshot/tasks/snapshot_profile",
     }
+
+
+def test_accounts_param_takes_a_display_name_and_a_name_nothing_matches_fails_listing_it(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    wanted = connect_via_dag(videos=1)
+    other = connect_via_dag(videos=1)
+    [(name,)] = table(clean_warehouse, "SELECT display_name FROM tiktok.accounts WHERE open_id = :o", o=wanted)
+    run = run_dag("tiktok_profile_snapshot", accounts=[name.upper()])
+    assert str(run.state) == "success", states(run)
+    assert [r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")] == [wanted]
+    assert other != wanted
+    run = run_dag("tiktok_profile_snapshot", accounts=["Nobody At All"])
+    assert states(run)[("select_accounts", -1)] == "failed"
