@@ -428,7 +428,7 @@ def fig_api(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     reset_warehouse(b)
     open_ids = connect_accounts(b, sz.api_videos)
     b.sim.admin.reset_stats()
-    backfill_s, _ = run_dag(b, "tiktok_video_backfill", mode="full")
+    backfill_s, _ = run_dag(b, "tiktok_video_backfill", mode="whole_history")
     list_calls = b.sim.admin.stats()["endpoints"]["video_list"]["requests"]
     list_ideal = sum(math.ceil(v / PAGE_SIZE) for v in sz.api_videos)
     stored = scalar(b, "SELECT count(*) FROM tiktok.videos WHERE removed_at IS NULL")
@@ -499,7 +499,7 @@ def fig_rate(b: Bench) -> tuple[dict[str, Any], list[Row]]:
 
     def sync(index: int, open_id: str) -> None:
         operator = TikTokVideoListToPostgresOperator(
-            task_id=f"bench_sync_{index}", open_id=open_id, mode="full", tiktok_conn_id=PACED_CONN_ID
+            task_id=f"bench_sync_{index}", open_id=open_id, mode="whole_history", tiktok_conn_id=PACED_CONN_ID
         )
         # Called the way the task runner calls it (a task per account; here a thread per account).
         sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}

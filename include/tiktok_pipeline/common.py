@@ -69,8 +69,14 @@ param when given, for the per-account tasks that follow.
 - *token_encryption_key*: the extra of the TikTok connection holds no valid Fernet key. Nothing
   is retried: put back the key the tokens were stored with, then clear this task.
 
-An account you named that is missing or not active is logged as a warning and skipped: reconnect
-it with `tiktok_connect_account`.
+The `accounts` param takes open_ids, display names or @usernames (case does not matter):
+- *names N accounts*: two accounts share that name; the message lists them with their open_ids.
+  Trigger again with the open_id.
+- *no connected account has ...*: nothing matched an entry (the message lists what was given);
+  check the spelling against the TikTok accounts page.
+
+An account you named that is connected but not active is logged as a warning and skipped:
+reconnect it with `tiktok_connect_account`.
 """
 
 
