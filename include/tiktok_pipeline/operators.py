@@ -22,7 +22,7 @@ from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
 from tiktok_pipeline.sync import run_mode, sync_videos
 from tiktok_provider.errors import account_label, failing_fast
-from tiktok_provider.links import EXTRA_LINKS
+from tiktok_provider.links import EXTRA_LINKS, PROFILE_LINKS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -101,15 +101,19 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
     """
 
     template_fields: Sequence[str] = ("fields",)
+    operator_extra_links = PROFILE_LINKS
 
     def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fields = fields
+        #: Read by the *TikTok profile* link when the task ends (never a template field).
+        self.profile_deep_link: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self._hook()
         with _failing_fast(self):
             user = hook.get_user_info(self.open_id, self.fields)
+            self.profile_deep_link = user.get("profile_deep_link")
             captured_at = datetime.now(UTC)
             warehouse = warehouse_of(hook)
             warehouse.upsert_account_profile(self.open_id, user, now=captured_at)

@@ -27,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "tiktok_provider.links.RunbookLink",
             "tiktok_provider.links.AccountLink",
+            "tiktok_provider.links.TikTokProfileLink",
         ],
         "connection-types": [
             {

@@ -58,4 +58,36 @@ class AccountLink(BaseOperatorLink):
         return f"{_base_url()}{ACCOUNTS_MOUNT}/#account-{quote(open_id, safe='')}"
 
 
+def tiktok_profile_url(value: Any) -> str:
+    """A profile deep link fit for an href: https on tiktok.com (or a subdomain) only, else ``""``.
+
+    The link comes from TikTok's answer, i.e. outside our control: anything else (``javascript:``,
+    another host, credentials in the URL) is dropped rather than shown as a button.
+    """
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or len(value) > 2048:
+        return ""
+    try:
+        parts = urlsplit(value.strip())
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return ""
+    if parts.scheme != "https" or parts.username or parts.password or parts.port not in (None, 443):
+        return ""
+    if host != "tiktok.com" and not host.endswith(".tiktok.com"):
+        return ""
+    return value.strip()
+
+
+class TikTokProfileLink(BaseOperatorLink):
+    """The creator's TikTok profile (``profile_deep_link``), when the task fetched it (profile snapshots)."""
+
+    name = "TikTok profile"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return tiktok_profile_url(getattr(operator, "profile_deep_link", None))
+
+
 EXTRA_LINKS = (RunbookLink(), AccountLink())
+PROFILE_LINKS = (*EXTRA_LINKS, TikTokProfileLink())

@@ -434,7 +434,9 @@ def test_a_failed_account_task_names_the_account_logs_its_request_and_links_to_r
     assert links == {
         "Account": f"/tiktok-accounts/#account-{bad}",
         "Runbook": "/dags/tiktok_profile_snapshot/tasks/snapshot_profile",
+        "TikTok profile": links["TikTok profile"],
     }
+    assert not links["TikTok profile"], "no profile was fetched, so no profile link"
 
 
 def test_accounts_param_takes_a_display_name_and_a_name_nothing_matches_fails_listing_it(
@@ -445,6 +447,20 @@ def test_accounts_param_takes_a_display_name_and_a_name_nothing_matches_fails_li
     [(name,)] = table(clean_warehouse, "SELECT display_name FROM tiktok.accounts WHERE open_id = :o", o=wanted)
     run = run_dag("tiktok_profile_snapshot", accounts=[name.upper()])
     assert str(run.state) == "success", states(run)
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        task = SerializedDagModel.get_dag(run.dag_id, session=session).get_task("snapshot_profile")
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="snapshot_profile", map_index=0)
+            .one()
+        )
+        profile_link = task.get_extra_links(ti, "TikTok profile")
+    # The warehouse does not keep profile_deep_link: the link is what this run's user/info answered.
+    assert profile_link.startswith("https://vm.tiktok.com/") and len(profile_link) > len("https://vm.tiktok.com/")
     assert [r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")] == [wanted]
     assert other != wanted
     run = run_dag("tiktok_profile_snapshot", accounts=["Nobody At All"])

@@ -12,7 +12,7 @@ from tiktok_pipeline.operators import (
     TikTokVideoQueryToPostgresOperator,
 )
 from tiktok_provider.get_provider_info import get_provider_info
-from tiktok_provider.links import AccountLink, RunbookLink
+from tiktok_provider.links import AccountLink, RunbookLink, TikTokProfileLink
 
 
 class Key:
@@ -42,12 +42,37 @@ def test_runbook_link_is_the_task_page_with_its_docs_or_a_configured_wiki(monkey
     [TikTokUserInfoToPostgresOperator, TikTokVideoListToPostgresOperator, TikTokVideoQueryToPostgresOperator],
 )
 def test_every_transfer_operator_has_both_links(operator: type) -> None:
-    assert {link.name for link in operator.operator_extra_links} == {"Runbook", "Account"}
+    assert {"Runbook", "Account"} <= {link.name for link in operator.operator_extra_links}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("https://vm.tiktok.com/ZMabc/", True),
+        ("https://www.tiktok.com/@ada", True),
+        ("javascript:alert(1)//tiktok.com", False),
+        ("http://vm.tiktok.com/x", False),
+        ("https://tiktok.com.evil.example/x", False),
+        ("https://user:pw@www.tiktok.com/x", False),
+        ("https://eviltiktok.com/x", False),
+        (None, False),
+        (42, False),
+    ],
+)
+def test_the_profile_link_is_only_ever_an_https_tiktok_url(value: Any, shown: bool) -> None:
+    op = TikTokUserInfoToPostgresOperator(task_id="snapshot_profile", open_id="abc")
+    op.profile_deep_link = value
+    link = TikTokProfileLink().get_link(op, ti_key=Key("d", "t"))  # type: ignore[arg-type]
+    assert link == (value if shown else "")
 
 
 def test_the_provider_lists_its_links() -> None:
     info = get_provider_info()
-    assert set(info["extra-links"]) == {"tiktok_provider.links.RunbookLink", "tiktok_provider.links.AccountLink"}
+    assert set(info["extra-links"]) == {
+        "tiktok_provider.links.RunbookLink",
+        "tiktok_provider.links.AccountLink",
+        "tiktok_provider.links.TikTokProfileLink",
+    }
     import importlib
 
     for path in info["extra-links"]:
