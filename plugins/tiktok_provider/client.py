@@ -33,7 +33,8 @@ USER_AGENT = "airflow-tiktok-display/0.1"
 #: One INFO line per HTTP request to TikTok goes to this logger: method, endpoint, account, the cursor
 #: or number of ids, the HTTP status, TikTok's log_id, elapsed ms, attempt. Never a token, a header
 #: (but the log_id) or a form value. On by default; the connection's ``request_log`` extra (``false``)
-#: turns it off, which sets this logger to WARNING when a task builds its hook.
+#: turns it off. (Airflow 3.3's ``[logging] namespace_levels`` only reaches structlog loggers, not
+#: this stdlib one, so the switch is the connection's.)
 REQUEST_LOG = logging.getLogger("tiktok_provider.requests")
 
 _attempt = threading.local()
@@ -231,28 +232,35 @@ class TikTokClient:
             if cutoff is not None:
                 # requests' own cache of the body (what ``resp.content`` returns once read)
                 resp._content = _read_by(resp, cutoff, cfg.read_timeout, path=path, open_id=open_id)
-            self._log_request(method, path, open_id, asked, f"HTTP {resp.status_code}", resp.headers, started)
+            self._log_request(method, path, open_id, asked, f"HTTP {resp.status_code}", resp.headers, started, cfg)
             return resp
         except requests.Timeout as exc:
-            self._log_request(method, path, open_id, asked, f"timed out ({type(exc).__name__})", None, started)
+            self._log_request(method, path, open_id, asked, f"timed out ({type(exc).__name__})", None, started, cfg)
             raise errors.TikTokNetworkError(
                 f"timed out ({type(exc).__name__})", endpoint=path, open_id=open_id
             ) from None
         except requests.RequestException as exc:
-            self._log_request(method, path, open_id, asked, f"failed ({type(exc).__name__})", None, started)
+            self._log_request(method, path, open_id, asked, f"failed ({type(exc).__name__})", None, started, cfg)
             raise errors.TikTokNetworkError(
                 f"connection failed ({type(exc).__name__})", endpoint=path, open_id=open_id
             ) from None
         except errors.TikTokNetworkError as exc:  # the body did not arrive by the cutoff
-            self._log_request(method, path, open_id, asked, f"HTTP {exc.http_status}, body cut off", None, started)
+            self._log_request(method, path, open_id, asked, f"HTTP {exc.http_status}, body cut off", None, started, cfg)
             raise
 
     @staticmethod
     def _log_request(
-        method: str, path: str, open_id: str | None, asked: str, outcome: str, headers: Any, started: float
+        method: str,
+        path: str,
+        open_id: str | None,
+        asked: str,
+        outcome: str,
+        headers: Any,
+        started: float,
+        config: Any = None,
     ) -> None:
         """The request log's line: what was asked, how it ended, TikTok's log_id; no token, no header but the log_id."""
-        if not REQUEST_LOG.isEnabledFor(logging.INFO):
+        if not getattr(config, "request_log", True) or not REQUEST_LOG.isEnabledFor(logging.INFO):
             return
         log_id = headers.get("x-tt-logid") if headers is not None else None
         REQUEST_LOG.info(

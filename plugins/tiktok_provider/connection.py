@@ -54,6 +54,8 @@ class TikTokConnectionConfig:
     #: Hosts (besides loopback) that may get bearer tokens over plain http: a simulator in its own
     #: container, never a real API host.
     insecure_http_hosts: frozenset[str] = frozenset()
+    #: One INFO line per request on the ``tiktok_provider.requests`` logger (see the client).
+    request_log: bool = True
 
     @classmethod
     def from_connection(cls, conn: Any) -> TikTokConnectionConfig:
@@ -83,4 +85,5 @@ class TikTokConnectionConfig:
             refresh_margin_seconds=num("refresh_margin_seconds", 300.0),
             refresh_lease_seconds=num("refresh_lease_seconds", 120.0),
             insecure_http_hosts=frozenset(_host_list(extra.get("insecure_http_hosts"))),
+            request_log=str(extra.get("request_log", "true")).strip().lower() not in ("false", "0", "no", "off"),
         )

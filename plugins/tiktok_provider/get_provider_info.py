@@ -83,6 +83,12 @@ def get_provider_info() -> dict[str, Any]:
                         "over http: only a simulator's, e.g. tiktok-sim in docker-compose. Empty for TikTok.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "request_log": {
+                        "label": "Log one line per request",
+                        "description": "One INFO line per request to TikTok in the task log (method, endpoint, "
+                        "cursor or number of ids, HTTP status, log_id, ms, attempt; never a token). false: off.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
                     "max_attempts": {
                         "label": "Attempts per request (429, 5xx, timeouts)",
                         "schema": {"type": ["integer", "null"], "default": 6},

@@ -94,3 +94,13 @@ def test_off_when_the_logger_is_above_info(make_hook: Any, caplog: pytest.LogCap
     hook, _, _, _ = make_hook(user())
     hook.get_user_info(OPEN_ID, ["display_name"])
     assert _lines(caplog) == []
+
+
+def test_the_connection_extra_request_log_false_turns_it_off(make_hook: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=REQUEST_LOG.name)
+    hook, _, _, _ = make_hook(user(), request_log="false")
+    hook.get_user_info(OPEN_ID, ["display_name"])
+    assert _lines(caplog) == []
+    hook, _, _, _ = make_hook(user(), request_log=True)
+    hook.get_user_info(OPEN_ID, ["display_name"])
+    assert len(_lines(caplog)) == 1
