@@ -1,0 +1,129 @@
+"""The warehouse tables the TikTok DAGs update, as Airflow Assets, and the events they emit.
+
+Each Asset's URI names its table the way the Postgres provider normalises them,
+``postgres://<authority>/<database>/<schema>/<table>``. The authority and database are *logical*
+names, not looked up from the warehouse connection: parsing a DAG file stays cheap and offline,
+and every DAG names the same table the same way whatever connection it writes through. Set them in
+``airflow.cfg`` (or ``AIRFLOW__TIKTOK_ASSETS__WAREHOUSE_AUTHORITY`` / ``..._DATABASE``) to match
+the real server when lineage must join up with other tools':
+
+.. code-block:: ini
+
+    [tiktok_assets]
+    warehouse_authority = tiktok-warehouse:5432
+    warehouse_database = tiktok
+
+Covers live in ``tiktok.videos`` (``cover_image_url``, ``cover_expires_at``): their Asset has
+that table's URI under its own name, ``tiktok.video_covers``, so a DAG can wait for fresh covers
+without waking on every video sync.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import Asset, Metadata, task
+
+ASSETS_SECTION = "tiktok_assets"
+DEFAULT_AUTHORITY = "tiktok-warehouse:5432"
+DEFAULT_DATABASE = "tiktok"
+SCHEMA = "tiktok"
+GROUP = "tiktok"
+
+
+def _conf(key: str, fallback: str) -> str:
+    from airflow.configuration import conf
+
+    return (conf.get(ASSETS_SECTION, key, fallback=fallback) or fallback).strip().strip("/")
+
+
+def table_uri(table: str) -> str:
+    """``postgres://<authority>/<database>/tiktok/<table>`` for a warehouse table."""
+    authority = _conf("warehouse_authority", DEFAULT_AUTHORITY)
+    database = _conf("warehouse_database", DEFAULT_DATABASE)
+    return f"postgres://{authority}/{database}/{SCHEMA}/{table}"
+
+
+def table_asset(table: str, name: str | None = None) -> Asset:
+    return Asset(name=name or f"{SCHEMA}.{table}", uri=table_uri(table), group=GROUP)
+
+
+PROFILE_SNAPSHOTS = table_asset("profile_snapshots")
+VIDEOS = table_asset("videos")
+VIDEO_SNAPSHOTS = table_asset("video_snapshots")
+VIDEO_COVERS = table_asset("videos", name="tiktok.video_covers")
+
+#: What each transfer operator updates (its ``outlets=``).
+OUTLETS: dict[str, list[Asset]] = {
+    "TikTokUserInfoOperator": [PROFILE_SNAPSHOTS],
+    "TikTokVideoListOperator": [VIDEOS, VIDEO_SNAPSHOTS],
+    "TikTokVideoQueryOperator": [VIDEO_COVERS, VIDEO_SNAPSHOTS],
+}
+
+#: The rows count each asset's event reports, from the keys of an operator's summary.
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    PROFILE_SNAPSHOTS.name: ("profile_snapshots", "snapshots"),
+    VIDEOS.name: ("videos", "videos_upserted", "videos_written"),
+    VIDEO_SNAPSHOTS.name: ("video_snapshots", "snapshots"),
+    VIDEO_COVERS.name: ("covers", "covers_refreshed"),
+}
+
+
+def event_extra(results: Iterable[Any], asset: Asset, *, now: datetime | None = None) -> dict[str, Any]:
+    """The extras of an asset event: how many accounts, how many rows, the snapshot date (UTC)."""
+    results = [r for r in results if isinstance(r, Mapping)]
+    rows = 0
+    for result in results:
+        for key in ROW_KEYS.get(asset.name, ()):
+            value = result.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                rows += value
+                break
+    return {
+        "accounts": len(results),
+        "rows": rows,
+        "snapshot_date": (now or datetime.now(UTC)).date().isoformat(),
+    }
+
+
+def publish_task(assets: list[Asset], results: Any, *, task_id: str = "publish_assets") -> Any:
+    """A task that marks ``assets`` updated once per run, with extras added up from ``results``.
+
+    One event per run, not one per account task: a DAG scheduled on the Asset wakes once when the
+    day's data has landed, not fifty times while the accounts finish. It runs after the checks,
+    like ``summarize`` (so: only when every account and check succeeded).
+    """
+
+    @task(task_id=task_id, outlets=list(assets), doc_md=PUBLISH_DOC)
+    def publish(results: Any, **context: Any) -> None:
+        # Index, don't iterate: iterating a lazy XCom sequence probes one past its end.
+        values = [results[i] for i in range(len(results))] if results is not None else []
+        for asset in assets:
+            extra = event_extra(values, asset)
+            yield_metadata(context, asset, extra)
+            logging.getLogger("airflow.task").info("Asset %s updated: %s", asset.name, extra)
+
+    return publish(results)
+
+
+def yield_metadata(context: Mapping[str, Any], asset: Asset, extra: dict[str, Any]) -> None:
+    """Attach ``extra`` to this task's event for ``asset`` (``outlet_events``)."""
+    context["outlet_events"][asset].extra.update(extra)
+
+
+def metadata(asset: Asset, extra: dict[str, Any]) -> Metadata:
+    """For operators that ``yield`` their event's extras instead (``@task`` generators)."""
+    return Metadata(asset, extra)
+
+
+PUBLISH_DOC = """
+### publish_assets
+Marks the warehouse tables this DAG updates as updated (Airflow Assets, see the *Assets* view),
+with how many accounts and rows and the snapshot date, so DAGs scheduled on them (e.g.
+`tiktok_marts_refresh`) run. It runs only when every account task and the checks succeeded.
+
+**On failure:** the metadata database was unreachable; clear this task (it writes nothing else).
+"""
