@@ -34,7 +34,7 @@ SCHEMA = "tiktok"
 GROUP = "tiktok"
 
 
-def _conf(key: str, fallback: str) -> str:
+def setting(key: str, fallback: str) -> str:
     from airflow.configuration import conf
 
     return (conf.get(ASSETS_SECTION, key, fallback=fallback) or fallback).strip().strip("/")
@@ -42,8 +42,8 @@ def _conf(key: str, fallback: str) -> str:
 
 def table_uri(table: str) -> str:
     """``postgres://<authority>/<database>/tiktok/<table>`` for a warehouse table."""
-    authority = _conf("warehouse_authority", DEFAULT_AUTHORITY)
-    database = _conf("warehouse_database", DEFAULT_DATABASE)
+    authority = setting("warehouse_authority", DEFAULT_AUTHORITY)
+    database = setting("warehouse_database", DEFAULT_DATABASE)
     return f"postgres://{authority}/{database}/{SCHEMA}/{table}"
 
 
