@@ -27,6 +27,7 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 from tiktok_provider.operators.tiktok import TikTokVideoQueryOperator
 
 REFRESH_DOC = """
@@ -81,6 +82,7 @@ def tiktok_cover_refresh() -> None:
             horizon_minutes="{{ params.horizon_minutes }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=REFRESH_DOC,
         )
     )

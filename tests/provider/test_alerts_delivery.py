@@ -143,3 +143,34 @@ def test_no_alerts_connection_means_no_message_and_no_error(
 
     monkeypatch.delenv("AIRFLOW_CONN_TIKTOK_ALERTS", raising=False)
     assert deliver(Alert(kind="x", title="t", dedupe_key="k-none"), "tiktok_alerts_missing") is False
+
+
+def test_the_deadline_callback_sends_one_message_with_the_run(
+    test_databases: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the triggerer runs when a daily run misses its deadline, with the context Airflow gives it."""
+    import asyncio
+
+    from airflow.sdk._shared.module_loading import import_string
+
+    from tiktok_pipeline.deadlines import daily_run_deadline
+
+    deadline = daily_run_deadline()
+    callback = import_string(deadline.callback.path)
+    context = {  # the shape of Deadline.handle_miss()'s context: DAGRunResponse as JSON
+        "dag_run": {
+            "dag_id": "tiktok_video_backfill",
+            "dag_run_id": "scheduled__2026-12-05T00:00:00+00:00",
+            "state": "running",
+            "queued_at": "2026-12-05T00:00:05+00:00",
+        },
+        "deadline": {"id": "0193", "deadline_time": "2026-12-05T06:00:05+00:00"},
+    }
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        asyncio.run(callback(context=context, **deadline.callback.kwargs))
+        [msg] = receiver.json()
+    assert msg["kind"] == "deadline_missed"
+    assert msg["title"] == "TikTok DAG run not finished 6 hours after it was queued: tiktok_video_backfill"
+    assert msg["facts"]["Queued at"] == "2026-12-05T00:00:05+00:00"
+    assert msg["url"].endswith("/dags/tiktok_video_backfill/runs/scheduled__2026-12-05T00%3A00%3A00%2B00%3A00")
