@@ -285,7 +285,8 @@ def consent_alert(warning: Any) -> Alert:
     day = warning.refresh_expires_at.date().isoformat()
     return Alert(
         kind="consent_expiring",
-        title=f"TikTok consent of {account} expires in {warning.days_left} days ({day})",
+        title=f"TikTok consent of {account} expires in {warning.days_left} "
+        f"day{'' if warning.days_left == 1 else 's'} ({day})",
         facts={"Account": account, "open_id": open_id, "Expires": warning.refresh_expires_at.isoformat()},
         next_step="Ask the creator to authorize the app again before then (TikTok accounts page or the "
         "tiktok_connect_account DAG); after it, the account's tasks stop.",
