@@ -30,6 +30,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["tiktok_provider.operators.tiktok"],
             }
         ],
+        "notifications": ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "tiktok_provider.hooks.tiktok.TikTokDisplayHook",

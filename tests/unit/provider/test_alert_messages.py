@@ -99,3 +99,21 @@ def test_consent_and_deadline_messages() -> None:
     )
     assert "not finished 6 hours after it was queued" in late.title
     assert late.url.endswith("/dags/tiktok_video_backfill/runs/r1")
+
+
+def test_provider_info_lists_the_notifier_and_matches_airflows_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import airflow
+    import jsonschema
+    from airflow.sdk import BaseNotifier
+    from airflow.sdk._shared.module_loading import import_string
+
+    from tiktok_provider.get_provider_info import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    assert info["notifications"] == ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"]
+    assert all(issubclass(import_string(path), BaseNotifier) for path in info["notifications"])
