@@ -155,7 +155,7 @@ def test_the_deadline_callback_sends_one_message_with_the_run(
 
     from tiktok_pipeline.deadlines import daily_run_deadline
 
-    deadline = daily_run_deadline()
+    deadline = daily_run_deadline(hours=6)
     callback = import_string(deadline.callback.path)
     context = {  # the shape of Deadline.handle_miss()'s context: DAGRunResponse as JSON
         "dag_run": {
