@@ -63,25 +63,27 @@ OUTLETS: dict[str, list[Asset]] = {
     "TikTokVideoQueryOperator": [VIDEO_COVERS, VIDEO_SNAPSHOTS],
 }
 
-#: The rows count each asset's event reports, from the keys of an operator's summary.
-ROW_KEYS: dict[str, tuple[str, ...]] = {
-    PROFILE_SNAPSHOTS.name: ("profile_snapshots", "snapshots"),
-    VIDEOS.name: ("videos", "videos_upserted", "videos_written"),
-    VIDEO_SNAPSHOTS.name: ("video_snapshots", "snapshots"),
-    VIDEO_COVERS.name: ("covers", "covers_refreshed"),
+
+def _int(result: Mapping[str, Any], key: str) -> int:
+    value = result.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+#: The rows of each asset one account task's summary (its return value) reports.
+ROWS: dict[str, Any] = {
+    PROFILE_SNAPSHOTS.name: lambda r: 1 if r.get("written") is True else 0,
+    VIDEOS.name: lambda r: _int(r, "inserted") + _int(r, "updated"),
+    # The video sync's summary does not carry snapshots_written yet (LoadResult has it): 0 until it does.
+    VIDEO_SNAPSHOTS.name: lambda r: _int(r, "snapshots_written"),
+    VIDEO_COVERS.name: lambda r: _int(r, "updated"),
 }
 
 
 def event_extra(results: Iterable[Any], asset: Asset, *, now: datetime | None = None) -> dict[str, Any]:
     """The extras of an asset event: how many accounts, how many rows, the snapshot date (UTC)."""
     results = [r for r in results if isinstance(r, Mapping)]
-    rows = 0
-    for result in results:
-        for key in ROW_KEYS.get(asset.name, ()):
-            value = result.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                rows += value
-                break
+    count = ROWS.get(asset.name, lambda r: 0)
+    rows = sum(count(result) for result in results)
     return {
         "accounts": len(results),
         "rows": rows,

@@ -82,7 +82,7 @@ def test_a_publish_task_event_queues_the_marts_dag_with_its_extras(test_database
 
         @task
         def results() -> list[dict]:
-            return [{"snapshots": 1, "api_calls": {"user_info": 1}}, {"snapshots": 1}, "not a summary"]
+            return [{"written": True, "api_calls": {"user_info": 1}}, {"written": False}, {"written": True}, "no"]
 
         publish_task([PROFILE_SNAPSHOTS], results())
 
@@ -100,4 +100,4 @@ def test_a_publish_task_event_queues_the_marts_dag_with_its_extras(test_database
         ).first()
         extra = dict(event.extra)
     assert queued == [asset_id]
-    assert extra == {"accounts": 2, "rows": 2, "snapshot_date": datetime.now(UTC).date().isoformat()}
+    assert extra == {"accounts": 3, "rows": 2, "snapshot_date": datetime.now(UTC).date().isoformat()}
