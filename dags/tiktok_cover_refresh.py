@@ -29,6 +29,7 @@ from tiktok_pipeline.common import (
 )
 from tiktok_pipeline.names import COVER_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoQueryToPostgresOperator
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 REFRESH_DOC = """
 ### refresh_covers
@@ -82,6 +83,7 @@ def tiktok_cover_refresh() -> None:
             horizon_minutes="{{ params.horizon_minutes }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=REFRESH_DOC,
         )
     )

@@ -33,8 +33,10 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
+from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import PROFILE_DAG_ID
 from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SNAPSHOT_DOC = """
 ### snapshot_profile
@@ -71,6 +73,7 @@ SELECT
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=daily_run_deadline(),
     tags=["tiktok", "profile", "daily"],
     doc_md=__doc__,
     params={"accounts": ACCOUNTS_PARAM},
@@ -82,6 +85,7 @@ def tiktok_profile_snapshot() -> None:
             tiktok_conn_id=TIKTOK_CONN_ID,
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=SNAPSHOT_DOC,
         )
     )

@@ -32,8 +32,10 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
+from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import BACKFILL_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SYNC_DOC = """
 ### sync_videos
@@ -80,6 +82,7 @@ SELECT
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=daily_run_deadline(),
     tags=["tiktok", "videos", "daily"],
     doc_md=__doc__,
     params={
@@ -110,6 +113,7 @@ def tiktok_video_backfill() -> None:
             lookback_days="{{ params.lookback_days }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=SYNC_DOC,
         )
     )

@@ -125,6 +125,8 @@ def stack_environment(s: local_settings.Settings, api_port: int, executor: str) 
         "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/0",
         "AIRFLOW__CELERY__RESULT_BACKEND": s.database_url(s.airflow_db, driver="db+postgresql"),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+        # The scheduler evaluates Deadline Alerts (tiktok_pipeline.deadlines); dag.test() tools turn them off.
+        "AIRFLOW__TIKTOK_ALERTS__DEADLINE_HOURS": "6",
     }
     return {k: os.environ.get(k, v) for k, v in env.items()}
 

@@ -24,6 +24,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["tiktok_provider.hooks.tiktok"],
             }
         ],
+        "notifications": ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "tiktok_provider.hooks.tiktok.TikTokDisplayHook",
