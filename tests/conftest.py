@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_test")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_test")
 
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 SETTINGS = local_settings.apply()
 
@@ -50,7 +50,7 @@ WAREHOUSE_TABLES = ("video_snapshots", "sync_seen_videos", "sync_state", "videos
 @pytest.fixture(scope="session")
 def test_databases() -> local_settings.Settings:
     """Create and migrate the test databases (Airflow's metadata and the warehouse) once."""
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
 
     bootstrap.ensure_databases(SETTINGS)
     bootstrap.migrate_airflow()

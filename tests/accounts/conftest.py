@@ -3,7 +3,7 @@
 It has databases, an AIRFLOW_HOME and ports of its own (the simulator's and the log servers' are
 free ports), three UI users (``admin``, ``user``: may trigger DAGs, ``viewer``: read-only), and
 ``[tiktok_accounts] public_base_url`` set, so the OAuth redirect_uri is the configured one. It is
-stopped with ``python -m tiktok_local.up stop`` and its databases dropped, even when tests fail.
+stopped with ``python -m tiktok_tools.up stop`` and its databases dropped, even when tests fail.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from tiktok_local import up
-from tiktok_local.settings import ROOT, Settings
+from tiktok_ops.settings import ROOT, Settings
 from tiktok_sim.testing import SimulatorAdmin
+from tiktok_tools import up
 
 SETTINGS = Settings.from_env()
 UI_PORTS = range(8090, 8100)
@@ -209,15 +209,15 @@ def accounts_stack(home: Path) -> Iterator[AccountsStack]:
 
     try:
         began = time.monotonic()
-        run("tiktok_local.bootstrap", timeout=180)
-        run("tiktok_local.up", "start", "--sim-accounts", "1", "--sim-videos", "20", timeout=300)
+        run("tiktok_ops.bootstrap", timeout=180)
+        run("tiktok_tools.up", "start", "--sim-accounts", "1", "--sim-videos", "20", timeout=300)
         print(f"\naccounts stack on {stack.url} up in {time.monotonic() - began:.0f}s", file=sys.stderr)
         yield stack
     finally:
         if stack._engine is not None:
             stack._engine.dispose()
         # `up stop`, but SIGKILL after 10 s instead of 30: nothing of this stack needs a clean shutdown.
-        stop = "from tiktok_local import up; up.stop(up.configure(), timeout=10)"
+        stop = "from tiktok_tools import up; up.stop(up.configure(), timeout=10)"
         subprocess.run([sys.executable, "-c", stop], env=env, cwd=ROOT, capture_output=True, timeout=120)
         _drop_databases(airflow_db, warehouse_db)
 

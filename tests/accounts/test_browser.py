@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.accounts.conftest import AccountsStack
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import FrameLocator, Locator, Page

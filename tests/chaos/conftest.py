@@ -18,7 +18,7 @@ import pytest
 from chaos_support import DAGS_DIR, SETTINGS, chaos_connection_env, role_name
 from sqlalchemy.engine import make_url
 
-from tiktok_local.dag_role import create_dag_role
+from tiktok_ops.dag_role import create_dag_role
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 def main() -> int:
     runs = json.loads(sys.argv[1])
-    from tiktok_local import settings
+    from tiktok_ops import settings
 
     settings.apply()
     from airflow.dag_processing.dagbag import DagBag

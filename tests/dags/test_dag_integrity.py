@@ -103,7 +103,7 @@ def test_changing_tiktok_conn_id_in_common_moves_every_task(monkeypatch: pytest.
 
 
 def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
     from tiktok_pipeline import common
     from tiktok_provider.hooks.tiktok import TikTokConnectionConfig, TikTokDisplayHook
     from tiktok_warehouse import db

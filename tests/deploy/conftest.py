@@ -1,7 +1,7 @@
 """Whole Airflow stacks for the deploy tests, started the way `make up` starts them.
 
 Each stack gets databases, ports, a queue and an AIRFLOW_HOME of its own, so it runs beside
-`make up`, the demo and other test sessions. It is stopped with `python -m tiktok_local.up stop`
+`make up`, the demo and other test sessions. It is stopped with `python -m tiktok_tools.up stop`
 even when the test fails, and the teardown fails if any of its processes is left.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from tiktok_local import up
-from tiktok_local.settings import ROOT, Settings
+from tiktok_ops.settings import ROOT, Settings
+from tiktok_tools import up
 
 #: The session's settings (the root conftest has chosen its database names by now).
 SETTINGS = Settings.from_env()
@@ -136,7 +136,7 @@ def _session_members(sessions: list[int]) -> list[str]:
 def deployed_stack(
     tag: str, home: Path, *, executor: str, up_args: list[str] = (), extra_env: dict[str, str] | None = None
 ) -> Iterator[DeployedStack]:
-    """Bootstrap and start a stack with ``python -m tiktok_local.up start``; stop it afterwards."""
+    """Bootstrap and start a stack with ``python -m tiktok_tools.up start``; stop it afterwards."""
     airflow_db, warehouse_db = f"{SETTINGS.airflow_db}_{tag}", f"{SETTINGS.warehouse_db}_{tag}"
     api_port, sim_port = free_port(), free_port()
     queue = f"{tag}_{uuid.uuid4().hex[:8]}"
@@ -170,16 +170,16 @@ def deployed_stack(
         queue=queue,
     )
     try:
-        _run([python, "-m", "tiktok_local.bootstrap"], env, timeout=180)
+        _run([python, "-m", "tiktok_ops.bootstrap"], env, timeout=180)
         began = time.monotonic()
-        started = _run([python, "-m", "tiktok_local.up", "start", *up_args], env, timeout=300)
+        started = _run([python, "-m", "tiktok_tools.up", "start", *up_args], env, timeout=300)
         stack.start_output = started.stdout
         print(f"\n{tag}: `up start` took {time.monotonic() - began:.0f}s", file=sys.stderr)
         yield stack
     finally:
         sessions = _sessions(home) if (home / "up").exists() else []
         stopped = subprocess.run(
-            [python, "-m", "tiktok_local.up", "stop"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+            [python, "-m", "tiktok_tools.up", "stop"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         left = _session_members(sessions)
         recreate_databases(airflow_db, warehouse_db)

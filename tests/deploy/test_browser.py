@@ -21,7 +21,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -96,11 +96,11 @@ def test_make_up_prints_the_ui_and_the_login(ui_stack: DeployedStack) -> None:
     # The password is generated once and kept: the api-server did not print or replace it.
     assert ui_stack.password not in "".join(ui_stack.log(n) for n in ("api-server", "scheduler", "dag-processor"))
     again = subprocess.run(
-        [sys.executable, "-m", "tiktok_local.up", "start"], env=ui_stack.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tiktok_tools.up", "start"], env=ui_stack.env, capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
     status = subprocess.run(
-        [sys.executable, "-m", "tiktok_local.up", "status"], env=ui_stack.env, capture_output=True, text=True
+        [sys.executable, "-m", "tiktok_tools.up", "status"], env=ui_stack.env, capture_output=True, text=True
     )
     assert status.returncode == 0, status.stdout
     assert "scheduler: healthy" in status.stdout and "dag_processor: healthy" in status.stdout, status.stdout

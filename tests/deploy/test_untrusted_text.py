@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tiktok_local.demo import printable, summary_table
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
+from tiktok_tools.demo import printable, summary_table
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

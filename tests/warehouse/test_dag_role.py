@@ -1,7 +1,7 @@
 """The role bootstrap gives the DAGs, on the real Postgres: rows of schema tiktok, and nothing else.
 
 Bootstrap (``make bootstrap``, docker-compose's ``airflow-init``) creates it with
-``tiktok_local.bootstrap.ensure_dag_role`` and points the ``tiktok_warehouse`` connection at it.
+``tiktok_ops.bootstrap.ensure_dag_role`` and points the ``tiktok_warehouse`` connection at it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from tiktok_local import bootstrap
-from tiktok_local import settings as local_settings
+from tiktok_ops import bootstrap
+from tiktok_ops import settings as local_settings
 
 pytestmark = pytest.mark.integration
 

@@ -1,1 +1,4 @@
-"""Local tooling: the environment Airflow runs in here, bootstrap, the demo and `make up`."""
+"""Tooling that does not ship: the demo, `make up`, the benchmark, the soak, the embedded Postgres server.
+
+It may import anything of ours; nothing imports it (tests aside).
+"""

@@ -7,7 +7,7 @@ stops the simulator. Safe to run again: the same seed gives the same accounts, a
 an idempotent upsert.
 
 With no Postgres server (no ``TIKTOK_PG_SERVER``, nothing on 127.0.0.1:5432) it runs on the
-embedded server of :mod:`tiktok_local.pgserver` (``make bootstrap`` starts it), and stops that
+embedded server of :mod:`tiktok_tools.pgserver` (``make bootstrap`` starts it), and stops that
 server at the end unless ``make up`` is using it too.
 """
 
@@ -20,8 +20,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from tiktok_local import pgserver
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
+from tiktok_tools import pgserver
 
 SEED = 20261125
 ACCOUNTS = 3
@@ -137,7 +137,7 @@ def summary_table(rows: list[tuple[Any, ...]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tiktok_tools.demo", description=__doc__)
     parser.add_argument("--accounts", type=int, default=ACCOUNTS)
     parser.add_argument("--videos", type=int, default=VIDEOS, help="videos of the first account")
     args = parser.parse_args(argv)

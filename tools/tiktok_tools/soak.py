@@ -1,6 +1,6 @@
 """Soak the DAGs: many rounds of runs under faults, a changing world, killed tasks; then verify.
 
-``make soak`` (or ``python -m tiktok_local.soak --minutes 20``) runs for a while against its own
+``make soak`` (or ``python -m tiktok_tools.soak --minutes 20``) runs for a while against its own
 simulator and its own databases (``airflow_soak`` and ``tiktok_soak`` unless TIKTOK_AIRFLOW_DB /
 TIKTOK_WAREHOUSE_DB say otherwise), writing as the least-privilege DAG role. Each round does one of:
 
@@ -38,7 +38,7 @@ from typing import Any
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_soak")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_soak")
 
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 DATA_ENDPOINTS = ("user_info", "video_list", "video_query")
 DATA_KINDS = ("rate_limit", "internal_error", "html_503", "truncated", "slow")
@@ -67,7 +67,7 @@ def run_child(spec: dict[str, Any]) -> int:
 
 
 def prepare(s: local_settings.Settings) -> None:
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
 
     bootstrap.ensure_databases(s)
     bootstrap.migrate_airflow()
@@ -207,7 +207,7 @@ class Soak:
         open_id = self.rng.choice(self.accounts)
         spec = json.dumps({"open_id": open_id, "mode": "full"})
         child = subprocess.Popen(
-            [sys.executable, "-m", "tiktok_local.soak", "--child", spec],
+            [sys.executable, "-m", "tiktok_tools.soak", "--child", spec],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare(s)
     from sqlalchemy import create_engine
 
-    from tiktok_local.dag_role import create_dag_role
+    from tiktok_ops.dag_role import create_dag_role
     from tiktok_sim.testing import running_simulator
 
     role, password = f"{s.warehouse_db}_dags", secrets.token_urlsafe(18)

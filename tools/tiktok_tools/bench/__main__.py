@@ -7,14 +7,14 @@
    requests in the whole windows of the run ÷ the limit (target >= 0.9), and the share of
    requests answered 429 (target < 1 %).
 3. Warehouse loads: ``Warehouse.upsert_videos`` of 100k videos, fresh and then unchanged, ÷ a plain
-   COPY of the same rows into an unindexed temp table (``bench/bench_loads.py``; target <= 2).
+   COPY of the same rows into an unindexed temp table (``tools/tiktok_tools/bench/bench_loads.py``; target <= 2).
 4. Memory: peak RSS of a 100k-video backfill minus that of a 1k-video one, each a
    ``tiktok_video_backfill`` run in a fresh process (target < 50 MB).
 5. Airflow overhead: parse time of each DAG file, each in a fresh process with Airflow already
    imported, as the DAG processor parses (median of 3; target < 100 ms); and one
    ``tiktok_profile_snapshot`` run over 50 accounts through ``dag.test()`` ÷ the same API and
    database work in a plain loop (fastest of 2 alternating rounds each, after a warm-up).
-6. Against the obvious Airflow way (``bench/baseline_http_operator.py``: ``HttpOperator`` with a
+6. Against the obvious Airflow way (``tools/tiktok_tools/bench/baseline_http_operator.py``: ``HttpOperator`` with a
    ``pagination_function``, then ``PostgresHook.insert_rows``) on the same 100k videos: wall time
    (fastest of 2 alternating runs each) and peak RSS of ours ÷ theirs (targets <= 1 and far
    below 1).
@@ -25,7 +25,7 @@ survives ``exec`` and so reports the parent's peak for a child started by a big 
 The run creates its own Airflow metadata and warehouse databases (``airflow_bench_<hex>``,
 ``tiktok_bench_<hex>``) and its own simulator on a free port, and drops them at the end; the
 databases of ``make demo`` are never touched. It prints one table and writes every number to
-``bench/results/bench-<UTC time>.json``. ``--quick`` runs a small version of each figure (a minute or
+``tools/tiktok_tools/bench/results/bench-<UTC time>.json``. ``--quick`` runs a small version of each figure (a minute or
 two), which is what CI runs; the full run takes a while and is for people.
 """
 
@@ -51,13 +51,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 ROOT = local_settings.ROOT
 DAGS_DIR = ROOT / "dags"
-RESULTS_DIR = ROOT / "bench" / "results"
-BENCH_LOADS = ROOT / "bench" / "bench_loads.py"
-BASELINE_DAG = ROOT / "bench" / "baseline_http_operator.py"
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+BENCH_LOADS = HERE / "bench_loads.py"
+BASELINE_DAG = HERE / "baseline_http_operator.py"
 BASELINE_DAG_ID = "baseline_http_operator_backfill"
 PAGE_SIZE = 20
 UNLIMITED = 1_000_000  # requests per window, for the simulator and the hook where pacing is not measured
@@ -75,7 +76,7 @@ class Sizes:
     rate_videos: int
     rate_limit: int
     rate_window: float
-    loads_args: tuple[str, ...]  # figure 3: arguments of bench/bench_loads.py
+    loads_args: tuple[str, ...]  # figure 3: arguments of bench_loads.py
     big_videos: int  # figures 4 and 6
     small_videos: int  # figure 4
     backfill_rounds: int  # figure 6: big backfills of each side
@@ -318,12 +319,12 @@ def run_dag(b: Bench, dag_id: str, **conf: Any) -> tuple[float, dict[str, float]
 
 
 def child(b: Bench, kind: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    """Run ``python -m tiktok_local.bench _child kind args`` in a fresh process; return what it wrote."""
+    """Run ``python -m tiktok_tools.bench _child kind args`` in a fresh process; return what it wrote."""
     out = b.workdir / f"{kind}-{uuid.uuid4().hex[:8]}.json"
     log = out.with_suffix(".log")
     with log.open("wb") as handle:
         proc = subprocess.run(
-            [sys.executable, "-m", "tiktok_local.bench", "_child", kind, *args, "--out", str(out)],
+            [sys.executable, "-m", "tiktok_tools.bench", "_child", kind, *args, "--out", str(out)],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env or dict(os.environ),
@@ -336,7 +337,7 @@ def child(b: Bench, kind: str, *args: str, env: dict[str, str] | None = None) ->
 
 
 def _child_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.bench _child")
+    parser = argparse.ArgumentParser(prog="python -m tiktok_tools.bench _child")
     parser.add_argument("kind", choices=("dag", "parse"))
     parser.add_argument("--file", type=Path, required=True)
     parser.add_argument("--dag-id")
@@ -569,7 +570,7 @@ def fig_rate(b: Bench) -> tuple[dict[str, Any], list[Row]]:
 
 
 def fig_loads(b: Bench) -> tuple[dict[str, Any], list[Row]]:
-    """Figure 3: ``bench/bench_loads.py`` (its own database), upserts against a plain COPY."""
+    """Figure 3: ``tools/tiktok_tools/bench/bench_loads.py`` (its own database), upserts against a plain COPY."""
     out = b.workdir / "loads.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH_LOADS), *b.sizes.loads_args, "--json", str(out), "--server", b.settings.pg_server],
@@ -870,11 +871,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_child"]:
         return _child_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m tiktok_local.bench", description=__doc__.split("\n\n")[0].strip("`")
+        prog="python -m tiktok_tools.bench", description=__doc__.split("\n\n")[0].strip("`")
     )
     parser.add_argument("--quick", action="store_true", help="a small version of each figure (for CI)")
     parser.add_argument("--only", help="comma-separated figure numbers, e.g. 1,5 (default: all six)")
-    parser.add_argument("--json", type=Path, help="where to write the results (default: bench/results/)")
+    parser.add_argument(
+        "--json", type=Path, help="where to write the results (default: tools/tiktok_tools/bench/results/)"
+    )
     args = parser.parse_args(argv)
     wanted = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
     if not wanted <= {"1", "2", "3", "4", "5", "6"}:
@@ -892,7 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = datetime.now(UTC)
     mode = "quick" if args.quick else "full"
     _say(f"bench: {mode} run; scratch databases {s.airflow_db} and {s.warehouse_db}")
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
 
     bootstrap.ensure_databases(s)
     sim = None
