@@ -13,11 +13,9 @@ local server at ``postgresql://postgres@127.0.0.1:5432``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -201,19 +199,3 @@ def pin_secret_echoing_loggers() -> None:
     ours = [f"{name}=DEBUG" for name in DEBUG_NAMESPACES] + [f"{name}=INFO" for name in COMMS_NAMESPACES]
     given = os.environ.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "").strip()
     os.environ["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = " ".join([*ours, given]).strip()
-
-
-def simulator_connections(sim: Any, *, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:
-    """Return ``AIRFLOW_CONN_*`` variables: ``tiktok_default`` on a running simulator, and the warehouse.
-
-    :param sim: a ``tiktok_sim.testing`` simulator (base_url, client_key, client_secret).
-    :param extra: the hook's tuning (rate_limit_per_minute, max_backoff_seconds, ...).
-    """
-    tiktok = {
-        "conn_type": "tiktok",
-        "host": sim.base_url,
-        "login": sim.client_key,
-        "password": sim.client_secret,
-        "extra": {"token_encryption_key": encryption_key, **extra},
-    }
-    return {"AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok), "AIRFLOW_CONN_TIKTOK_WAREHOUSE": warehouse_uri}

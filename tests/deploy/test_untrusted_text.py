@@ -100,14 +100,14 @@ def test_the_simulators_embed_html_escapes_what_it_embeds() -> None:
 @pytest.fixture(scope="module")
 def hostile_runs(ui_stack: DeployedStack) -> dict[str, str]:
     """Connect a simulated creator named HOSTILE, then snapshot its profile; return the run ids."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES, SimulatorAdmin
+    from tiktok_sim.testing import SimulatorAdmin
+    from tiktok_tools.simaccounts import connect_conf
 
     admin = SimulatorAdmin(ui_stack.sim_url)
     account = admin.create_account(videos=3, display_name=HOSTILE)
-    code = admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
     runs = {"open_id": account["open_id"]}
     for dag_id, conf in (
-        ("tiktok_connect_account", {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}),
+        ("tiktok_connect_account", connect_conf(admin, account["open_id"])),
         ("tiktok_profile_snapshot", {"accounts": [account["open_id"]]}),
     ):
         run = ui_stack.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})

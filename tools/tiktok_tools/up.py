@@ -429,15 +429,13 @@ def connect_simulator_accounts(s: local_settings.Settings) -> list[str]:
     """Connect every simulator account (as tiktok_connect_account does); return their display names."""
     from tiktok_pipeline.common import TIKTOK_CONN_ID
     from tiktok_pipeline.connect import connect_account
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES, SimulatorAdmin
+    from tiktok_sim.testing import SimulatorAdmin
+    from tiktok_tools.simaccounts import connect_conf
 
     admin = SimulatorAdmin(s.sim_url)
     names = []
     for account in admin.accounts():
-        code = admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
-        result = connect_account(
-            {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}, tiktok_conn_id=TIKTOK_CONN_ID
-        )
+        result = connect_account(connect_conf(admin, account["open_id"]), tiktok_conn_id=TIKTOK_CONN_ID)
         names.append(printable(result.get("display_name") or result["open_id"], limit=40))
     return names
 

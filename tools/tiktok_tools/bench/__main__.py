@@ -46,7 +46,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ class Bench:
     engine: Any
     hook: Any
     workdir: Path
-    dags: dict[str, Any] = field(default_factory=dict)
+    dags: Any = None  # tiktok_tools.dagrun.Dags of dags/
 
 
 def _say(text: str) -> None:
@@ -258,16 +258,9 @@ def reset_warehouse(b: Bench) -> None:
 
 def connect_accounts(b: Bench, videos: Sequence[int]) -> list[str]:
     """Create one simulator account per entry of ``videos`` and connect it through the token endpoint."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+    from tiktok_tools.simaccounts import connect_sim_accounts
 
-    open_ids = []
-    for count in videos:
-        account = b.sim.admin.create_account(videos=count)
-        code = b.sim.admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
-        grant = b.hook.exchange_code(code, DEFAULT_REDIRECT_URI)
-        b.hook.token_store.save_grant(grant, display_name=account.get("display_name"))
-        open_ids.append(grant.open_id)
-    return open_ids
+    return connect_sim_accounts(b.sim.admin, b.hook, videos)
 
 
 def tiktok_connection(b_sim: Any, key: str, *, limit: int, window: float) -> str:
@@ -302,20 +295,12 @@ def run_dag(b: Bench, dag_id: str, **conf: Any) -> tuple[float, dict[str, float]
 
     :return: its wall time, and the seconds each task spent running (mapped instances added up).
     """
-    from airflow.utils.session import create_session
+    from tiktok_tools.dagrun import busy_seconds, failed
 
-    started = time.perf_counter()
-    run = b.dags[dag_id].test(run_conf=conf or None)
-    took = time.perf_counter() - started
-    with create_session() as session:
-        instances = run.get_task_instances(session=session)
-        failed = [f"{ti.task_id}[{ti.map_index}]={ti.state}" for ti in instances if str(ti.state) != "success"]
-        busy: dict[str, float] = {}
-        for ti in instances:
-            busy[ti.task_id] = busy.get(ti.task_id, 0.0) + (ti.duration or 0.0)
+    run, took = b.dags.timed(dag_id, **conf)
     if str(run.state) != "success":
-        raise BenchError(f"{dag_id} ended {run.state}: {failed}")
-    return took, busy
+        raise BenchError(f"{dag_id} ended {run.state}: {failed(run)}")
+    return took, busy_seconds(run)
 
 
 def child(b: Bench, kind: str, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -394,21 +379,17 @@ def _parse_one(path: Path) -> list[dict[str, Any]]:
 def _run_one(path: Path, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     """Run one DAG through ``dag.test()``; return its state, wall time and this process's memory."""
     local_settings.apply(server_context=True)
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.session import create_session
+    from tiktok_tools.dagrun import DagImportError, Dags, task_instances
 
-    bag = DagBag(dag_folder=str(path))
-    if bag.import_errors:
-        raise BenchError(f"{path.name} does not import: {bag.import_errors}")
+    try:
+        dags = Dags(path)
+    except DagImportError as exc:
+        raise BenchError(f"{path.name} does not import: {exc}") from None
     before = rss_mb()
-    started = time.perf_counter()
-    run = bag.dags[dag_id].test(run_conf=conf or None)
-    took = time.perf_counter() - started
-    with create_session() as session:
-        tasks = {
-            f"{ti.task_id}[{ti.map_index}]": {"state": str(ti.state), "duration_s": ti.duration}
-            for ti in run.get_task_instances(session=session)
-        }
+    run, took = dags.timed(dag_id, **conf)
+    tasks = {
+        f"{ti.task_id}[{ti.map_index}]": {"state": ti.state, "duration_s": ti.duration} for ti in task_instances(run)
+    }
     return {
         "state": str(run.state),
         "tasks": tasks,
@@ -926,13 +907,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             os.environ["AIRFLOW_CONN_TIKTOK_HTTP"] = json.dumps({"conn_type": "http", "host": sim.base_url})
 
-            from airflow.dag_processing.dagbag import DagBag
-
             from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+            from tiktok_tools.dagrun import DagImportError, Dags
 
-            bag = DagBag(dag_folder=str(DAGS_DIR))
-            if bag.import_errors:
-                raise BenchError(f"DAG import errors: {bag.import_errors}")
+            try:
+                dags = Dags(DAGS_DIR)
+            except DagImportError as exc:
+                raise BenchError(str(exc)) from None
             b = Bench(
                 quick=args.quick,
                 sizes=sizes,
@@ -941,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 engine=engine,
                 hook=TikTokDisplayHook(),
                 workdir=Path(workdir),
-                dags=bag.dags,
+                dags=dags,
             )
             figures, rows, errors = run_figures(b, wanted)
     finally:
