@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 from sqlalchemy import create_engine, text
+from stack_support import chromium_page
 
 from tiktok_ops.settings import ROOT
 
@@ -30,17 +31,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration, pytest.mark.timeout(600)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = ROOT / "test-artifacts" / "browser"
 DAG_IDS = sorted(p.stem for p in (ROOT / "dags").glob("tiktok_*.py"))
 BACKFILL = "tiktok_video_backfill"
@@ -48,21 +38,10 @@ BACKFILL = "tiktok_video_backfill"
 
 @pytest.fixture(scope="module")
 def page(ui_stack: DeployedStack) -> Iterator[Page]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
     shutil.rmtree(SHOTS, ignore_errors=True)
     SHOTS.mkdir(parents=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(width=1400) as page:
+        yield page
 
 
 def shot(page: Page, name: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from stack_support import free_port
 
 from tiktok_ops.settings import DEFAULT_PG_SERVER, ROOT, Settings
 from tiktok_tools import pgserver
@@ -28,12 +28,6 @@ from tiktok_tools import pgserver
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SYSTEM = Settings.from_env()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +56,7 @@ def environment(home: Path, probe: str) -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "TIKTOK_"))}
     env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
+        PYTHONPATH=os.pathsep.join(str(ROOT / folder) for folder in ("include", "plugins", "tools", "simulator")),
         AIRFLOW_HOME=str(home),
         TIKTOK_PG_PROBE=probe,
         TIKTOK_AIRFLOW_DB=f"airflow_embedded_{tag}",
@@ -100,7 +94,7 @@ def test_make_demo_runs_on_an_embedded_server_as_a_user_postgres_accepts_then_st
     home: Path, no_server: str
 ) -> None:
     env = environment(home, no_server)
-    output = run(env, "tiktok_ops.bootstrap")  # `make demo` = bootstrap, then the demo
+    output = run(env, "tiktok_tools.bootstrap")  # `make demo` = bootstrap, then the demo
     assert f"nothing answers on {no_server}, so an embedded PostgreSQL" in output
     url = pgserver.running_url(home)
     assert url and url.startswith("postgresql://postgres:") and "@127.0.0.1:" in url
@@ -180,7 +174,7 @@ def test_make_up_and_make_down_on_the_embedded_server(home: Path, no_server: str
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
     )
     try:
-        run(env, "tiktok_ops.bootstrap")  # `make up` = bootstrap, then `up start`
+        run(env, "tiktok_tools.bootstrap")  # `make up` = bootstrap, then `up start`
         output = run(env, "tiktok_tools.up", "start", "--sim-accounts", "1", "--sim-videos", "10")
         assert "Airflow is up" in output and "1 simulated accounts connected" in output, output[-3000:]
         url = pgserver.running_url(home)

@@ -51,6 +51,18 @@ def connect_as(role: dict[str, Any], database: str) -> Any:
     )
 
 
+def assert_refused(role: dict[str, Any], statement: str) -> None:
+    """``statement``, run as the DAG role in the warehouse, fails for want of privilege."""
+    conn = connect_as(role, role["settings"].warehouse_db)
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        with pytest.raises(psycopg2.Error) as excinfo, conn.cursor() as cur:
+            cur.execute(statement)
+        assert excinfo.value.pgcode == INSUFFICIENT_PRIVILEGE, excinfo.value
+    finally:
+        conn.close()
+
+
 def test_the_dag_role_reads_and_writes_rows_of_every_warehouse_table(dag_role, clean_warehouse) -> None:
     conn = connect_as(dag_role, dag_role["settings"].warehouse_db)
     try:
@@ -102,14 +114,7 @@ def test_the_dag_role_reads_and_writes_rows_of_every_warehouse_table(dag_role, c
     ],
 )
 def test_the_dag_role_cannot_create_drop_or_alter(dag_role, statement: str) -> None:
-    conn = connect_as(dag_role, dag_role["settings"].warehouse_db)
-    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
-    try:
-        with pytest.raises(psycopg2.Error) as excinfo, conn.cursor() as cur:
-            cur.execute(statement)
-        assert excinfo.value.pgcode == INSUFFICIENT_PRIVILEGE, excinfo.value
-    finally:
-        conn.close()
+    assert_refused(dag_role, statement)
 
 
 def test_the_dag_role_cannot_reach_the_airflow_metadata_database(dag_role) -> None:
