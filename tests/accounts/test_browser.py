@@ -16,22 +16,20 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
+from stack_support import chromium_page
 
 from tests.accounts.conftest import AccountsStack
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import FrameLocator, Locator, Page
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 SHOTS = ROOT / "test-artifacts" / "accounts"
 DOCS_SHOT = ROOT / "docs" / "accounts-page.png"
 CREATOR = "Noor Browser-Test"
@@ -39,20 +37,9 @@ CREATOR = "Noor Browser-Test"
 
 @pytest.fixture(scope="module")
 def page(stack: AccountsStack) -> Iterator[Page]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(width=1280) as page:
+        yield page
 
 
 def accounts_frame(page: Page) -> FrameLocator:

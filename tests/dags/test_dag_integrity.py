@@ -109,7 +109,7 @@ def test_changing_tiktok_conn_id_in_common_moves_every_task(monkeypatch: pytest.
 
 
 def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
     from tiktok_pipeline import common, names
     from tiktok_provider.connection import TikTokConnectionConfig
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook

@@ -21,26 +21,17 @@ DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture
-def dags() -> dict[str, Any]:
+def dags() -> Any:
     """Freshly parsed DAGs: dag.test() leaves a run's conf in the DAG's params."""
-    from airflow.dag_processing.dagbag import DagBag
+    from tiktok_tools.dagrun import Dags
 
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    assert bag.import_errors == {}
-    return bag.dags
+    return Dags(DAGS_DIR)
 
 
 @pytest.fixture
 def run_dag(dags, tiktok_connections, clean_warehouse) -> Callable[..., Any]:
-    """Run a DAG through dag.test() and return the DagRun; task states via ``states(run)``."""
-
-    # dag.test() leaves a run's conf in the DAG's params: give every run every param, defaults first.
-    defaults = {dag_id: dict(dag.params.dump()) for dag_id, dag in dags.items()}
-
-    def run(dag_id: str, **conf: Any) -> Any:
-        return dags[dag_id].test(run_conf={**defaults[dag_id], **conf})
-
-    return run
+    """Run a DAG through dag.test() (every param, defaults first) and return the DagRun."""
+    return dags.run
 
 
 def warehouse_state(engine) -> dict[str, list[tuple]]:
@@ -66,12 +57,12 @@ def warehouse_state(engine) -> dict[str, list[tuple]]:
 @pytest.fixture
 def connect_via_dag(sim, run_dag) -> Callable[..., str]:
     """Create a simulator account and connect it through the tiktok_connect_account DAG."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+    from tiktok_sim.testing import DEFAULT_SCOPES
+    from tiktok_tools.simaccounts import connect_conf
 
     def connect(videos: int = 30, scopes: Any = DEFAULT_SCOPES) -> str:
         account = sim.admin.create_account(videos=videos)
-        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
-        run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+        run = run_dag("tiktok_connect_account", **connect_conf(sim.admin, account["open_id"], scopes))
         assert str(run.state) == "success", states(run)
         [summary] = xcom(run, "connect")
         assert summary["open_id"] == account["open_id"]
@@ -84,7 +75,7 @@ def connect_via_dag(sim, run_dag) -> Callable[..., str]:
 def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
     sim, run_dag, connect_via_dag, clean_warehouse
 ) -> None:
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+    from tiktok_tools.simaccounts import connect_conf
 
     open_id = connect_via_dag(videos=3)
     [(status, name, enc)] = table(
@@ -98,8 +89,7 @@ def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
 
     with clean_warehouse.begin() as conn:
         conn.execute(text("UPDATE tiktok.accounts SET status = 'reauth_required' WHERE open_id = :o"), {"o": open_id})
-    code = sim.admin.mint_code(open_id, ["user.info.basic", "video.list"], DEFAULT_REDIRECT_URI)
-    run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+    run = run_dag("tiktok_connect_account", **connect_conf(sim.admin, open_id, ["user.info.basic", "video.list"]))
     assert str(run.state) == "success"
     [(status, scopes)] = table(
         clean_warehouse, "SELECT status, scopes FROM tiktok.accounts WHERE open_id = :o", o=open_id
@@ -109,12 +99,12 @@ def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
 
 
 def test_connect_with_a_used_code_fails_at_once_with_advice(sim, run_dag, connect_via_dag) -> None:
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+    from tiktok_tools.simaccounts import connect_conf
 
     account = sim.admin.create_account(videos=1)
-    code = sim.admin.mint_code(account["open_id"])
-    assert str(run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI).state) == "success"
-    run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+    conf = connect_conf(sim.admin, account["open_id"])
+    assert str(run_dag("tiktok_connect_account", **conf).state) == "success"
+    run = run_dag("tiktok_connect_account", **conf)
     assert str(run.state) == "failed"
     assert states(run)[("connect", -1)] == "failed", "invalid_grant must not be retried"
 

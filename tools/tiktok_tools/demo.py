@@ -7,7 +7,7 @@ stops the simulator. Safe to run again: the same seed gives the same accounts, a
 an idempotent upsert.
 
 With no Postgres server (no ``TIKTOK_PG_SERVER``, nothing on 127.0.0.1:5432) it runs on the
-embedded server of :mod:`tiktok_local.pgserver` (``make bootstrap`` starts it), and stops that
+embedded server of :mod:`tiktok_tools.pgserver` (``make bootstrap`` starts it), and stops that
 server at the end unless ``make up`` is using it too.
 """
 
@@ -20,8 +20,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from tiktok_local import pgserver
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
+from tiktok_tools import pgserver
 
 SEED = 20261125
 ACCOUNTS = 3
@@ -68,32 +68,12 @@ def _connection() -> Any:
         sys.exit("demo: the tiktok_default connection is missing; run `make bootstrap` first.")
 
 
-def _dags() -> dict[str, Any]:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    if bag.import_errors:
-        sys.exit(f"demo: DAG import errors: {bag.import_errors}")
-    return bag.dags
-
-
-def _run(dags: dict[str, Any], dag_id: str, **conf: Any) -> tuple[str, float, dict[str, Any]]:
+def _run(dags: Any, dag_id: str, **conf: Any) -> tuple[str, float, dict[str, Any]]:
     """Run a DAG through dag.test(); return its state, wall time and its summarize task's result."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
+    from tiktok_tools.dagrun import summary
 
-    started = time.monotonic()
-    run = dags[dag_id].test(run_conf=conf or None)
-    took = time.monotonic() - started
-    with create_session() as session:
-        task_id = "summarize" if "summarize" in dags[dag_id].task_dict else "connect"
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
-            .one_or_none()
-        )
-        result = XComModel.deserialize_value(row) if row is not None else {}
-    return str(run.state), took, result
+    run, took = dags.timed(dag_id, **conf)
+    return str(run.state), took, summary(run)
 
 
 def _summary(engine: Any) -> list[tuple[Any, ...]]:
@@ -137,7 +117,7 @@ def summary_table(rows: list[tuple[Any, ...]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tiktok_tools.demo", description=__doc__)
     parser.add_argument("--accounts", type=int, default=ACCOUNTS)
     parser.add_argument("--videos", type=int, default=VIDEOS, help="videos of the first account")
     args = parser.parse_args(argv)
@@ -167,7 +147,9 @@ def _demo(args: argparse.Namespace) -> int:
     s = local_settings.apply(server_context=True)
     began = time.monotonic()
 
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES, start_simulator
+    from tiktok_sim.testing import start_simulator
+    from tiktok_tools.dagrun import DagImportError, Dags
+    from tiktok_tools.simaccounts import connect_conf
     from tiktok_warehouse.db import get_engine
 
     conn = _connection()
@@ -192,12 +174,13 @@ def _demo(args: argparse.Namespace) -> int:
     timings: list[tuple[str, str, float]] = []
     results: dict[str, dict[str, Any]] = {}
     try:
-        dags = _dags()
+        try:
+            dags = Dags()
+        except DagImportError as exc:
+            sys.exit(f"demo: {exc}")
         for account in sim.admin.accounts():
-            code = sim.admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
-            state, took, result = _run(
-                dags, "tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI
-            )
+            conf = connect_conf(sim.admin, account["open_id"])
+            state, took, result = _run(dags, "tiktok_connect_account", **conf)
             timings.append((f"tiktok_connect_account ({printable(account['display_name'])})", state, took))
             _say(f"demo: {timings[-1][0]}: {state} in {took:.1f}s, scopes {', '.join(result.get('scopes', []))}")
         for dag_id, conf in [

@@ -1,6 +1,6 @@
 """`make up` / `make down`: Airflow as it runs in production, in the background on this machine.
 
-``python -m tiktok_local.up start`` starts the TikTok simulator (on the settings' port, with the
+``python -m tiktok_tools.up start`` starts the TikTok simulator (on the settings' port, with the
 ``tiktok_default`` connection's client key and secret, the demo's accounts connected) and Airflow's
 components -- api-server, scheduler, dag-processor, triggerer -- on the local Postgres with the
 LocalExecutor; ``--executor CeleryExecutor`` adds a Celery worker (Redis as broker, Postgres as
@@ -12,7 +12,7 @@ parsed without import errors, and prints where the UI is and how to log in.
 nothing); ``status`` shows them. Run ``make bootstrap`` first (``make up`` does).
 
 With no Postgres server (no ``TIKTOK_PG_SERVER``, nothing on 127.0.0.1:5432), the stack runs on
-the embedded server of :mod:`tiktok_local.pgserver`: ``start`` holds it, ``stop`` lets it go and
+the embedded server of :mod:`tiktok_tools.pgserver`: ``start`` holds it, ``stop`` lets it go and
 stops it unless a demo is still using it.
 
 The UI login: Airflow's simple auth manager with one user, ``admin``, whose password is generated
@@ -38,16 +38,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tiktok_local import bootstrap, pgserver
-from tiktok_local import settings as local_settings
-from tiktok_local.demo import ACCOUNTS, SEED, VIDEOS, printable
+from tiktok_ops import bootstrap
+from tiktok_ops import settings as local_settings
+from tiktok_tools import pgserver
+from tiktok_tools.demo import ACCOUNTS, SEED, VIDEOS, printable
 
 API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080
 ADMIN_USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 SIMULATOR = "simulator"
-#: How `make up` holds the embedded Postgres server (tiktok_local.pgserver), until `make down`.
+#: How `make up` holds the embedded Postgres server (tiktok_tools.pgserver), until `make down`.
 PG_HOLDER = "up"
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 #: Variables of this process that its children must not inherit.
@@ -430,15 +431,13 @@ def connect_simulator_accounts(s: local_settings.Settings) -> list[str]:
     """Connect every simulator account (as tiktok_connect_account does); return their display names."""
     from tiktok_pipeline.common import TIKTOK_CONN_ID
     from tiktok_pipeline.connect import connect_account
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES, SimulatorAdmin
+    from tiktok_sim.testing import SimulatorAdmin
+    from tiktok_tools.simaccounts import connect_conf
 
     admin = SimulatorAdmin(s.sim_url)
     names = []
     for account in admin.accounts():
-        code = admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
-        result = connect_account(
-            {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}, tiktok_conn_id=TIKTOK_CONN_ID
-        )
+        result = connect_account(connect_conf(admin, account["open_id"]), tiktok_conn_id=TIKTOK_CONN_ID)
         names.append(printable(result.get("display_name") or result["open_id"], limit=40))
     return names
 
@@ -522,7 +521,7 @@ def _errors_to_exit() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.up", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tiktok_tools.up", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--executor", choices=EXECUTORS, help="default: $AIRFLOW__CORE__EXECUTOR or LocalExecutor")
     parser.add_argument("--sim-accounts", type=int, default=ACCOUNTS, help="simulated accounts (default: the demo's)")

@@ -5,14 +5,15 @@ user who pointed ``tiktok_default`` at the real TikTok API keeps that setting.
 
 The warehouse schema is migrated as the role of ``TIKTOK_PG_SERVER``, which owns it. The DAGs log
 in as another role, ``TIKTOK_DAG_ROLE`` (default ``<warehouse db>_dags``), that can read and write
-rows of schema ``tiktok`` and nothing else (:mod:`tiktok_local.dag_role`); bootstrap creates it
+rows of schema ``tiktok`` and nothing else (:mod:`tiktok_ops.dag_role`); bootstrap creates it
 with ``TIKTOK_DAG_ROLE_PASSWORD`` (locally: a random one kept in AIRFLOW_HOME) and the
 ``tiktok_warehouse`` connection logs in with it. Bootstrap keeps that connection's password in
 step with the role's, and moves a ``tiktok_warehouse`` that an older bootstrap made for the owner
 to the DAG role; one that points elsewhere is left alone.
 
-With no ``TIKTOK_PG_SERVER`` and nothing answering on 127.0.0.1:5432, it first starts the
-embedded PostgreSQL server of :mod:`tiktok_local.pgserver` (``make down`` stops it).
+This module ships and imports no tool. ``make bootstrap`` runs ``python -m tiktok_tools.bootstrap``,
+which first starts the embedded PostgreSQL server of :mod:`tiktok_tools.pgserver` when there is no
+``TIKTOK_PG_SERVER`` and nothing answers on 127.0.0.1:5432 (``make down`` stops it), then runs this.
 
 Out of the box ``tiktok_default`` points at the local simulator with a random client secret and
 token encryption key. A deployment (the docker-compose init service) sets them from the
@@ -33,8 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tiktok_local import pgserver
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def ensure_dag_role(s: local_settings.Settings) -> str:
 
     It may not connect to Airflow's metadata database, whose connections hold every secret.
     """
-    from tiktok_local.dag_role import create_dag_role
+    from tiktok_ops.dag_role import create_dag_role
 
     if s.dag_role == _owner(s):
         raise SystemExit(
@@ -243,17 +243,12 @@ def ensure_dag_role(s: local_settings.Settings) -> str:
     return s.dag_role
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.bootstrap", description=__doc__)
+def main(argv: list[str] | None = None, *, prog: str = "python -m tiktok_ops.bootstrap") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--only-warehouse", action="store_true", help="only migrate the warehouse schema")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bootstrap: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    home = local_settings.Settings.from_env().airflow_home
-    try:
-        pgserver.ensure(home)
-    except pgserver.EmbeddedPostgresError as exc:
-        raise SystemExit(f"bootstrap: {exc}") from None
     s = local_settings.apply(server_context=True)
     if args.only_warehouse:
         migrate_warehouse(s)

@@ -1,21 +1,21 @@
 """One place that says where Airflow, the warehouse and the simulator live on this machine.
 
-Every entry point (`python -m tiktok_local ...`, the tests' conftest) calls :func:`apply` before
-it imports Airflow, so the Makefile, the tests and `make up` agree. Each value can be overridden
-from the environment; the defaults are the machine's local Postgres and the simulator.
+Every entry point (`python -m tiktok_ops.bootstrap`, the tools of ``tools/tiktok_tools``, the
+tests' conftest) calls :func:`apply` before it imports Airflow, so the Makefile, the tests and
+`make up` agree. Each value can be overridden from the environment; the defaults are the machine's
+local Postgres and the simulator.
 
 Postgres is, in this order: ``TIKTOK_PG_SERVER``; the embedded server of this ``AIRFLOW_HOME``
-while it runs (:mod:`tiktok_local.pgserver`, started by ``make demo`` / ``make up`` when nothing
-answers on 127.0.0.1:5432); the local server at ``postgresql://postgres@127.0.0.1:5432``.
+while it runs (started by ``make demo`` / ``make up`` through ``tiktok_tools.pgserver`` when nothing
+answers on 127.0.0.1:5432; found here by its files alone, so this shipped module imports no tool); the
+local server at ``postgresql://postgres@127.0.0.1:5432``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -36,10 +36,8 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        from tiktok_local import pgserver
-
         home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
-        server = os.environ.get("TIKTOK_PG_SERVER") or pgserver.running_url(home) or DEFAULT_PG_SERVER
+        server = os.environ.get("TIKTOK_PG_SERVER") or embedded_server_url(home) or DEFAULT_PG_SERVER
         return cls(
             pg_server=server.rstrip("/"),
             airflow_db=os.environ.get("TIKTOK_AIRFLOW_DB", "airflow"),
@@ -52,7 +50,7 @@ class Settings:
 
     @property
     def dag_role(self) -> str:
-        """The role the DAGs log in as: DML on schema ``tiktok`` only (:mod:`tiktok_local.dag_role`)."""
+        """The role the DAGs log in as: DML on schema ``tiktok`` only (:mod:`tiktok_ops.dag_role`)."""
         return self.dag_role_name or f"{self.warehouse_db}_dags"
 
     def dag_role_password(self) -> str:
@@ -66,6 +64,47 @@ class Settings:
     @property
     def sim_url(self) -> str:
         return f"http://{self.sim_host}:{self.sim_port}"
+
+
+#: Where an embedded server of an AIRFLOW_HOME keeps its data and its password (``tiktok_tools.pgserver``).
+EMBEDDED_PGDATA = "postgres"
+EMBEDDED_SECRET = "postgres.secret"
+EMBEDDED_HOST = "127.0.0.1"
+EMBEDDED_SUPERUSER = "postgres"
+
+
+def embedded_postmaster(pgdata: Path) -> tuple[int, int] | None:
+    """Return (pid, port) from ``postmaster.pid`` if that postmaster is alive, else None."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    comm = Path(f"/proc/{pid}/comm")
+    if comm.parent.exists():  # Linux: the pid must still be a postgres (not a reused pid)
+        try:
+            return (pid, port) if comm.read_text().strip() == "postgres" else None
+        except OSError:
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid, port
+
+
+def embedded_server_url(home: Path) -> str | None:
+    """Return the URL of the embedded server of ``home`` while it runs, else None (cheap: no connect)."""
+    found = embedded_postmaster(home / EMBEDDED_PGDATA)
+    if found is None:
+        return None
+    try:
+        password = (home / EMBEDDED_SECRET).read_text().strip()
+    except OSError:
+        return None
+    return f"postgresql://{EMBEDDED_SUPERUSER}:{password}@{EMBEDDED_HOST}:{found[1]}"
 
 
 def _fernet_key(home: Path) -> str:
@@ -133,7 +172,15 @@ def apply(settings: Settings | None = None, *, server_context: bool = False) -> 
 
 
 #: Loggers that keep DEBUG when DEBUG is asked for (see ``pin_secret_echoing_loggers``).
-DEBUG_NAMESPACES = ("airflow", "task", "tiktok_provider", "tiktok_warehouse", "tiktok_pipeline", "tiktok_local")
+DEBUG_NAMESPACES = (
+    "airflow",
+    "task",
+    "tiktok_provider",
+    "tiktok_warehouse",
+    "tiktok_pipeline",
+    "tiktok_ops",
+    "tiktok_tools",
+)
 #: Named loggers of the Task SDK's comms that print each message, secrets included, at DEBUG.
 COMMS_NAMESPACES = ("supervisor", "airflow.sdk.execution_time")
 
@@ -155,19 +202,3 @@ def pin_secret_echoing_loggers() -> None:
     ours = [f"{name}=DEBUG" for name in DEBUG_NAMESPACES] + [f"{name}=INFO" for name in COMMS_NAMESPACES]
     given = os.environ.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "").strip()
     os.environ["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = " ".join([*ours, given]).strip()
-
-
-def simulator_connections(sim: Any, *, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:
-    """Return ``AIRFLOW_CONN_*`` variables: ``tiktok_default`` on a running simulator, and the warehouse.
-
-    :param sim: a ``tiktok_sim.testing`` simulator (base_url, client_key, client_secret).
-    :param extra: the hook's tuning (rate_limit_per_minute, max_backoff_seconds, ...).
-    """
-    tiktok = {
-        "conn_type": "tiktok",
-        "host": sim.base_url,
-        "login": sim.client_key,
-        "password": sim.client_secret,
-        "extra": {"token_encryption_key": encryption_key, **extra},
-    }
-    return {"AIRFLOW_CONN_TIKTOK_DEFAULT": json.dumps(tiktok), "AIRFLOW_CONN_TIKTOK_WAREHOUSE": warehouse_uri}

@@ -15,7 +15,7 @@ land in the next.
 
 Usage::
 
-    python bench/bench_loads.py [--quick] [--rows N] [--repeat K] [--json PATH]
+    python tools/tiktok_tools/bench/bench_loads.py [--quick] [--rows N] [--repeat K] [--json PATH]
                                 [--server postgresql://postgres@127.0.0.1:5432]
 """
 
@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine, make_url
 try:
     import tiktok_warehouse  # noqa: F401  (installed, or on the path)
 except ImportError:  # a plain checkout: include/ is where the package lives
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "include"))
 
 from tiktok_warehouse import migrate
 from tiktok_warehouse.loads import VIDEO_FIELDS, Warehouse, copy_data, copy_from

@@ -12,7 +12,7 @@ What a typical Airflow user writes from the providers' documentation, without ou
 
 One account, whose bearer token is the Airflow Variable `tiktok_access_token`; the `tiktok_http`
 (HTTP) and `tiktok_warehouse` (Postgres) connections say where TikTok and the warehouse are.
-It asks for the same fields as `TikTokVideoListOperator` and is run by `make bench` through
+It asks for the same fields as `TikTokVideoListToPostgresOperator` and is run by `make bench` through
 `dag.test()` exactly as our `tiktok_video_backfill` is, on the same simulator data.
 
 It is not part of the pipeline and lives outside `dags/`, so no DAG processor ever loads it.

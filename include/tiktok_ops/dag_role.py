@@ -9,8 +9,8 @@ as the role that owns the schema (``make migrate``), the DAGs as this one. ``mak
 docker-compose's ``airflow-init``) creates it and points the ``tiktok_warehouse`` connection at it;
 to do it by hand::
 
-    python -m tiktok_local.dag_role --database tiktok --role tiktok_dags   # password from $TIKTOK_DAG_ROLE_PASSWORD
-    python -m tiktok_local.dag_role --database tiktok --role tiktok_dags --print   # just show the SQL
+    python -m tiktok_ops.dag_role --database tiktok --role tiktok_dags   # password from $TIKTOK_DAG_ROLE_PASSWORD
+    python -m tiktok_ops.dag_role --database tiktok --role tiktok_dags --print   # just show the SQL
 
 then point the ``tiktok_warehouse`` connection at it
 (``postgresql://tiktok_dags:<password>@host:5432/tiktok``). Run it again after a migration that
