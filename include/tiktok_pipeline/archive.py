@@ -34,8 +34,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,6 +54,7 @@ DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_PACE_SECONDS = 0.02
 DEFAULT_TIMEOUT = (5.0, 20.0)
 DEFAULT_RETRIES = 2
+DEFAULT_WORKERS = 4
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
 
@@ -119,6 +122,8 @@ class ArchiveSettings:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
     backoff_seconds: float = 0.5
+    #: Downloads in flight at once (the pace still spaces their starts).
+    workers: int = DEFAULT_WORKERS
 
 
 def default_base() -> str:
@@ -215,16 +220,17 @@ class CoverArchiver:
         engine: Engine,
         settings: ArchiveSettings,
         *,
-        session: requests.Session | None = None,
+        session_factory: Callable[[], requests.Session] = requests.Session,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.session = session or requests.Session()
-        self.session.headers.setdefault("User-Agent", "tiktok-pipeline-cover-archive")
+        self._session_factory = session_factory
+        self._local = threading.local()
         self._sleep = sleep
         self._clock = clock
+        self._pace_lock = threading.Lock()
         self._last_request = -1e18
         self._base = self._storage_base()
 
@@ -232,8 +238,8 @@ class CoverArchiver:
         from airflow.sdk import ObjectStoragePath
 
         base = ObjectStoragePath(self.settings.base, conn_id=self.settings.conn_id)
-        self._local = base.protocol in ("file", "local")
-        if self._local:
+        self._is_local = base.protocol in ("file", "local")
+        if self._is_local:
             base.mkdir(parents=True, exist_ok=True)
         return base
 
@@ -248,11 +254,24 @@ class CoverArchiver:
         return ObjectStoragePath(path, conn_id=self.settings.conn_id).open("rb")
 
     # -- downloading -----------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session (requests sessions are not shared between threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._session_factory()
+            session.headers["User-Agent"] = "tiktok-pipeline-cover-archive"
+            self._local.session = session
+        return session
+
     def _pace(self) -> None:
-        wait = self._last_request + self.settings.pace_seconds - self._clock()
+        # Each download starts at least pace_seconds after the previous one, across the workers.
+        with self._pace_lock:
+            start = max(self._clock(), self._last_request + self.settings.pace_seconds)
+            self._last_request = start
+        wait = start - self._clock()
         if wait > 0:
             self._sleep(wait)
-        self._last_request = self._clock()
 
     def _get_once(self, url: str, etag: str | None) -> Downloaded:
         origin = _origin(url)
@@ -353,7 +372,7 @@ class CoverArchiver:
             ).scalar()
         if stored is None:
             # Written before its row: a crash in between leaves an object that the next run rewrites.
-            if self._local:
+            if self._is_local:
                 path.parent.mkdir(parents=True, exist_ok=True)  # object stores have no folders
             with path.open("wb") as out:
                 out.write(got.body)
@@ -394,39 +413,20 @@ class CoverArchiver:
         items = list({(i.kind, i.subject_id): i for i in items}.values())
         current = self._current(items)
         result = ArchiveResult()
-        for item in items:
-            result.checked += 1
-            known_sha, known_etag = current.get((item.kind, item.subject_id), (None, None))
+
+        def fetch(item: CoverItem) -> tuple[CoverItem, Downloaded | None, Exception | None]:
             try:
-                got = self.download(item.url, known_etag)
-            except Refused as exc:
-                result.refused.append((item.subject_id, str(exc)))
-                log.warning("Not archiving the %s of %s: %s", item.kind, item.subject_id, exc)
-                continue
-            except Retryable as exc:
-                result.failed.append((item.subject_id, str(exc)))
-                log.warning(
-                    "Could not download the %s of %s after %d tries: %s",
-                    item.kind,
-                    item.subject_id,
-                    self.settings.retries + 1,
-                    exc,
-                )
-                continue
-            if got.body is None:
-                result.not_modified += 1
-                assert known_sha is not None
-                self._touch(item, known_sha, got.etag, now)
-                continue
-            result.downloaded += 1
-            result.bytes_downloaded += len(got.body)
-            sha256 = hashlib.sha256(got.body).hexdigest()
-            if sha256 == known_sha:
-                result.unchanged += 1
-                self._touch(item, sha256, got.etag, now)
-                continue
-            self._store(item, got, sha256, now, result)
-            result.new_versions += 1
+                return item, self.download(item.url, current.get((item.kind, item.subject_id), (None, None))[1]), None
+            except (Refused, Retryable) as exc:
+                return item, None, exc
+
+        # Downloads run in a few threads; the warehouse and the storage are written here, in order.
+        # A bounded slice at a time, so at most a few bodies are held in memory.
+        step = max(1, self.settings.workers) * 4
+        with ThreadPoolExecutor(max(1, self.settings.workers), thread_name_prefix="cover-archive") as pool:
+            for start in range(0, len(items), step):
+                for item, got, error in pool.map(fetch, items[start : start + step]):
+                    self._record(item, got, error, current, now, result)
         if result.refused or result.failed:
             log.warning(
                 "Cover archive: %d of %d not archived (%d refused, %d failed)",
@@ -436,3 +436,43 @@ class CoverArchiver:
                 len(result.failed),
             )
         return result
+
+    def _record(
+        self,
+        item: CoverItem,
+        got: Downloaded | None,
+        error: Exception | None,
+        current: Mapping[tuple[str, str], tuple[str, str | None]],
+        now: datetime,
+        result: ArchiveResult,
+    ) -> None:
+        result.checked += 1
+        known_sha = current.get((item.kind, item.subject_id), (None, None))[0]
+        if isinstance(error, Refused):
+            result.refused.append((item.subject_id, str(error)))
+            log.warning("Not archiving the %s of %s: %s", item.kind, item.subject_id, error)
+            return
+        if error is not None or got is None:
+            result.failed.append((item.subject_id, str(error)))
+            log.warning(
+                "Could not download the %s of %s after %d tries: %s",
+                item.kind,
+                item.subject_id,
+                self.settings.retries + 1,
+                error,
+            )
+            return
+        if got.body is None:
+            result.not_modified += 1
+            assert known_sha is not None
+            self._touch(item, known_sha, got.etag, now)
+            return
+        result.downloaded += 1
+        result.bytes_downloaded += len(got.body)
+        sha256 = hashlib.sha256(got.body).hexdigest()
+        if sha256 == known_sha:
+            result.unchanged += 1
+            self._touch(item, sha256, got.etag, now)
+            return
+        self._store(item, got, sha256, now, result)
+        result.new_versions += 1

@@ -199,7 +199,7 @@ def test_hostile_answers_are_refused_and_logged(
     )
     videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
     items = cover_items(connected.open_id, videos)
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
+    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1))
     sim.admin.fail_next("cdn", fault)  # only the first download gets it
     with caplog.at_level(logging.WARNING, logger="tiktok_pipeline.archive"):
         result = archiver.archive(items, now=T0)
@@ -220,7 +220,9 @@ def test_same_host_redirect_is_followed_and_errors_are_retried(
     videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
     sleeps: list[float] = []
     archiver = CoverArchiver(
-        clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, retries=2), sleep=sleeps.append
+        clean_warehouse,
+        ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, retries=2, workers=1),
+        sleep=sleeps.append,
     )
     sim.admin.set_faults("cdn", queue=[("samehost_redirect", 1), ("pass", 1), ("internal_error", 2)])
     result = archiver.archive(cover_items(connected.open_id, videos), now=T0)
@@ -239,7 +241,7 @@ def test_avatar_is_archived_once_per_content(
     TokenStore(clean_warehouse, encryption_key).save_grant(
         TokenGrant(connected.open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), datetime.now(UTC))
     )
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
+    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1))
     fields = "avatar_url,avatar_url_100,avatar_large_url"
     user = connected.api.user_info(fields).json()["data"]["user"]
     assert archiver.archive(avatar_items(connected.open_id, user), now=T0).new_versions == 1
