@@ -184,3 +184,22 @@ def test_every_example_query_runs(wh_engine: Engine) -> None:
     with wh_engine.connect() as conn:
         for sql in marts.EXAMPLE_QUERIES.values():
             conn.execute(text(sql), {"username": "nobody"}).all()
+
+
+def test_engagement_survives_counts_at_the_int64_limit(wh_engine: Engine, new_account: Callable[..., str]) -> None:
+    """Three int64 counts add up past bigint: the marts sum them as numeric (a refresh failed before)."""
+    open_id = new_account()
+    big = 2**63 - 1
+    with wh_engine.begin() as conn:
+        video = add_video(conn, open_id, T0, views=big, likes=big, comments=big, shares=1)
+    [(interactions, rate)] = rows(
+        wh_engine,
+        "SELECT interactions, engagement_rate FROM tiktok.mart_video_engagement WHERE video_id = :v",
+        v=video,
+    )
+    assert interactions == 2 * big + 1 and rate == Decimal("2.0000")
+    with wh_engine.begin() as conn:
+        marts.refresh(conn)
+    assert rows(wh_engine, "SELECT interactions FROM tiktok.mart_account_engagement WHERE open_id = :o", o=open_id) == [
+        (2 * big + 1,)
+    ]

@@ -117,9 +117,10 @@ SELECT
     s.like_count,
     s.comment_count,
     s.share_count,
-    coalesce(s.like_count, 0) + coalesce(s.comment_count, 0) + coalesce(s.share_count, 0) AS interactions,
+    -- numeric: three int64 counts can add up past bigint.
+    coalesce(s.like_count, 0)::numeric + coalesce(s.comment_count, 0) + coalesce(s.share_count, 0) AS interactions,
     round(
-        (coalesce(s.like_count, 0) + coalesce(s.comment_count, 0) + coalesce(s.share_count, 0))::numeric
+        (coalesce(s.like_count, 0)::numeric + coalesce(s.comment_count, 0) + coalesce(s.share_count, 0))
         / nullif(s.view_count, 0),
         4
     ) AS engagement_rate,
