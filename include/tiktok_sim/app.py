@@ -74,7 +74,7 @@ def _oversized_chunks() -> Iterator[bytes]:
         yield b"\0" * chunk
 
 
-def _cdn_answer(request: Request, body: bytes, reason: str | None, fault: str | None) -> Response:
+def _cdn_answer(request: Request, body: bytes, reason: str | None, fault: str | None, *, etag: bool) -> Response:
     """The CDN's answer: the image (or a 304), a 403 for a refused link, or the fault asked for."""
     if reason is not None:
         return Response(f"403 Forbidden: {reason}\n", status_code=403, media_type="text/plain")
@@ -92,6 +92,8 @@ def _cdn_answer(request: Request, body: bytes, reason: str | None, fault: str | 
         return Response(b"".join(_oversized_chunks()), media_type="image/jpeg")
     if fault == "oversized_stream":
         return StreamingResponse(_oversized_chunks(), media_type="image/jpeg")
+    if not etag:
+        return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=0"})
     tag = covers.etag(body)
     headers = {"Cache-Control": "private, max-age=0", "ETag": tag}
     wanted = [value.strip() for value in request.headers.get("if-none-match", "").split(",")]
@@ -153,7 +155,7 @@ def create_app(sim: Simulator) -> FastAPI:
             record.sim_time = now
         if delay:
             time.sleep(delay)
-        response = _cdn_answer(request, body, reason, fault)
+        response = _cdn_answer(request, body, reason, fault, etag=sim.config.cdn_etag)
         record.status = response.status_code
         with sim.lock:
             sim.stats.record(record)

@@ -249,3 +249,27 @@ def test_avatar_is_archived_once_per_content(
     sim.admin.change_avatar(connected.open_id)
     assert archiver.archive(avatar_items(connected.open_id, user), now=T0).new_versions == 1
     assert [r.kind for r in archived(clean_warehouse, connected.open_id)] == ["avatar", "avatar"]
+
+
+def test_without_etags_changes_are_found_by_content(
+    sim: Any, clean_warehouse: Any, encryption_key: str, tmp_path: Path
+) -> None:
+    """A CDN without validators: every run downloads, but unchanged bytes store nothing new."""
+    connected = sim.connected_account(videos=4)
+    TokenStore(clean_warehouse, encryption_key).save_grant(
+        TokenGrant(connected.open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), datetime.now(UTC))
+    )
+    videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
+    items = cover_items(connected.open_id, videos)
+    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
+    sim.admin.set_config(cdn_etag=False)
+    try:
+        assert archiver.archive(items, now=T0).new_versions == 4
+        again = archiver.archive(items, now=T0 + timedelta(hours=1))
+        assert (again.downloaded, again.unchanged, again.new_versions, again.blobs_written) == (4, 4, 0, 0)
+        sim.admin.change_cover(items[0].subject_id)
+        changed = archiver.archive(items, now=T0 + timedelta(hours=2))
+        assert (changed.unchanged, changed.new_versions) == (3, 1)
+    finally:
+        sim.admin.set_config(cdn_etag=True)
+    assert all(r.etag is None for r in archived(clean_warehouse, connected.open_id))
