@@ -44,7 +44,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 #: Tables emptied between tests, children first.
-WAREHOUSE_TABLES = ("video_snapshots", "sync_seen_videos", "sync_state", "videos", "profile_snapshots", "accounts")
+WAREHOUSE_TABLES = (
+    "cover_archive",
+    "archive_blobs",
+    "video_captures",
+    "video_snapshots",
+    "sync_seen_videos",
+    "sync_state",
+    "videos",
+    "profile_snapshots",
+    "accounts",
+)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 DISPLAY_ENDPOINTS: tuple[str, ...] = ("user_info", "video_list", "video_query")
 OAUTH_ENDPOINTS: tuple[str, ...] = ("oauth_token", "oauth_revoke")
-ENDPOINTS: tuple[str, ...] = DISPLAY_ENDPOINTS + OAUTH_ENDPOINTS
+#: The CDN serving covers and avatars: faults only (its requests are counted as cdn_cover / cdn_avatar).
+CDN_ENDPOINTS: tuple[str, ...] = ("cdn",)
+ENDPOINTS: tuple[str, ...] = DISPLAY_ENDPOINTS + OAUTH_ENDPOINTS + CDN_ENDPOINTS
 
-__all__ = ["DISPLAY_ENDPOINTS", "ENDPOINTS", "OAUTH_ENDPOINTS"]
+__all__ = ["CDN_ENDPOINTS", "DISPLAY_ENDPOINTS", "ENDPOINTS", "OAUTH_ENDPOINTS"]

@@ -19,6 +19,8 @@ POST        /_sim/accounts/{open_id}/expire_access_tokens  expire live access to
 POST        /_sim/accounts/{open_id}/revoke                revoke access and/or refresh tokens
 GET/DELETE  /_sim/videos/{video_id}                        one video's ground truth / delete it
 POST        /_sim/videos/{video_id}/private                privatise (or publish) a video
+POST        /_sim/videos/{video_id}/cover                  change a video's cover image (new bytes)
+POST        /_sim/accounts/{open_id}/avatar                change an account's avatar image (new bytes)
 POST        /_sim/codes                                    mint an authorization code
 GET/POST    /_sim/clock                                    read / advance, set, freeze the clock
 GET/POST    /_sim/faults, DELETE /_sim/faults              read / set / clear faults
@@ -271,6 +273,24 @@ def build_admin_router(sim: Simulator) -> APIRouter:
                 raise HTTPException(404, f"no video {video_id}")
             found[0].set_private(numeric, body.private)
             return {"video_id": video_id, "open_id": found[0].open_id, "private": body.private}
+
+    @router.post("/videos/{video_id}/cover")
+    def change_cover(video_id: str) -> dict[str, Any]:
+        numeric = video_id_or_400(video_id)
+        with sim.lock:
+            if sim.accounts.find_video(numeric) is None:
+                raise HTTPException(404, f"no video {video_id}")
+            key = f"cover/{video_id}"
+            sim.cover_versions[key] = sim.cover_versions.get(key, 0) + 1
+            return {"video_id": video_id, "cover_version": sim.cover_versions[key]}
+
+    @router.post("/accounts/{open_id}/avatar")
+    def change_avatar(open_id: str) -> dict[str, Any]:
+        with sim.lock:
+            account_or_404(open_id)
+            key = f"avatar/{open_id}"
+            sim.cover_versions[key] = sim.cover_versions.get(key, 0) + 1
+            return {"open_id": open_id, "avatar_version": sim.cover_versions[key]}
 
     @router.post("/codes", status_code=201)
     def mint_code(body: MintCode) -> dict[str, Any]:

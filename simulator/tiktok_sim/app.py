@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 
-from tiktok_sim import display, oauth_endpoints
+from tiktok_sim import covers, display, oauth_endpoints
 from tiktok_sim.admin import build_admin_router
 from tiktok_sim.authorize import build_authorize_router
-from tiktok_sim.covers import CDN_KINDS, JPEG
+from tiktok_sim.covers import CDN_KINDS
 from tiktok_sim.display import Incoming
 from tiktok_sim.envelope import Outcome
+from tiktok_sim.faults import HTML_503, OVERSIZED_BYTES
 from tiktok_sim.state import Simulator
 from tiktok_sim.stats import RequestRecord
 from tiktok_sim.webhooks import build_webhook_router
@@ -65,6 +67,41 @@ def _display_handler(endpoint: str) -> Handler:
     return handler
 
 
+def _oversized_chunks() -> Iterator[bytes]:
+    chunk = 64 * 1024
+    yield covers.JPEG[:4] + b"\0" * (chunk - 4)
+    for _ in range(OVERSIZED_BYTES // chunk - 1):
+        yield b"\0" * chunk
+
+
+def _cdn_answer(request: Request, body: bytes, reason: str | None, fault: str | None, *, etag: bool) -> Response:
+    """The CDN's answer: the image (or a 304), a 403 for a refused link, or the fault asked for."""
+    if reason is not None:
+        return Response(f"403 Forbidden: {reason}\n", status_code=403, media_type="text/plain")
+    if fault == "internal_error":
+        return Response("500 Internal Server Error\n", status_code=500, media_type="text/plain")
+    if fault == "offhost_redirect":
+        return Response(status_code=302, headers={"Location": f"http://cdn-redirect.invalid{request.url.path}"})
+    if fault == "samehost_redirect":
+        return Response(status_code=302, headers={"Location": str(request.url)})
+    if fault == "not_image":
+        return Response(HTML_503, status_code=200, media_type="text/html")
+    if fault == "wrong_magic":
+        return Response(HTML_503, status_code=200, media_type="image/jpeg")
+    if fault == "oversized":
+        return Response(b"".join(_oversized_chunks()), media_type="image/jpeg")
+    if fault == "oversized_stream":
+        return StreamingResponse(_oversized_chunks(), media_type="image/jpeg")
+    if not etag:
+        return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=0"})
+    tag = covers.etag(body)
+    headers = {"Cache-Control": "private, max-age=0", "ETag": tag}
+    wanted = [value.strip() for value in request.headers.get("if-none-match", "").split(",")]
+    if tag in wanted or "*" in wanted:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="image/jpeg", headers=headers)
+
+
 def create_app(sim: Simulator) -> FastAPI:
     """Return the ASGI application serving ``sim``."""
     app = FastAPI(
@@ -106,17 +143,22 @@ def create_app(sim: Simulator) -> FastAPI:
             return Response("404 Not Found\n", status_code=404, media_type="text/plain")
         record = RequestRecord(method="GET", path=request.url.path, endpoint=f"cdn_{kind}")
         query = request.query_params
+        obj = name.removesuffix(".jpeg")
         with sim.lock:
             now = sim.now()
-            reason = sim.signer.check(
-                kind, name.removesuffix(".jpeg"), query.get("x-expires"), query.get("x-signature"), now
-            )
-            record.status = 200 if reason is None else 403
+            reason = sim.signer.check(kind, obj, query.get("x-expires"), query.get("x-signature"), now)
+            fault = sim.faults.draw("cdn") if reason is None else None
+            delay = sim.faults.slow_seconds("cdn") if fault == "slow" else 0.0
+            body = covers.image(kind, obj, sim.cover_versions.get(covers.version_key(kind, obj), 0))
+            record.fault = fault
             record.error_code = reason
             record.sim_time = now
+        if delay:
+            time.sleep(delay)
+        response = _cdn_answer(request, body, reason, fault, etag=sim.config.cdn_etag)
+        record.status = response.status_code
+        with sim.lock:
             sim.stats.record(record)
-        if reason is not None:
-            return Response(f"403 Forbidden: {reason}\n", status_code=403, media_type="text/plain")
-        return Response(JPEG, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=0"})
+        return response
 
     return app

@@ -103,6 +103,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("access_ttl", int, "Access token lifetime, seconds.", runtime=True, check=lambda v: v > 0),
     Option("refresh_ttl", int, "Refresh token lifetime, seconds.", runtime=True, check=lambda v: v > 0),
     Option("cover_ttl", int, "Cover/avatar URL lifetime, seconds.", runtime=True, check=lambda v: v > 0),
+    Option(
+        "cdn_etag",
+        parse_bool,
+        "The CDN sends an ETag and answers If-None-Match with 304 (false: neither).",
+        runtime=True,
+    ),
     Option("code_ttl", int, "Authorization code lifetime, seconds.", runtime=True, check=lambda v: v > 0),
     Option("rate_limit", int, "Requests allowed per window and endpoint.", runtime=True, check=lambda v: v > 0),
     Option("rate_window", float, "Sliding window, real seconds.", runtime=True, check=lambda v: v > 0),
@@ -171,6 +177,7 @@ class SimConfig:
     access_ttl: int = 7200
     refresh_ttl: int = 15552000
     cover_ttl: int = 21600
+    cdn_etag: bool = True
     code_ttl: int = 600
     rate_limit: int = 600
     rate_window: float = 60.0

@@ -4,8 +4,14 @@ A cover URL is ``<base>/cdn/cover/<video_id>.jpeg?x-expires=<unix seconds>&x-sig
 ``x-expires`` is the simulated issue time plus ``cover_ttl`` (6 hours by default) and the signature
 is an HMAC-SHA256 over ``"<kind>/<object>:<x-expires>"`` with a per-process random key.  The base
 is the request's own base URL, so the links work on whatever host and port the client used.
-``GET /cdn/...`` answers 200 with :data:`JPEG` while ``sim_now < x-expires`` and the signature
+``GET /cdn/...`` answers 200 with a JPEG while ``sim_now < x-expires`` and the signature
 matches, 403 otherwise.  Avatar URLs (``/cdn/avatar/<open_id>_<size>.jpeg``) work the same way.
+
+The JPEG is :data:`JPEG` with a comment segment naming the object and its cover version
+(:func:`image`): real image bytes, different per video and per version, so a cover changed through
+the admin API (``POST /_sim/videos/{id}/cover``, ``POST /_sim/accounts/{open_id}/avatar``) has new
+content while an unchanged cover keeps its bytes even though its URL changes every 6 hours.  Each
+answer carries an ``ETag`` (of the bytes) and honours ``If-None-Match`` with a 304 and no body.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import struct
 from urllib.parse import urlencode
 
 CDN_KINDS: tuple[str, ...] = ("cover", "avatar")
@@ -26,6 +33,27 @@ JPEG: bytes = base64.b64decode(
     "/8QAGAEBAAMBAAAAAAAAAAAAAAAAAAIEBQb/xAAXEQEAAwAAAAAAAAAAAAAAAAAAEhRh/9oADAMBAAIRAxEAPwDPMzUwQjBs3dTZ"
     "imAgXdUwQpghcg427qaBTAQLuv/Z"
 )
+
+
+def image(kind: str, obj: str, version: int) -> bytes:
+    """Return the JPEG served for ``obj`` (a video id, or ``<open_id>_<size>``) at ``version``.
+
+    :data:`JPEG` with a COM segment after its APP0 (JFIF) segment: still a valid baseline JPEG.
+    """
+    comment = f"tiktok-sim {kind}/{obj} v{version}".encode()
+    app0_end = 4 + int.from_bytes(JPEG[4:6], "big")
+    segment = b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment
+    return JPEG[:app0_end] + segment + JPEG[app0_end:]
+
+
+def etag(body: bytes) -> str:
+    """Return the strong ETag of ``body``."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def version_key(kind: str, obj: str) -> str:
+    """Return the key of ``obj``'s cover version: avatars change for every size at once."""
+    return f"avatar/{obj.rsplit('_', 1)[0]}" if kind == "avatar" else f"{kind}/{obj}"
 
 
 class UrlSigner:

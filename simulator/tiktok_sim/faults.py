@@ -33,6 +33,17 @@ Kinds and what the client sees:
   lower than the request's -- forever, for as long as the fault applies.
 
 Bad-data kinds only touch fields that were requested; they leave error responses alone.
+
+The CDN (endpoint ``cdn``: covers and avatars) has its own kinds, besides ``internal_error`` and
+``slow``; each applies to a link that is otherwise valid (an expired or forged link stays a 403):
+
+- ``oversized``: 200 ``image/jpeg`` of :data:`OVERSIZED_BYTES` (6 MiB) starting with the JPEG
+  magic, with its ``Content-Length``.
+- ``oversized_stream``: the same bytes streamed without a ``Content-Length``.
+- ``not_image``: 200 ``text/html`` (an error page served as the image).
+- ``wrong_magic``: 200 with ``Content-Type: image/jpeg`` but an HTML body.
+- ``offhost_redirect``: 302 to another host (``http://cdn-redirect.invalid/...``).
+- ``samehost_redirect``: 302 to the same URL on the same host (the next request is served as usual).
 """
 
 from __future__ import annotations
@@ -49,8 +60,26 @@ BODY_KINDS: tuple[str, ...] = ("truncated", "unknown_error_code", "missing_data"
 DATA_KINDS: tuple[str, ...] = ("wrong_types", "int64_overflow", "nul_bytes", "long_strings", "empty_data")
 VIDEO_KINDS: tuple[str, ...] = ("non_numeric_id", "no_videos")
 LIST_KINDS: tuple[str, ...] = ("stuck_cursor", "endless_has_more")
+CDN_FAULT_KINDS: tuple[str, ...] = (
+    "oversized",
+    "oversized_stream",
+    "not_image",
+    "wrong_magic",
+    "offhost_redirect",
+    "samehost_redirect",
+)
 PASS = "pass"
-ALL_KINDS: tuple[str, ...] = (PASS, *ANSWER_KINDS, "slow", *BODY_KINDS, *DATA_KINDS, *VIDEO_KINDS, *LIST_KINDS)
+ALL_KINDS: tuple[str, ...] = (
+    PASS,
+    *ANSWER_KINDS,
+    "slow",
+    *BODY_KINDS,
+    *DATA_KINDS,
+    *VIDEO_KINDS,
+    *LIST_KINDS,
+    *CDN_FAULT_KINDS,
+)
+OVERSIZED_BYTES = 6 * 1024 * 1024
 UNKNOWN_ERROR_CODE = "sim_unknown_error"
 OVERFLOW_VALUE = 2**63 + 12345
 LONG_STRING_LENGTH = 10_000
@@ -63,6 +92,8 @@ HTML_503 = (
 
 def kinds_for(endpoint: str) -> tuple[str, ...]:
     """Return the fault kinds that make sense for ``endpoint``."""
+    if endpoint == "cdn":
+        return (PASS, "internal_error", "slow", *CDN_FAULT_KINDS)
     kinds = (PASS, *ANSWER_KINDS, "slow", *BODY_KINDS)
     if endpoint in DISPLAY_ENDPOINTS:
         kinds += DATA_KINDS

@@ -37,6 +37,8 @@ class Simulator:
         self.page_rng = random.Random(f"tiktok-sim:{config.seed}:pages")
         self.stats = Stats(config.log_size)
         self.signer = UrlSigner()
+        #: Cover versions changed through the admin API (``cover/<video_id>``, ``avatar/<open_id>``); 0 if absent.
+        self.cover_versions: dict[str, int] = {}
         for index in range(config.accounts):
             self.accounts.create(config.videos // (index + 1))
 

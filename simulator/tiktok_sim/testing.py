@@ -210,6 +210,14 @@ class SimulatorAdmin:
         """Make a video private (``private=False`` publishes it again)."""
         self._call("POST", f"/videos/{video_id}/private", json={"private": private})
 
+    def change_cover(self, video_id: str) -> int:
+        """Give a video a new cover image (the CDN serves new bytes); return its cover version."""
+        return self._call("POST", f"/videos/{video_id}/cover")["cover_version"]
+
+    def change_avatar(self, open_id: str) -> int:
+        """Give an account a new avatar image (every size); return its avatar version."""
+        return self._call("POST", f"/accounts/{open_id}/avatar")["avatar_version"]
+
     # -- OAuth ---------------------------------------------------------------------------
     def mint_code(
         self,
