@@ -25,8 +25,8 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from tiktok_provider import errors
+from tiktok_provider.budget import budget_for
 from tiktok_provider.fields import INT64_MAX, VIDEO_FIELDS, allowed_user_fields, missing_scopes
-from tiktok_provider.ratelimit import limiter_for
 from tiktok_provider.responses import (
     VIDEO_ID,
     Envelope,
@@ -175,6 +175,17 @@ class TikTokConnectionConfig:
     #: Hosts (besides loopback) that may get bearer tokens over plain http: a simulator in its own
     #: container, never a real API host.
     insecure_http_hosts: frozenset[str] = frozenset()
+    # -- rate budget (tiktok_provider.budget) --
+    #: "postgres" (default), "redis" or "process": where every process's requests draw from one budget.
+    rate_budget: str = "postgres"
+    #: The Postgres of the shared budget: an Airflow connection id or a URL (default: the warehouse).
+    rate_budget_conn_id: str = "tiktok_warehouse"
+    #: With rate_budget=redis: a redis:// URL or an Airflow connection id (may hold a password).
+    rate_budget_redis_url: str | None = field(repr=False, default=None)
+    #: The share of each window a bulk caller (a full backfill) leaves free for the others.
+    rate_budget_reserve: float = 0.2
+    #: The share of the limit one process paces itself at while the shared store is unreachable.
+    rate_budget_fallback_share: float = 0.125
 
     @classmethod
     def from_connection(cls, conn: Any) -> TikTokConnectionConfig:
@@ -204,6 +215,13 @@ class TikTokConnectionConfig:
             refresh_margin_seconds=num("refresh_margin_seconds", 300.0),
             refresh_lease_seconds=num("refresh_lease_seconds", 120.0),
             insecure_http_hosts=frozenset(_host_list(extra.get("insecure_http_hosts"))),
+            rate_budget=str(extra.get("rate_budget") or "postgres"),
+            rate_budget_conn_id=(
+                extra.get("rate_budget_conn_id") or extra.get("warehouse_conn_id") or "tiktok_warehouse"
+            ),
+            rate_budget_redis_url=extra.get("rate_budget_redis_url") or extra.get("rate_budget_redis_conn_id") or None,
+            rate_budget_reserve=num("rate_budget_reserve", 0.2),
+            rate_budget_fallback_share=num("rate_budget_fallback_share", 0.125),
         )
 
 
@@ -215,6 +233,10 @@ class TikTokDisplayHook(BaseHook):
     :param token_store: where account tokens live; by default the warehouse named by the
         connection's ``warehouse_conn_id`` extra (``tiktok_warehouse``).
     :param sleep: how to wait between retries (tests pass a recorder instead of sleeping).
+    :param priority: the rate budget's priority of this hook's calls: ``interactive`` (connecting,
+        a new account's first sync), ``normal`` (snapshots, cover refresh) or ``bulk`` (full
+        backfills, which leave the connection's ``rate_budget_reserve`` free for the others).
+        An attribute: a caller may change it between calls.
     """
 
     conn_name_attr = "tiktok_conn_id"
@@ -228,9 +250,11 @@ class TikTokDisplayHook(BaseHook):
         *,
         token_store: TokenStore | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        priority: str = "normal",
     ) -> None:
         super().__init__()
         self.tiktok_conn_id = tiktok_conn_id
+        self.priority = priority
         self._token_store = token_store
         self._sleep = sleep
         self._tokens: dict[str, AccountTokens] = {}
@@ -317,14 +341,14 @@ class TikTokDisplayHook(BaseHook):
 
         url = self._url(path, bearer=bearer is not None or form is not None)
         cfg = self.config
-        limiter = limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds)
+        limiter = budget_for(cfg, path)
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         timeout = (cfg.connect_timeout, cfg.read_timeout)
         if cutoff is not None:
             left = max(0.1, cutoff - time.monotonic())
             timeout = (min(cfg.connect_timeout, left), min(cfg.read_timeout, left))
         try:
-            with limiter.slot():
+            with limiter.slot(self.priority):
                 self.calls[path] += 1
                 resp = self.get_conn().request(
                     method,
@@ -363,7 +387,10 @@ class TikTokDisplayHook(BaseHook):
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             retry_after = getattr(exc, "retry_after", None)
-            return min(float(retry_after), cap) if retry_after is not None else jitter(state)
+            delay = min(float(retry_after), cap) if retry_after is not None else jitter(state)
+            if isinstance(exc, errors.TikTokRateLimited):
+                budget_for(self.config, what).pause(delay)  # the whole app backs off, not this process
+            return delay
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
