@@ -38,9 +38,15 @@ def warehouse_token_store(config: TikTokConnectionConfig, *, tiktok_conn_id: str
 
 
 def display_hook(
-    tiktok_conn_id: str = TIKTOK_CONN_ID, *, sleep: Callable[[float], None] | None = None
+    tiktok_conn_id: str = TIKTOK_CONN_ID,
+    *,
+    sleep: Callable[[float], None] | None = None,
+    priority: str = "normal",
 ) -> TikTokDisplayHook:
-    """The hook for ``tiktok_conn_id``, its tokens in the warehouse the connection names."""
+    """The hook for ``tiktok_conn_id``, its tokens in the warehouse the connection names.
+
+    :param priority: its share of the cluster's rate budget (``interactive``, ``normal``, ``bulk``).
+    """
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
     quiet_transport_loggers()
@@ -48,6 +54,7 @@ def display_hook(
     return TikTokDisplayHook(
         tiktok_conn_id,
         token_store_factory=lambda config: warehouse_token_store(config, tiktok_conn_id=tiktok_conn_id),
+        priority=priority,
         **extra,
     )
 

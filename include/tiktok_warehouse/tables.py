@@ -331,3 +331,29 @@ cover_archive = Table(
     CheckConstraint("kind IN ('cover', 'avatar')", name="kind"),
 )
 Index(None, cover_archive.c.open_id)
+
+rate_budget_slots = Table(
+    "rate_budget_slots",
+    metadata,
+    # The cluster-wide API rate budget (tiktok_provider.budget): ``limit`` rows per app and endpoint.
+    # ``app`` is a hash of the API host and client key. A slot is free once ``free_at`` has passed:
+    # taking it sets ``free_at`` a window ahead (its lease), the answer a window after the answer.
+    Column("app", Text, primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    Column("slot_no", Integer, primary_key=True),
+    _ts("free_at", nullable=False),
+    # host:pid of the process holding the slot (None once released): for a DBA, and for release.
+    Column("holder", Text),
+)
+Index(None, rate_budget_slots.c.app, rate_budget_slots.c.endpoint, rate_budget_slots.c.free_at)
+
+rate_budget_state = Table(
+    "rate_budget_state",
+    metadata,
+    # Per app and endpoint: until when a 429 stops every process of the app from sending to it, and
+    # until when a waiting caller above bulk keeps bulk callers (full backfills) out.
+    Column("app", Text, primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    _ts("paused_until"),
+    _ts("wanted_until"),
+)

@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
@@ -464,90 +463,10 @@ def fig_api(b: Bench) -> tuple[dict[str, Any], list[Row]]:
 
 
 def fig_rate(b: Bench) -> tuple[dict[str, Any], list[Row]]:
-    """Figure 2: several accounts at once against a scaled-down app-wide rate limit."""
-    from airflow.sdk.bases.operator import ExecutorSafeguard
+    """Figure 2: 8 task processes, then two workers, against a scaled-down app-wide rate limit."""
+    from tiktok_tools.bench.bench_budget import fig_rate_processes
 
-    from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
-
-    sz = b.sizes
-    limit, window = sz.rate_limit, sz.rate_window
-    reset_warehouse(b)
-    open_ids = connect_accounts(b, [sz.rate_videos] * sz.rate_accounts)
-    admin = b.sim.admin
-    admin.set_config(rate_limit=limit, rate_window=window, rate_scope="app")
-    admin.reset_rate_limits()
-    admin.reset_stats()
-    results: dict[int, Any] = {}
-
-    def sync(index: int, open_id: str) -> None:
-        operator = TikTokVideoListToPostgresOperator(
-            task_id=f"bench_sync_{index}", open_id=open_id, mode="full", tiktok_conn_id=PACED_CONN_ID
-        )
-        # Called the way the task runner calls it (a task per account; here a thread per account).
-        sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
-        try:
-            results[index] = operator.execute({}, **sentinel)  # type: ignore[arg-type]
-        except Exception as exc:
-            results[index] = exc
-
-    threads = [threading.Thread(target=sync, args=(i, o), daemon=True) for i, o in enumerate(open_ids)]
-    started = time.monotonic()
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        elapsed = time.monotonic() - started
-        admin.set_config(rate_limit=UNLIMITED, rate_window=60)
-        admin.reset_rate_limits()
-    failed = {i: r for i, r in results.items() if isinstance(r, Exception)}
-    if failed or len(results) != len(open_ids):
-        raise BenchError(f"backfills failed: {failed}")
-    log = admin.requests(endpoint="video_list")
-    admitted = [r["wall_time"] for r in log if not r["rate_limited"]]
-    refused = sum(1 for r in log if r["rate_limited"])
-    ideal = sz.rate_accounts * math.ceil(sz.rate_videos / PAGE_SIZE)
-    if len(admitted) != ideal:
-        raise BenchError(f"{len(admitted)} pages admitted, expected {ideal}")
-    ratio, in_windows, windows = utilisation(admitted, limit, window)
-    share = refused / len(log)
-    result = {
-        "accounts": sz.rate_accounts,
-        "videos_per_account": sz.rate_videos,
-        "limit": limit,
-        "window_s": window,
-        "requests": len(log),
-        "admitted": len(admitted),
-        "rate_limited": refused,
-        "rate_limited_share": share,
-        "windows": windows,
-        "admitted_in_windows": in_windows,
-        "utilisation": ratio,
-        "achieved_per_s": in_windows / (windows * window),
-        "limit_per_s": limit / window,
-        "elapsed_s": elapsed,
-        "retries": sum(sum(r["retries"].values()) for r in results.values()),
-    }
-    rows = [
-        Row(
-            "2",
-            f"rate-limit use, {sz.rate_accounts} accounts at once, {limit} req/{window:g} s",
-            f"{result['achieved_per_s']:.2f} req/s of {limit / window:g} over {windows} whole windows",
-            f"{ratio:.2f}",
-            ">= 0.90",
-            ratio >= 0.9,
-        ),
-        Row(
-            "",
-            "requests answered 429",
-            f"{refused} of {len(log):,}",
-            f"{share:.1%}",
-            "< 1%",
-            share < 0.01,
-        ),
-    ]
-    return result, rows
+    return fig_rate_processes(b)
 
 
 def fig_loads(b: Bench) -> tuple[dict[str, Any], list[Row]]:
