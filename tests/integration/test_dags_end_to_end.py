@@ -133,11 +133,22 @@ def test_profile_snapshot_writes_one_row_per_account_under_the_capture_date(
     assert all(s["api_calls"] == {"/v2/user/info/": 1} for s in summaries)
 
 
-def test_one_revoked_account_fails_while_the_others_succeed(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
+def test_one_revoked_account_fails_while_the_others_succeed(
+    sim, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    import json
+
+    from receivers import http_receiver
+
     good = connect_via_dag(videos=2)
     bad = connect_via_dag(videos=2)
     sim.admin.revoke(bad)
-    run = run_dag("tiktok_profile_snapshot")
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
+    reconnect = [m for m in messages if m["kind"] == "reconnect_needed"]
+    assert [m["facts"]["open_id"] for m in reconnect] == [bad], messages  # once, not per retry
     task_states = states(run)
     assert str(run.state) == "failed"
     mapped = {k: v for k, v in task_states.items() if k[0] == "snapshot_profile"}
@@ -353,8 +364,12 @@ def test_connect_with_a_refresh_token_variable_rotates_it_at_once(sim, run_dag, 
 
 
 def test_profile_snapshot_expires_lapsed_consent_and_warns_before_it_runs_out(
-    run_dag, connect_via_dag, clean_warehouse
+    run_dag, connect_via_dag, clean_warehouse, monkeypatch
 ) -> None:
+    import json
+
+    from receivers import http_receiver
+
     lapsed = connect_via_dag(videos=1)
     soon = connect_via_dag(videos=1)
     fine = connect_via_dag(videos=1)
@@ -368,9 +383,16 @@ def test_profile_snapshot_expires_lapsed_consent_and_warns_before_it_runs_out(
             {"o": soon},
         )
 
-    run = run_dag("tiktok_profile_snapshot")
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
 
     assert str(run.state) == "success", states(run)
+    # on-call hears once about each: the account to reconnect, the consent running out
+    assert sorted((m["kind"], m["facts"].get("open_id")) for m in messages) == sorted(
+        [("reconnect_needed", lapsed), ("consent_expiring", soon)]
+    ), messages
     [check] = xcom(run, "check_consent")
     assert check["warnings"] == {soon: 7}
     snapshotted = {r["open_id"] for r in xcom(run, "snapshot_profile")}
