@@ -173,6 +173,8 @@ def _dispose_airflow_engines() -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    # The simulator's CDN is local: no need to space the cover downloads as for TikTok's.
+    os.environ.setdefault("AIRFLOW__TIKTOK__COVER_ARCHIVE_PACE_SECONDS", "0")
     s = local_settings.apply(server_context=True)
     began = time.monotonic()
 
