@@ -17,6 +17,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from tiktok_pipeline.assets import VIDEO_COVERS, VIDEO_SNAPSHOTS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
@@ -95,6 +96,7 @@ def tiktok_cover_refresh() -> None:
     )
 
     refreshes >> check >> summary_task(refreshes.output)
+    check >> publish_task([VIDEO_COVERS, VIDEO_SNAPSHOTS], refreshes.output)
 
 
 dag_object = tiktok_cover_refresh()

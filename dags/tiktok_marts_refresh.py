@@ -3,12 +3,9 @@
 
 Scheduled on the TikTok Assets (`tiktok.profile_snapshots`, `tiktok.videos`,
 `tiktok.video_snapshots`): it runs whenever a TikTok DAG marks one of them updated, and refreshes
-the warehouse's materialized views, `REFRESH MATERIALIZED VIEW CONCURRENTLY` (readers are never
-blocked; a view without a unique index, or never filled, is refreshed plainly instead).
-
-Which views: `[tiktok_marts] materialized_views` in `airflow.cfg` (comma-separated, schema-qualified,
-e.g. `tiktok.account_growth_daily, tiktok.video_leaderboard`), else the list shipped in
-`tiktok_pipeline.marts.MATERIALIZED_VIEWS`. With none, the run logs that and succeeds.
+the warehouse's materialized marts (`tiktok.mart_account_engagement`, `tiktok.mart_top_videos_7d`)
+through `tiktok.refresh_marts()`: `REFRESH MATERIALIZED VIEW CONCURRENTLY` (readers are never
+blocked), as the views' owner (`SECURITY DEFINER`), so this DAG's least-privilege role may run it.
 
 This is the example to copy: schedule your own DAG on the same Assets (`from
 tiktok_pipeline.assets import PROFILE_SNAPSHOTS`), and read the event's extras (accounts, rows,

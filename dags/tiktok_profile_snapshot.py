@@ -22,6 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
+from tiktok_pipeline.assets import PROFILE_SNAPSHOTS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
@@ -97,6 +98,7 @@ def tiktok_profile_snapshot() -> None:
     )
 
     snapshots >> check >> summary_task(snapshots.output)
+    check >> publish_task([PROFILE_SNAPSHOTS], snapshots.output)
     consent_check_task()
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from tiktok_pipeline.assets import VIDEO_SNAPSHOTS, VIDEOS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
@@ -125,6 +126,7 @@ def tiktok_video_backfill() -> None:
     )
 
     syncs >> check >> summary_task(syncs.output)
+    check >> publish_task([VIDEOS, VIDEO_SNAPSHOTS], syncs.output)
 
 
 dag_object = tiktok_video_backfill()

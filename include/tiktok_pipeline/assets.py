@@ -13,9 +13,10 @@ the real server when lineage must join up with other tools':
     warehouse_authority = tiktok-warehouse:5432
     warehouse_database = tiktok
 
-Covers live in ``tiktok.videos`` (``cover_image_url``, ``cover_expires_at``): their Asset has
-that table's URI under its own name, ``tiktok.video_covers``, so a DAG can wait for fresh covers
-without waking on every video sync.
+Covers: the cover refresh writes fresh cover links into ``tiktok.videos`` and archives the images
+into ``tiktok.cover_archive``; their Asset, ``tiktok.video_covers``, has the archive table's URI.
+Not ``tiktok.videos``' URI under another name: Airflow keeps one active Asset per URI and per name,
+and would deactivate one of the two (a task with an inactive outlet fails before it runs).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def table_asset(table: str, name: str | None = None) -> Asset:
 PROFILE_SNAPSHOTS = table_asset("profile_snapshots")
 VIDEOS = table_asset("videos")
 VIDEO_SNAPSHOTS = table_asset("video_snapshots")
-VIDEO_COVERS = table_asset("videos", name="tiktok.video_covers")
+VIDEO_COVERS = table_asset("cover_archive", name="tiktok.video_covers")
 
 #: What each transfer operator updates (its ``outlets=``).
 OUTLETS: dict[str, list[Asset]] = {

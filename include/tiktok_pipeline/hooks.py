@@ -60,9 +60,14 @@ def display_hook(
 
 
 def warehouse_of(hook: TikTokDisplayHook) -> Warehouse:
-    """The warehouse the hook's connection names (where its tasks' loads go), with the removal policy."""
+    """The warehouse the hook's connection names (where its tasks' loads go), with the removal policy.
+
+    ``[tiktok] early_history_days`` is read here, once per task: the loads keep every capture of
+    videos that young (:mod:`tiktok_warehouse.history`).
+    """
     from tiktok_pipeline.removals import POLICY
     from tiktok_warehouse.db import get_engine
+    from tiktok_warehouse.history import young_days_setting
     from tiktok_warehouse.loads import Warehouse
 
-    return Warehouse(get_engine(hook.config.warehouse_conn_id), removals=POLICY)
+    return Warehouse(get_engine(hook.config.warehouse_conn_id), removals=POLICY, young_days=young_days_setting())

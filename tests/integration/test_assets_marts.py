@@ -5,69 +5,44 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from adhoc_dags import register
 from dag_support import states
 from sqlalchemy import text
 
-MV = "tiktok.test_marts_profile_totals"
 
-
-@pytest.fixture
-def materialized_view(clean_warehouse: Any) -> Any:
-    with clean_warehouse.begin() as conn:
-        conn.execute(text(f"DROP MATERIALIZED VIEW IF EXISTS {MV}"))
-        conn.execute(
-            text(
-                f"CREATE MATERIALIZED VIEW {MV} AS SELECT open_id, max(follower_count) AS followers "
-                "FROM tiktok.profile_snapshots GROUP BY open_id"
-            )
-        )
-        conn.execute(text(f"CREATE UNIQUE INDEX ON {MV} (open_id)"))
-    yield clean_warehouse
-    with clean_warehouse.begin() as conn:
-        conn.execute(text(f"DROP MATERIALIZED VIEW IF EXISTS {MV}"))
-
-
-def _add_snapshot(engine: Any, open_id: str, followers: int) -> None:
+def _add_account_with_a_video(engine: Any, open_id: str, views: int, likes: int) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO tiktok.accounts (open_id, connected_at, updated_at, access_token_enc, refresh_token_enc,"
-                " access_expires_at, refresh_expires_at) VALUES (:o, now(), now(), 'x', 'x', now(), now())"
+                "INSERT INTO tiktok.accounts (open_id, username, connected_at, updated_at, access_token_enc,"
+                " refresh_token_enc, access_expires_at, refresh_expires_at)"
+                " VALUES (:o, :o, now(), now(), 'x', 'x', now(), now())"
             ),
             {"o": open_id},
         )
         conn.execute(
             text(
-                "INSERT INTO tiktok.profile_snapshots (open_id, snapshot_date, captured_at, follower_count) "
-                "VALUES (:o, CURRENT_DATE, now(), :f)"
+                "INSERT INTO tiktok.videos (id, open_id, create_time, view_count, like_count, comment_count,"
+                " share_count, first_seen_at, last_seen_at) VALUES ('v-' || :o, :o, now(), :v, :l, 0, 0, now(), now())"
             ),
-            {"o": open_id, "f": followers},
+            {"o": open_id, "v": views, "l": likes},
         )
 
 
-def test_marts_refresh_refreshes_the_configured_view(
-    tiktok_connections: Any, materialized_view: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_marts_refresh_refreshes_the_warehouse_marts(tiktok_connections: Any, clean_warehouse: Any) -> None:
     from dags.tiktok_marts_refresh import dag_object
 
-    _add_snapshot(materialized_view, "acct-1", 120)
-    with materialized_view.connect() as conn:
-        assert conn.execute(text(f"SELECT count(*) FROM {MV}")).scalar() == 0  # not refreshed yet
-
-    monkeypatch.setenv("AIRFLOW__TIKTOK_MARTS__MATERIALIZED_VIEWS", MV)
-    run = dag_object.test()
-    assert states(run) == {("refresh_materialized_views", -1): "success"}
-    with materialized_view.connect() as conn:
-        assert conn.execute(text(f"SELECT open_id, followers FROM {MV}")).all() == [("acct-1", 120)]
-
-
-def test_marts_refresh_with_no_views_configured_is_a_no_op(tiktok_connections: Any, test_databases: Any) -> None:
-    from dags.tiktok_marts_refresh import dag_object
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("SELECT tiktok.refresh_marts()"))  # empty before the data lands
+    _add_account_with_a_video(clean_warehouse, "acct-1", 1000, 50)
+    with clean_warehouse.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tiktok.mart_account_engagement")).scalar() == 0
 
     run = dag_object.test()
     assert states(run) == {("refresh_materialized_views", -1): "success"}
+    with clean_warehouse.connect() as conn:
+        rows = conn.execute(text("SELECT open_id, videos, views FROM tiktok.mart_account_engagement")).all()
+    assert rows == [("acct-1", 1, 1000)]
 
 
 def test_a_publish_task_event_queues_the_marts_dag_with_its_extras(test_databases: Any) -> None:

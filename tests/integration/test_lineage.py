@@ -78,3 +78,52 @@ def test_a_task_reports_its_lineage_through_the_openlineage_file_transport(test_
     ]
     fields = {f["name"] for f in event["outputs"][1]["facets"]["schema"]["fields"]}
     assert {"video_id", "snapshot_date", "view_count"} <= fields
+
+
+REAL_CHILD = """
+import sys
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from adhoc_dags import register
+from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
+
+with DAG("lineage_profile_test", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+    TikTokUserInfoToPostgresOperator(task_id="snapshot_profile", open_id=sys.argv[1])
+run = register(dag).test()
+sys.exit(0 if str(run.state) == "success" else 1)
+"""
+
+
+def test_the_real_profile_operator_reports_the_endpoint_in_and_its_tables_out(
+    connect_account: Any, tmp_path: Path
+) -> None:
+    """The shipped operator, against the simulator, under the OpenLineage file transport."""
+    open_id = connect_account(videos=1)
+    events_file = tmp_path / "openlineage.jsonl"
+    env = {
+        **os.environ,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "tiktok-test",
+        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
+        "AIRFLOW__TIKTOK__COVER_ARCHIVE_PATH": f"file://{tmp_path}/covers",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", REAL_CHILD, open_id], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
+
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    complete = [e for e in events if e.get("eventType") == "COMPLETE" and e["job"]["name"].endswith("snapshot_profile")]
+    assert len(complete) == 1, [(e.get("eventType"), e.get("job", {}).get("name")) for e in events]
+    [event] = complete
+    assert [(d["namespace"], d["name"]) for d in event["inputs"]] == [("https://open.tiktokapis.com", "/v2/user/info/")]
+    assert [(d["namespace"], d["name"]) for d in event["outputs"]] == [
+        ("postgres://tiktok-warehouse:5432", "tiktok.tiktok.profile_snapshots"),
+        ("postgres://tiktok-warehouse:5432", "tiktok.tiktok.accounts"),
+    ]
+    assert "follower_count" in {f["name"] for f in event["outputs"][0]["facets"]["schema"]["fields"]}
