@@ -81,10 +81,22 @@ def warehouse_engine(test_databases: local_settings.Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def clean_warehouse(warehouse_engine: Any) -> Any:
-    """Empty every warehouse table before the test."""
+    """Empty every warehouse table before the test.
+
+    A test that failed while holding a transaction open (a lock it meant to release in its own
+    cleanup) would block the TRUNCATE for ever, and a blocked libpq call ignores pytest-timeout's
+    alarm: so such leftovers are ended first, and the TRUNCATE gives up after a minute.
+    """
     from sqlalchemy import text
 
     with warehouse_engine.begin() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+            )
+        )
+        conn.execute(text("SET LOCAL lock_timeout = '60s'"))
         existing = set(
             conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'tiktok'")).scalars().all()
         )
