@@ -1,9 +1,12 @@
 # The project's Airflow image: the official Apache Airflow 3.3.2 image, plus our locked runtime
 # dependencies, the provider package (TikTokDisplayHook, the operators, the "tiktok" connection
-# type) with the pipeline, warehouse and simulator packages, and the DAGs.
+# type) with the pipeline, warehouse and ops packages, and the DAGs. No tools (demo, bench, ...).
+# The TikTok simulator only when asked: --build-arg WITH_SIMULATOR=1 (the compose `simulator`
+# profile builds its own image that way).
 #
 #   docker compose build            (docker-compose.yaml builds it as ${AIRFLOW_IMAGE_NAME})
 #   docker build -t airflow-tiktok-display:latest .
+#   docker build --build-arg WITH_SIMULATOR=1 -t airflow-tiktok-display-sim:latest .
 #
 # Python 3.11: requirements.lock is resolved for it (`make lock`).
 ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11
@@ -23,7 +26,15 @@ COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/src/
 COPY --chown=airflow:0 plugins /opt/airflow/src/plugins
 COPY --chown=airflow:0 include /opt/airflow/src/include
 RUN pip install --no-cache-dir --no-deps /opt/airflow/src \
-    && python -c "import tiktok_provider, tiktok_pipeline, tiktok_warehouse, tiktok_sim, tiktok_local"
+    && python -c "import tiktok_provider, tiktok_pipeline, tiktok_warehouse, tiktok_ops"
+
+# The simulator (its own distribution, simulator/pyproject.toml; its dependencies are runtime
+# requirements already), only for an image built with WITH_SIMULATOR=1.
+ARG WITH_SIMULATOR=0
+COPY --chown=airflow:0 simulator /opt/airflow/src/simulator
+RUN if [ "$WITH_SIMULATOR" = "1" ]; then \
+      pip install --no-cache-dir --no-deps /opt/airflow/src/simulator && python -c "import tiktok_sim"; \
+    fi
 
 COPY --chown=airflow:0 dags /opt/airflow/dags
 # The TikTok accounts page is an Airflow plugin: the api-server loads it from the plugins folder.

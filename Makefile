@@ -7,17 +7,17 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins:$(CURDIR)/tools:$(CURDIR)/simulator
 
 .PHONY: install lock bootstrap migrate demo test test-fast lint format bench soak sim up down clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml simulator/pyproject.toml tools/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) pip sync --quiet --python $(PY) requirements.lock
-	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	$(UV) pip install --quiet --python $(PY) --no-deps -e . -e ./simulator -e ./tools
 	@touch $(STAMP)
 
 ## Re-resolve requirements.lock from requirements-dev.txt (after changing a pin).
@@ -27,18 +27,19 @@ lock:
 
 ## Create the databases, migrate Airflow and the warehouse (as the owner), create the DAGs' login
 ## role, add the connections and the pool. With no TIKTOK_PG_SERVER and nothing answering on
-## 127.0.0.1:5432 it starts an embedded PostgreSQL under .airflow/postgres first (tiktok_local.pgserver).
+## 127.0.0.1:5432 it starts an embedded PostgreSQL under .airflow/postgres first (tiktok_tools.pgserver);
+## production (docker-compose's airflow-init) runs `python -m tiktok_ops.bootstrap` itself.
 bootstrap: install
-	$(PY) -m tiktok_local.bootstrap
+	$(PY) -m tiktok_tools.bootstrap
 
 ## Bring the warehouse schema to head as its owner (TIKTOK_PG_SERVER), then renew the DAG role's grants.
 migrate: install
-	$(PY) -m tiktok_local.bootstrap --only-warehouse
+	$(PY) -m tiktok_tools.bootstrap --only-warehouse
 
 ## The main job: simulator + the four DAGs through Airflow, writing into Postgres (an embedded
 ## server if the machine has none, stopped at the end unless `make up` uses it).
 demo: bootstrap
-	$(PY) -m tiktok_local.demo
+	$(PY) -m tiktok_tools.demo
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -57,21 +58,21 @@ format: install
 
 ## Where we stand against the limits (README, Performance). Own databases and simulator; QUICK=1 for a small run.
 bench: install
-	$(PY) -m tiktok_local.bench $(if $(QUICK),--quick,)
+	$(PY) -m tiktok_tools.bench $(if $(QUICK),--quick,)
 
 ## Long, random chaos outside the test suite: faults, a changing world, killed tasks, then a check
 ## against the simulator's ground truth (own databases). SOAK_ARGS="--minutes 60 --pg-restart".
 soak: install
-	$(PY) -m tiktok_local.soak $(SOAK_ARGS)
+	$(PY) -m tiktok_tools.soak $(SOAK_ARGS)
 
 ## Airflow as in production (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and
 ## the simulator, in the background; prints the UI address and the login. `make down` stops it all,
 ## the embedded Postgres server too if `make up` started on one.
 up: bootstrap
-	$(PY) -m tiktok_local.up start
+	$(PY) -m tiktok_tools.up start
 
 down: install
-	$(PY) -m tiktok_local.up stop
+	$(PY) -m tiktok_tools.up stop
 
 ## The simulator alone, in the foreground.
 sim: install

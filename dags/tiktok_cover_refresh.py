@@ -17,6 +17,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from tiktok_pipeline.assets import VIDEO_COVERS, VIDEO_SNAPSHOTS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
@@ -30,6 +31,7 @@ from tiktok_pipeline.common import (
 from tiktok_pipeline.names import COVER_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoQueryToPostgresOperator
 from tiktok_pipeline.runbooks import error_runbook
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 REFRESH_DOC = """
 ### refresh_covers
@@ -83,6 +85,7 @@ def tiktok_cover_refresh() -> None:
             horizon_minutes="{{ params.horizon_minutes }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=REFRESH_DOC + error_runbook(removals=True),
         )
     )
@@ -94,6 +97,7 @@ def tiktok_cover_refresh() -> None:
     )
 
     refreshes >> check >> summary_task(refreshes.output)
+    check >> publish_task([VIDEO_COVERS, VIDEO_SNAPSHOTS], refreshes.output)
 
 
 dag_object = tiktok_cover_refresh()

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
+from tiktok_pipeline.assets import PROFILE_SNAPSHOTS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
@@ -33,9 +34,11 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
+from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import PROFILE_DAG_ID
 from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
 from tiktok_pipeline.runbooks import error_runbook
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SNAPSHOT_DOC = """
 ### snapshot_profile
@@ -72,6 +75,7 @@ SELECT
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=daily_run_deadline(),
     tags=["tiktok", "profile", "daily"],
     doc_md=__doc__,
     params={"accounts": ACCOUNTS_PARAM},
@@ -83,6 +87,7 @@ def tiktok_profile_snapshot() -> None:
             tiktok_conn_id=TIKTOK_CONN_ID,
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=SNAPSHOT_DOC + error_runbook(),
         )
     )
@@ -94,6 +99,7 @@ def tiktok_profile_snapshot() -> None:
     )
 
     snapshots >> check >> summary_task(snapshots.output)
+    check >> publish_task([PROFILE_SNAPSHOTS], snapshots.output)
     consent_check_task()
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from tiktok_pipeline.assets import VIDEO_SNAPSHOTS, VIDEOS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
     API_POOL,
@@ -33,9 +34,11 @@ from tiktok_pipeline.common import (
     quality_check,
     summary_task,
 )
+from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import BACKFILL_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
 from tiktok_pipeline.runbooks import error_runbook
+from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SYNC_DOC = """
 ### sync_videos
@@ -82,6 +85,7 @@ SELECT
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=daily_run_deadline(),
     tags=["tiktok", "videos", "daily"],
     doc_md=__doc__,
     params={
@@ -121,6 +125,7 @@ def tiktok_video_backfill() -> None:
             lookback_days="{{ params.lookback_days }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
+            on_failure_callback=TikTokAlertNotifier(),
             doc_md=SYNC_DOC + error_runbook(removals=True),
         )
     )
@@ -132,6 +137,7 @@ def tiktok_video_backfill() -> None:
     )
 
     syncs >> check >> summary_task(syncs.output)
+    check >> publish_task([VIDEOS, VIDEO_SNAPSHOTS], syncs.output)
 
 
 dag_object = tiktok_video_backfill()

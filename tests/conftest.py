@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_test")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_test")
 
-from tiktok_local import settings as local_settings
+from tiktok_ops import settings as local_settings
 
 SETTINGS = local_settings.apply()
 
@@ -44,13 +44,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 #: Tables emptied between tests, children first.
-WAREHOUSE_TABLES = ("video_snapshots", "sync_seen_videos", "sync_state", "videos", "profile_snapshots", "accounts")
+WAREHOUSE_TABLES = (
+    "cover_archive",
+    "archive_blobs",
+    "video_captures",
+    "video_snapshots",
+    "sync_seen_videos",
+    "sync_state",
+    "videos",
+    "profile_snapshots",
+    "accounts",
+)
 
 
 @pytest.fixture(scope="session")
 def test_databases() -> local_settings.Settings:
     """Create and migrate the test databases (Airflow's metadata and the warehouse) once."""
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
 
     bootstrap.ensure_databases(SETTINGS)
     bootstrap.migrate_airflow()
@@ -71,10 +81,22 @@ def warehouse_engine(test_databases: local_settings.Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def clean_warehouse(warehouse_engine: Any) -> Any:
-    """Empty every warehouse table before the test."""
+    """Empty every warehouse table before the test.
+
+    A test that failed while holding a transaction open (a lock it meant to release in its own
+    cleanup) would block the TRUNCATE for ever, and a blocked libpq call ignores pytest-timeout's
+    alarm: so such leftovers are ended first, and the TRUNCATE gives up after a minute.
+    """
     from sqlalchemy import text
 
     with warehouse_engine.begin() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+            )
+        )
+        conn.execute(text("SET LOCAL lock_timeout = '60s'"))
         existing = set(
             conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'tiktok'")).scalars().all()
         )
@@ -109,7 +131,9 @@ def encryption_key() -> str:
 
 def connection_env(sim: Any, encryption_key: str, **extra: Any) -> dict[str, str]:
     """Return the AIRFLOW_CONN_* variables that point the project at ``sim`` and the test warehouse."""
-    return local_settings.simulator_connections(
+    from tiktok_tools.simaccounts import simulator_connections
+
+    return simulator_connections(
         sim,
         encryption_key=encryption_key,
         warehouse_uri=SETTINGS.database_url(SETTINGS.warehouse_db, driver="postgresql"),
@@ -141,13 +165,10 @@ def hook(tiktok_connections: Any, clean_warehouse: Any) -> Any:
 @pytest.fixture
 def connect_account(sim: Any, hook: Any) -> Callable[..., str]:
     """Create a simulator account and connect it through the real token endpoint; return its open_id."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+    from tiktok_sim.testing import DEFAULT_SCOPES
+    from tiktok_tools.simaccounts import connect_sim_account
 
     def connect(videos: int = 30, scopes: Any = DEFAULT_SCOPES, display_name: str | None = None) -> str:
-        account = sim.admin.create_account(videos=videos, display_name=display_name)
-        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
-        grant = hook.exchange_code(code, DEFAULT_REDIRECT_URI)
-        hook.token_store.save_grant(grant, display_name=account.get("display_name"))
-        return grant.open_id
+        return connect_sim_account(sim.admin, hook, videos=videos, scopes=scopes, display_name=display_name)
 
     return connect

@@ -1,4 +1,4 @@
-"""Reading what a dag.test() run left behind: task states, tries, XComs, and rows of the warehouse."""
+"""Reading what a dag.test() run left behind: task states, tries, XComs (tiktok_tools.dagrun), and rows."""
 
 from __future__ import annotations
 
@@ -6,36 +6,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from tiktok_tools.dagrun import states, tries, xcom
 
-def states(run: Any) -> dict[tuple[str, int], str]:
-    """Return ``{(task_id, map_index): state}`` of a DagRun."""
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances(session=session)}
-
-
-def tries(run: Any) -> dict[tuple[str, int], int]:
-    """Return ``{(task_id, map_index): try_number}`` of a DagRun."""
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {(ti.task_id, ti.map_index): ti.try_number for ti in run.get_task_instances(session=session)}
-
-
-def xcom(run: Any, task_id: str) -> list[Any]:
-    """Return the return values of a task in a DagRun, by map index."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        found = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
-            .order_by(XComModel.map_index)
-            .all()
-        )
-        return [XComModel.deserialize_value(r) for r in found]
+__all__ = ["rows", "states", "tries", "xcom"]
 
 
 def rows(engine: Any, query: str, **params: Any) -> list[tuple]:

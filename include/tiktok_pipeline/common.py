@@ -149,7 +149,7 @@ def select_accounts_task(tiktok_conn_id: str | None = None) -> Any:
     """The first task of every per-account DAG: the active accounts to fan out over."""
     conn_id = tiktok_conn_id or TIKTOK_CONN_ID
 
-    @task(task_id="select_accounts", doc_md=SELECT_ACCOUNTS_DOC)
+    @task(task_id="select_accounts", doc_md=SELECT_ACCOUNTS_DOC, on_failure_callback=_notifier())
     def select(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -197,7 +197,7 @@ def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
     """A daily task: expire lapsed consents, warn before consents run out, apply the retention."""
     conn_id = tiktok_conn_id or TIKTOK_CONN_ID
 
-    @task(task_id="check_consent", doc_md=CONSENT_DOC, retries=1)
+    @task(task_id="check_consent", doc_md=CONSENT_DOC, retries=1, on_failure_callback=_notifier())
     def check() -> dict[str, Any]:
         from datetime import UTC, datetime
 
@@ -213,15 +213,42 @@ def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
         from tiktok_warehouse.db import get_engine
 
         engine = get_engine(display_hook(conn_id).config.warehouse_conn_id)
-        return daily_account_check(
+        now = datetime.now(UTC)
+        warning_days = parse_warning_days(conf.get(CONFIG_SECTION, "consent_warning_days", fallback=""))
+        summary = daily_account_check(
             engine,
-            now=datetime.now(UTC),
-            warning_days=parse_warning_days(conf.get(CONFIG_SECTION, "consent_warning_days", fallback="")),
+            now=now,
+            warning_days=warning_days,
             retention_days=parse_retention_days(conf.get(CONFIG_SECTION, "disconnected_retention_days", fallback="")),
             log=logging.getLogger("airflow.task"),
         )
+        summary["alerts_sent"] = _consent_alerts(engine, summary["expired"], now=now, warning_days=warning_days)
+        return summary
 
     return check()
+
+
+def _notifier() -> Any:
+    """The on-call notifier (the ``tiktok_alerts`` connection) as a failure callback."""
+    from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
+
+    return TikTokAlertNotifier()
+
+
+def _consent_alerts(engine: Any, expired: list[str], *, now: Any, warning_days: Any) -> int:
+    """Tell on-call about accounts to reconnect and consents running out; an alert never fails the check."""
+    from tiktok_provider.notifications.tiktok import alert_consent_warnings, alert_reconnect_needed
+    from tiktok_warehouse.accounts_admin import AccountsAdmin
+
+    try:
+        sent = sum(alert_reconnect_needed(o, None, reason="the creator's consent ran out") for o in expired)
+        if warning_days is not None:  # the daily check also warns before consents run out
+            warnings = AccountsAdmin(engine).consent_warnings(now=now, thresholds=warning_days)
+            sent += alert_consent_warnings(warnings)
+        return sent
+    except Exception:
+        logging.getLogger("airflow.task").warning("Consent alerts were not sent", exc_info=True)
+        return 0
 
 
 def summary_task(results: Any) -> Any:
@@ -268,7 +295,9 @@ def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = Non
 
     from tiktok_warehouse.accounts_admin import AccountsAdmin
 
-    for open_id in AccountsAdmin(store.engine).expire_lapsed_consents(now=datetime.now(UTC)):
+    expired = AccountsAdmin(store.engine).expire_lapsed_consents(now=datetime.now(UTC))
+    _consent_alerts(store.engine, expired, now=None, warning_days=None)
+    for open_id in expired:
         log.warning(
             "Account %s: its refresh token has run out; marked reauth_required and skipped. Ask the creator "
             "to reconnect it (TikTok accounts page, or the %s DAG).",
@@ -340,6 +369,7 @@ def quality_check(task_id: str, sql: str, *, what: str, tiktok_conn_id: str | No
         doc_md=CHECK_DOC.format(task_id=task_id, what=what),
         retries=1,
         trigger_rule="all_done",
+        on_failure_callback=_notifier(),
     )
 
 

@@ -38,9 +38,15 @@ def warehouse_token_store(config: TikTokConnectionConfig, *, tiktok_conn_id: str
 
 
 def display_hook(
-    tiktok_conn_id: str = TIKTOK_CONN_ID, *, sleep: Callable[[float], None] | None = None
+    tiktok_conn_id: str = TIKTOK_CONN_ID,
+    *,
+    sleep: Callable[[float], None] | None = None,
+    priority: str = "normal",
 ) -> TikTokDisplayHook:
-    """The hook for ``tiktok_conn_id``, its tokens in the warehouse the connection names."""
+    """The hook for ``tiktok_conn_id``, its tokens in the warehouse the connection names.
+
+    :param priority: its share of the cluster's rate budget (``interactive``, ``normal``, ``bulk``).
+    """
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
     quiet_transport_loggers()
@@ -48,14 +54,20 @@ def display_hook(
     return TikTokDisplayHook(
         tiktok_conn_id,
         token_store_factory=lambda config: warehouse_token_store(config, tiktok_conn_id=tiktok_conn_id),
+        priority=priority,
         **extra,
     )
 
 
 def warehouse_of(hook: TikTokDisplayHook) -> Warehouse:
-    """The warehouse the hook's connection names (where its tasks' loads go), with the removal policy."""
+    """The warehouse the hook's connection names (where its tasks' loads go), with the removal policy.
+
+    ``[tiktok] early_history_days`` is read here, once per task: the loads keep every capture of
+    videos that young (:mod:`tiktok_warehouse.history`).
+    """
     from tiktok_pipeline.removals import POLICY
     from tiktok_warehouse.db import get_engine
+    from tiktok_warehouse.history import young_days_setting
     from tiktok_warehouse.loads import Warehouse
 
-    return Warehouse(get_engine(hook.config.warehouse_conn_id), removals=POLICY)
+    return Warehouse(get_engine(hook.config.warehouse_conn_id), removals=POLICY, young_days=young_days_setting())

@@ -10,7 +10,8 @@ Airflow does not spend retries on them; transient ones are raised as they are an
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,59 @@ class _TikTokToPostgresOperator(BaseOperator):
     def _hook(self) -> TikTokDisplayHook:
         return display_hook(self.tiktok_conn_id)
 
+    #: The Display API endpoint the operator reads (its OpenLineage input).
+    endpoint: str = ""
+
+    @contextmanager
+    def _reconnect_alert(self) -> Iterator[None]:
+        """Tell on-call once when the account must be reconnected; the error goes on as it was."""
+        try:
+            yield
+        except Exception as exc:
+            if getattr(exc, "reauth_required", False):
+                try:
+                    from tiktok_provider.notifications.tiktok import alert_reconnect_needed
+
+                    alert_reconnect_needed(self.open_id, self.account_name, reason=type(exc).__name__)
+                except Exception:  # an alert that cannot go out must not hide the failure itself
+                    self.log.warning("The reconnect alert for %s was not sent", self.open_id, exc_info=True)
+            raise
+
+    def _archive(self, engine: Any, items: list[Any], now: datetime) -> dict[str, Any]:
+        """Archive covers/avatars; a failure is logged and counted, never fails or undoes the load."""
+        if not items or engine is None:
+            return {"checked": 0}
+        from tiktok_pipeline.archive import CoverArchiver, archive_settings
+
+        try:
+            result = CoverArchiver(engine, archive_settings()).archive(items, now=now)
+        except Exception as exc:
+            self.log.warning(
+                "Cover archive of %s failed (%s: %s); the load stands: %s",
+                self.open_id,
+                type(exc).__name__,
+                exc,
+                ", ".join(item.subject_id for item in items[:20]),
+            )
+            return {"checked": len(items), "failed": len(items), "error": type(exc).__name__}
+        return result.summary()  # each refused/failed item is logged by the archiver with its id and reason
+
+    @staticmethod
+    def _count_rows(summary: dict[str, Any]) -> None:
+        """``tiktok.rows_written.<table>`` metrics of one load's summary."""
+        from tiktok_provider import metrics
+
+        metrics.rows_written("profile_snapshots", 1 if summary.get("written") is True else 0)
+        metrics.rows_written("videos", int(summary.get("inserted", 0)) + int(summary.get("updated", 0)))
+        metrics.rows_written("video_snapshots", int(summary.get("snapshots_written", 0)))
+        metrics.rows_written("video_captures", int(summary.get("captures", 0)))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the endpoint in, the warehouse tables out (:mod:`tiktok_pipeline.lineage`)."""
+        from tiktok_pipeline.lineage import operator_lineage
+
+        return operator_lineage(self.endpoint)
+
     @staticmethod
     def _api_summary(hook: TikTokDisplayHook) -> dict[str, Any]:
         return {
@@ -101,6 +155,7 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
     """
 
     template_fields: Sequence[str] = ("fields",)
+    endpoint = "/v2/user/info/"
     operator_extra_links = PROFILE_LINKS
 
     def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
@@ -111,13 +166,16 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self._hook()
-        with _failing_fast(self):
+        with _failing_fast(self), self._reconnect_alert():
             user = hook.get_user_info(self.open_id, self.fields)
             self.profile_deep_link = user.get("profile_deep_link")
             captured_at = datetime.now(UTC)
             warehouse = warehouse_of(hook)
             warehouse.upsert_account_profile(self.open_id, user, now=captured_at)
             written = warehouse.upsert_profile_snapshot(self.open_id, user, captured_at=captured_at)
+        from tiktok_pipeline.archive import avatar_items
+
+        archive = self._archive(warehouse.engine, avatar_items(self.open_id, user), captured_at)
         logical = context.get("logical_date")
         if logical is not None and logical.date() != captured_at.date():
             self.log.info(
@@ -128,13 +186,16 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
         self.log.info(
             "Snapshot of %s for %s: %s", self.open_id, captured_at.date(), "written" if written else "unchanged"
         )
-        return {
+        summary = {
             "open_id": self.open_id,
             "snapshot_date": captured_at.date().isoformat(),
             "written": bool(written),
             "fields": sorted(user),
+            "archive": archive,
             **self._api_summary(hook),
         }
+        self._count_rows(summary)
+        return summary
 
 
 class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
@@ -150,6 +211,7 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     """
 
     template_fields: Sequence[str] = ("mode", "lookback_days")
+    endpoint = "/v2/video/list/"
 
     def __init__(self, *, mode: str = "recent", lookback_days: int | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -169,7 +231,7 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
             self.log.info("lookback_days=%s is not used by mode whole_history (it reads every video)", lookback)
         hook = self._hook()
         now = datetime.now(UTC)
-        with _failing_fast(self):
+        with _failing_fast(self), self._reconnect_alert():
             warehouse = warehouse_of(hook)
             summary = sync_videos(
                 hook,
@@ -181,7 +243,9 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
                 now=now,
                 log=self.log,
             )
-        return {**summary, **self._api_summary(hook)}
+        summary = {**summary, **self._api_summary(hook)}
+        self._count_rows(summary)
+        return summary
 
 
 class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
@@ -197,6 +261,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
     """
 
     template_fields: Sequence[str] = ("video_ids", "horizon_minutes")
+    endpoint = "/v2/video/query/"
 
     def __init__(self, *, video_ids: Sequence[str] | None = None, horizon_minutes: int = 60, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -207,11 +272,14 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook()
         now = datetime.now(UTC)
-        with _failing_fast(self):
+        with _failing_fast(self), self._reconnect_alert():
             warehouse = warehouse_of(hook)
             done = refresh_covers(
                 hook, warehouse, self.open_id, video_ids=self.video_ids, horizon=timedelta(minutes=horizon), now=now
             )
+        from tiktok_pipeline.archive import cover_items
+
+        archive = self._archive(warehouse.engine, cover_items(self.open_id, done.answers), now)
         self.log.info(
             "Cover refresh of %s: %d queried (%d pending or recently removed), %d updated, %d restored; "
             "%d left out: %d newly pending, %d confirmed removed, %d held",
@@ -225,7 +293,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
             done.removed,
             done.held,
         )
-        return {
+        summary = {
             "open_id": self.open_id,
             "requested": done.requested,
             "updated": done.updated,
@@ -235,5 +303,10 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
             "removals_pending": done.pending,
             "removed": done.removed,
             "removals_held": done.held,
+            "snapshots_written": done.snapshots_written,
+            "captures": done.captures,
+            "archive": archive,
             **self._api_summary(hook),
         }
+        self._count_rows(summary)
+        return summary

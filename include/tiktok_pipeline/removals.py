@@ -72,11 +72,15 @@ def listed_in_an_earlier_run(sync: SyncState, context: Any, now: datetime) -> bo
 
 def confirm_listing_suspects(
     hook: TikTokDisplayHook, warehouse: Warehouse, sync: SyncState, *, now: datetime, log: Any
-) -> None:
-    """Ask ``video/query`` about what the listing should have met but did not; store its answers."""
+) -> dict[str, int]:
+    """Ask ``video/query`` about what the listing should have met but did not; store its answers.
+
+    Returns the snapshot rows and young-video captures its answers wrote.
+    """
+    written = {"snapshots_written": 0, "captures": 0}
     suspects = warehouse.removal_suspects(sync)
     if not suspects:
-        return
+        return written
     log.info(
         "%d videos of %s were not in the listing; asking video/query about them (%d calls) before marking any removed",
         len(suspects),
@@ -84,7 +88,10 @@ def confirm_listing_suspects(
         math.ceil(len(suspects) / QUERY_BATCH),
     )
     for batch, videos in hook.query_videos(sync.open_id, suspects, fields=VIDEO_FIELDS):
-        warehouse.confirm_removals(sync, batch, videos, captured_at=now)
+        answer = warehouse.confirm_removals(sync, batch, videos, captured_at=now)
+        written["snapshots_written"] += answer.snapshots_written
+        written["captures"] += answer.captures
+    return written
 
 
 @dataclass
@@ -99,6 +106,10 @@ class CoverRefresh:
     rechecked: list[str] = field(default_factory=list)
     removed: int = 0
     held: int = 0
+    snapshots_written: int = 0
+    captures: int = 0
+    #: The video objects video/query returned (their covers go to the archive).
+    answers: list[Any] = field(default_factory=list)
 
 
 def refresh_covers(
@@ -127,6 +138,9 @@ def refresh_covers(
         done.missing += len(result.missing)
         done.pending += result.pending
         confirmed += result.confirmed
+        done.snapshots_written += result.snapshots_written
+        done.captures += result.captures
+        done.answers.extend(videos)
     # Marked only now, with every answer in hand: the share guard judges the run as a whole.
     judged = warehouse.mark_removals(open_id, confirmed, now=now)
     done.removed, done.held = judged.removed, judged.held

@@ -66,7 +66,7 @@ def sync_videos(
     starts, so a failing video/query never holds back new videos.
     """
     window = requested_window(mode, lookback_days, now)
-    loaded = {"inserted": 0, "updated": 0, "unchanged": 0}
+    loaded = {"inserted": 0, "updated": 0, "unchanged": 0, "snapshots_written": 0, "captures": 0}
     pages = unidentified = 0
     hook.access_token(open_id)  # fail fast on a disconnected account before touching sync state
     sync = warehouse.begin_sync(open_id, mode, window_start=window, now=now)
@@ -117,7 +117,9 @@ def sync_videos(
         sync = warehouse.end_listing(sync, now=now)
     else:
         log.info("The listing of this sync ended in an earlier try; confirming its removal suspects")
-    confirm_listing_suspects(hook, warehouse, sync, now=now, log=log)
+    confirmed = confirm_listing_suspects(hook, warehouse, sync, now=now, log=log)
+    loaded["snapshots_written"] += confirmed["snapshots_written"]
+    loaded["captures"] += confirmed["captures"]
     finished = warehouse.finish_sync(sync, now=now)
     if sync.unidentified:
         log.warning(

@@ -79,6 +79,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tiktok_provider.fields import VIDEO_FIELDS as API_VIDEO_FIELDS
 from tiktok_provider.sanitize import INT_BOUNDS, MAX_TIMESTAMP, clean_int, clean_text, int_bounds
+from tiktok_warehouse.history import DEFAULT_YOUNG_DAYS, record_captures
 from tiktok_warehouse.tables import (
     SYNC_MODES,
     accounts,
@@ -401,6 +402,8 @@ class PageResult:
     #: Videos this sync had not seen on an earlier page (pages may overlap at their boundary).
     new_in_sync: int
     sync: SyncState
+    #: Captures of young videos kept (``tiktok.video_captures``).
+    captures: int = 0
 
 
 @dataclass(frozen=True)
@@ -440,6 +443,8 @@ class ConfirmResult:
     missing: int
     updated: int
     snapshots_written: int
+    #: Captures of young videos kept (``tiktok.video_captures``).
+    captures: int = 0
 
 
 @dataclass(frozen=True)
@@ -461,6 +466,8 @@ class QueryResult:
     #: Of those, live videos pending since at least ``confirm_after`` before this answer: the
     #: caller marks them with :meth:`Warehouse.mark_removals` once it has every answer of its run.
     confirmed: list[str] = field(default_factory=list)
+    #: Captures of young videos kept (``tiktok.video_captures``).
+    captures: int = 0
 
 
 @dataclass(frozen=True)
@@ -785,10 +792,17 @@ def _finish_result(row: Row[Any], *, unconfirmed: int) -> FinishResult:
 class Warehouse:
     """Idempotent loads of accounts, profile snapshots and videos, with resumable sync checkpoints."""
 
-    def __init__(self, engine: Engine, *, removals: RemovalRules | None = None) -> None:
-        """:param removals: the removal policy; needed by the calls that judge removals, not by the others."""
+    def __init__(
+        self, engine: Engine, *, removals: RemovalRules | None = None, young_days: int = DEFAULT_YOUNG_DAYS
+    ) -> None:
+        """
+        :param removals: the removal policy; needed by the calls that judge removals, not by the others.
+        :param young_days: the video loads also keep every capture of a video posted this recently
+            (``tiktok.video_captures``, :mod:`tiktok_warehouse.history`); 0 keeps none.
+        """
         self.engine = engine
         self._removals = removals
+        self.young_days = young_days
 
     @property
     def removals(self) -> RemovalRules:
@@ -971,6 +985,7 @@ class Warehouse:
                     "it takes no more pages (confirm its removal suspects and finish it)."
                 )
             tally = _load(conn, sync.open_id, videos, captured_at, sync_id=sync.sync_id)
+            captures = record_captures(conn, sync.open_id, videos, captured_at, "list", self.young_days)
             row = conn.execute(
                 update(sync_state)
                 .where(sync_state.c.sync_id == sync.sync_id)
@@ -990,6 +1005,7 @@ class Warehouse:
             snapshots_written=tally.snapshots_written,
             new_in_sync=tally.new_in_sync,
             sync=_sync_state(row, resumed=sync.resumed),
+            captures=captures,
         )
 
     @staticmethod
@@ -1106,6 +1122,7 @@ class Warehouse:
                 ).scalars()
             )
             tally = _load(conn, row.open_id, videos, captured_at)
+            captures = record_captures(conn, row.open_id, videos, captured_at, "query", self.young_days)
             returned = {clean_text(v["id"]) for v in videos if v.get("id")}
             live = sorted(suspects & returned)
             gone = sorted(suspects - returned)
@@ -1133,6 +1150,7 @@ class Warehouse:
             missing=len(gone),
             updated=tally.inserted + tally.updated,
             snapshots_written=tally.snapshots_written,
+            captures=captures,
         )
 
     def finish_sync(self, sync: SyncState, *, now: datetime) -> FinishResult:
@@ -1296,6 +1314,7 @@ class Warehouse:
                     )
                 ).scalar_one()
             tally = _load(conn, open_id, videos, captured_at)
+            captures = record_captures(conn, open_id, videos, captured_at, "query", self.young_days)
             missing = [i for i in requested if i not in set(returned)]
             confirmed: list[str] = []
             pending = 0
@@ -1325,6 +1344,7 @@ class Warehouse:
             missing=missing,
             pending=pending,
             confirmed=confirmed,
+            captures=captures,
         )
 
     def mark_removals(self, open_id: str, video_ids: Sequence[str], *, now: datetime) -> RemovalResult:

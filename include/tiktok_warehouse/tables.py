@@ -250,3 +250,110 @@ oauth_states = Table(
     _ts("used_at"),
 )
 Index(None, oauth_states.c.expires_at)
+
+# -- Early history, cover archive (migration 0010) ----------------------------------------------
+
+#: Where a capture came from: a ``video/list`` page (backfill, incremental) or ``video/query`` (cover refresh).
+CAPTURE_SOURCES = ("list", "query")
+#: What an archived image belongs to: a video's cover, or an account's avatar.
+ARCHIVE_KINDS = ("cover", "avatar")
+VIEW_NAMES = (
+    *VIEW_NAMES,
+    "video_early_metrics",
+    "account_early_medians",
+    "mart_account_daily_growth",
+    "mart_video_engagement",
+    "mart_posting_cadence",
+    "mart_videos_removed_weekly",
+)
+#: Materialized (refreshed by ``tiktok.refresh_marts()``, see tiktok_warehouse.marts); not in VIEW_NAMES.
+MATERIALIZED_VIEW_NAMES = ("mart_account_engagement", "mart_top_videos_7d")
+
+video_captures = Table(
+    "video_captures",
+    metadata,
+    # Every capture of a video younger than N days (``[tiktok] early_history_days``, default 14),
+    # taken from answers the backfill and the cover refresh already get: no extra API call.
+    # No foreign key to videos: a removed video keeps its history; an account's purge removes it.
+    Column("video_id", Text, primary_key=True),
+    Column("captured_at", DateTime(timezone=True), primary_key=True),
+    Column(
+        "open_id",
+        Text,
+        ForeignKey("tiktok.accounts.open_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # From the answer itself, so a capture is an age without joining videos.
+    _ts("create_time", nullable=False),
+    Column("view_count", BigInteger),
+    Column("like_count", BigInteger),
+    Column("comment_count", BigInteger),
+    Column("share_count", BigInteger),
+    Column("source", Text, nullable=False),
+    CheckConstraint("source IN ('list', 'query')", name="source"),
+)
+Index(None, video_captures.c.open_id, video_captures.c.captured_at)
+
+archive_blobs = Table(
+    "archive_blobs",
+    metadata,
+    # One stored object per distinct content: the same bytes are never written twice.
+    Column("sha256", Text, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("content_type", Text, nullable=False),
+    _ts("stored_at", nullable=False),
+    CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256"),
+)
+
+cover_archive = Table(
+    "cover_archive",
+    metadata,
+    # One row per content version of a video's cover or an account's avatar. The newest row of a
+    # subject is its current image; a removed video keeps its rows (and its blob).
+    Column("kind", Text, primary_key=True),
+    Column("subject_id", Text, primary_key=True),
+    Column("sha256", Text, ForeignKey("tiktok.archive_blobs.sha256"), primary_key=True),
+    Column(
+        "open_id",
+        Text,
+        ForeignKey("tiktok.accounts.open_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("path", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("content_type", Text, nullable=False),
+    # The CDN's validator of this content, for a conditional request next time (If-None-Match).
+    Column("etag", Text),
+    _ts("archived_at", nullable=False),
+    # The last time the CDN confirmed this content (a 304, or the same bytes again).
+    _ts("checked_at", nullable=False),
+    CheckConstraint("kind IN ('cover', 'avatar')", name="kind"),
+)
+Index(None, cover_archive.c.open_id)
+
+rate_budget_slots = Table(
+    "rate_budget_slots",
+    metadata,
+    # The cluster-wide API rate budget (tiktok_provider.budget): ``limit`` rows per app and endpoint.
+    # ``app`` is a hash of the API host and client key. A slot is free once ``free_at`` has passed:
+    # taking it sets ``free_at`` a window ahead (its lease), the answer a window after the answer.
+    Column("app", Text, primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    Column("slot_no", Integer, primary_key=True),
+    _ts("free_at", nullable=False),
+    # host:pid of the process holding the slot (None once released): for a DBA, and for release.
+    Column("holder", Text),
+)
+Index(None, rate_budget_slots.c.app, rate_budget_slots.c.endpoint, rate_budget_slots.c.free_at)
+
+rate_budget_state = Table(
+    "rate_budget_state",
+    metadata,
+    # Per app and endpoint: until when a 429 stops every process of the app from sending to it, and
+    # until when a waiting caller above bulk keeps bulk callers (full backfills) out.
+    Column("app", Text, primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    _ts("paused_until"),
+    _ts("wanted_until"),
+)

@@ -77,7 +77,7 @@ _NOT_READY_ADVICE = {
     "42703": "tiktok.accounts lacks columns this version needs: migrate the warehouse (make migrate, or "
     "python -m tiktok_warehouse.migrate)",
     "42501": "the warehouse login may not write tiktok.accounts: grant it DML on schema tiktok (python -m "
-    "tiktok_local.dag_role)",
+    "tiktok_ops.dag_role)",
     "25006": "the tiktok_warehouse connection points at a read-only database (a replica?): point it at the primary",
 }
 # TikTok tokens look like "act.<...>" and "rft.<...>"; scrubbed from any text we persist.

@@ -53,6 +53,7 @@ from tiktok_accounts.service import (
     Backend,
     UserFacingError,
     account_views,
+    archived_blob,
     disconnect,
     finish_connect,
     handle_webhook,
@@ -361,6 +362,27 @@ def create_app() -> FastAPI:
                 for view in views
             ]
         }
+
+    @app.get("/covers/{sha256}")
+    def archived_cover(sha256: str, user: Any = CurrentUser) -> Response:
+        """An archived cover, by content hash: only blobs the warehouse lists, never a path from the request."""
+        from airflow.sdk import ObjectStoragePath
+
+        from tiktok_pipeline.archive import archive_settings
+
+        sec.forbid_unless(sec.can_read(user, PROFILE_DAG), "read the runs of the TikTok DAGs")
+        blob = archived_blob(Backend.load().admin.engine, sha256)
+        if blob is None or not blob[1].startswith("image/"):
+            raise HTTPException(status_code=404, detail="No archived image with that hash")
+        path, content_type = blob
+        body = ObjectStoragePath(path, conn_id=archive_settings().conn_id).read_bytes()
+        headers = {
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "X-Content-Type-Options": "nosniff",
+            # Content-addressed: the bytes behind a hash never change.
+            "Cache-Control": "private, max-age=86400, immutable",
+        }
+        return Response(body, media_type=content_type, headers=headers)
 
     @app.get("/icon.svg")
     def icon(user: Any = CurrentUser) -> Response:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,12 @@ dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
 .soon { color: var(--warn); font-weight: 600; } .expired { color: var(--bad); font-weight: 600; }
 .chart svg { display: block; max-width: 100%; } .chart polyline { fill: none; stroke: var(--accent); stroke-width: 2; }
 .chart text { fill: var(--muted); font-size: 10px; } .chart line { stroke: var(--line); }
+.videos h3 { font-size: 13px; margin: 8px 0 4px; } .tiles { display: flex; flex-wrap: wrap; gap: 8px; }
+.video { margin: 0; width: 150px; }
+.video .cover, .video .nocover { width: 96px; height: 128px; object-fit: cover; display: block; }
+.video figcaption { font-size: 11px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.early polyline { fill: none; stroke: var(--accent); stroke-width: 1.5; } .early circle { fill: var(--accent); }
+.early text { fill: var(--muted); font-size: 8px; }
 .actions { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-top: .6rem; }
 .actions form { display: inline-flex; gap: .4rem; align-items: center; margin: 0; }
 button { font: inherit; padding: .25rem .8rem; border-radius: 5px; border: 1px solid var(--line); background: var(--bg);
@@ -171,6 +178,67 @@ def follower_chart(points: Sequence[FollowerPoint], *, days: int, now: datetime)
     )
 
 
+#: The marks of the early-views curve, in order (``tiktok.video_early_metrics``; 28d left out).
+EARLY_MARKS = ("1h", "6h", "24h", "7d")
+
+
+@dataclass(frozen=True)
+class VideoTile:
+    """One of an account's latest videos: its archived cover (by content hash) and its early views."""
+
+    video_id: str
+    title: str | None
+    cover_sha256: str | None
+    #: mark -> views at that mark, for the marks with an observation.
+    early_views: dict[str, int] = field(default_factory=dict)
+
+
+def early_curve(views: dict[str, int]) -> str:
+    """A small inline SVG of views at 1h/6h/24h/7d (numbers only, nothing to escape)."""
+    points = [(i, views[m]) for i, m in enumerate(EARLY_MARKS) if isinstance(views.get(m), int)]
+    if not points:
+        return '<span class="muted nocurve">no early views yet</span>'
+    width, height, pad = 150, 44, 6
+    hi = max(max(v for _, v in points), 1)
+
+    def x(i: int) -> float:
+        return pad + (width - 2 * pad) * i / (len(EARLY_MARKS) - 1)
+
+    def y(v: int) -> float:
+        return height - 12 - (height - 18) * v / hi
+
+    line = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in points)
+    dots = "".join(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2"/>' for i, v in points)
+    labels = "".join(f'<text x="{x(i) - 5:.1f}" y="{height - 1}">{m}</text>' for i, m in enumerate(EARLY_MARKS))
+    return (
+        f'<svg class="early" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="Views at 1 h, 6 h, 24 h and 7 d after posting">'
+        f'<polyline points="{line}"/>{dots}{labels}</svg>'
+    )
+
+
+def _videos(ctx: PageContext, tiles: Sequence[VideoTile]) -> str:
+    if not tiles:
+        return ""
+    items = []
+    for tile in tiles:
+        sha = tile.cover_sha256 if tile.cover_sha256 and _SHA256.fullmatch(tile.cover_sha256) else None
+        cover = (
+            f'<img class="cover" src="{e(ctx.root)}/covers/{sha}" alt="" loading="lazy" width="96" height="128">'
+            if sha
+            else '<div class="nocover muted">not archived yet</div>'
+        )
+        title = e((tile.title or "")[:80]) or '<span class="muted">(no title)</span>'
+        items.append(
+            f'<figure class="video" data-video-id="{e(tile.video_id)}">{cover}'
+            f"<figcaption>{title}</figcaption>{early_curve(tile.early_views)}</figure>"
+        )
+    return f'<div class="videos"><h3>Latest videos</h3><div class="tiles">{"".join(items)}</div></div>'
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 # -- pages ------------------------------------------------------------------------------------------
 
 
@@ -192,6 +260,7 @@ class AccountView:
     chart: str
     growth: int | None
     links: list[TaskLink] = field(default_factory=list)
+    videos: list[VideoTile] = field(default_factory=list)
 
     @property
     def unhealthy(self) -> bool:
@@ -344,7 +413,7 @@ def _card(ctx: PageContext, view: AccountView, days: int) -> str:
 <dt>Covers stale now</dt><dd>{h.covers_stale:,}</dd>
 <dt>Followers</dt><dd>{followers}</dd>
 <dt>Latest tasks</dt><dd>{links}</dd></dl>
-<div class="chart">{view.chart}</div>
+<div class="chart">{view.chart}</div>{_videos(ctx, view.videos)}
 <div class="actions">{"".join(actions)}</div></section>"""
 
 

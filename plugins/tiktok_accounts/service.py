@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tiktok_accounts.oauth import authorize_redirect, code_challenge, new_code_verifier, new_state
-from tiktok_accounts.pages import AccountView, TaskLink, follower_chart
+from tiktok_accounts.pages import EARLY_MARKS, AccountView, TaskLink, VideoTile, follower_chart
 from tiktok_accounts.webhook import parse_event, verify_signature
 from tiktok_pipeline.common import OPEN_ID
 from tiktok_pipeline.names import BACKFILL_DAG_ID, COVER_DAG_ID, PROFILE_DAG_ID, TIKTOK_CONN_ID
@@ -189,9 +189,56 @@ def account_views(
                 chart=follower_chart(points, days=days, now=now),
                 growth=points[-1].followers - points[0].followers if len(points) >= 2 else None,
                 links=links.get(health.open_id, []),
+                videos=latest_videos(admin.engine, health.open_id),
             )
         )
     return views
+
+
+#: How many of an account's latest videos the page shows.
+LATEST_VIDEOS = 6
+
+
+def latest_videos(engine: Engine, open_id: str, *, limit: int = LATEST_VIDEOS) -> list[VideoTile]:
+    """The account's latest videos with their archived cover (content hash) and views at 1h/6h/24h/7d."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT v.id, v.title, (SELECT a.sha256 FROM tiktok.cover_archive AS a WHERE a.kind = 'cover'"
+                " AND a.subject_id = v.id ORDER BY a.checked_at DESC LIMIT 1) AS sha256"
+                " FROM tiktok.videos AS v WHERE v.open_id = :o"
+                " ORDER BY v.create_time DESC NULLS LAST, v.id LIMIT :n"
+            ),
+            {"o": open_id, "n": limit},
+        ).all()
+        early: dict[str, dict[str, int]] = {}
+        if rows:
+            for video_id, mark, views in conn.execute(
+                text(
+                    "SELECT video_id, mark, view_count FROM tiktok.video_early_metrics"
+                    " WHERE video_id = ANY(:ids) AND mark = ANY(:marks) AND view_count IS NOT NULL"
+                ),
+                {"ids": [r[0] for r in rows], "marks": list(EARLY_MARKS)},
+            ):
+                early.setdefault(video_id, {})[mark] = int(views)
+    return [VideoTile(r[0], r[1], r[2], early.get(r[0], {})) for r in rows]
+
+
+def archived_blob(engine: Engine, sha256: str) -> tuple[str, str] | None:
+    """The stored path and content type of an archived image the warehouse lists, or None."""
+    import re
+
+    from sqlalchemy import text
+
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT path, content_type FROM tiktok.archive_blobs WHERE sha256 = :s"), {"s": sha256}
+        ).first()
+    return (row[0], row[1]) if row else None
 
 
 def latest_task_links(open_ids: Sequence[str], *, ui: str) -> dict[str, list[TaskLink]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tiktok_provider import errors
+from tiktok_provider import errors, metrics
 from tiktok_provider.connection import mask
 from tiktok_provider.errors import AccountNotFound, TokenStoreError
 from tiktok_provider.responses import decode_json, parse_oauth
@@ -387,7 +387,9 @@ class AccessTokens:
                 self.log.info("The refresh token of account %s may have expired; trying it all the same", open_id)
             self.log.info("Refreshing the access token of account %s", open_id)
             self.counts.refreshes += 1
-            return self.oauth.refresh_grant(current.refresh_token, open_id=open_id, deadline=deadline, cutoff=cutoff)
+            grant = self.oauth.refresh_grant(current.refresh_token, open_id=open_id, deadline=deadline, cutoff=cutoff)
+            metrics.token_refresh()  # TikTok answered with new tokens
+            return grant
 
         return refresh
 

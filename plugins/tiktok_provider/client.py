@@ -1,8 +1,9 @@
 """The transport: one HTTP request to TikTok, THE retry policy, pacing, and the per-request counters.
 
 :class:`TikTokClient` builds each URL (refusing bearer tokens over plain http to remote hosts),
-paces requests per endpoint (:func:`tiktok_provider.ratelimit.limiter_for`), reads an answer by a
-cutoff however slowly it arrives, and retries what is worth retrying (:meth:`TikTokClient.retrying`).
+paces requests per endpoint from the cluster's shared budget
+(:func:`tiktok_provider.budget.budget_for`), reads an answer by a cutoff however slowly it arrives,
+and retries what is worth retrying (:meth:`TikTokClient.retrying`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import tenacity
 
 from tiktok_provider import errors
-from tiktok_provider.ratelimit import limiter_for
+from tiktok_provider.budget import budget_for
 from tiktok_provider.responses import Envelope, parse_envelope
 
 if TYPE_CHECKING:
@@ -167,8 +168,11 @@ class TikTokClient:
         counts: RequestCounts,
         sleep: Callable[[float], None] = time.sleep,
         log: logging.Logger | Any = None,
+        priority: str = "normal",
     ) -> None:
         self.config = config
+        #: The caller's share of the shared budget: ``interactive``, ``normal`` or ``bulk``.
+        self.priority = priority
         self.session = session
         self.counts = counts
         self.sleep = sleep
@@ -207,7 +211,7 @@ class TikTokClient:
 
         url = self.url(path, bearer=bearer is not None or form is not None)
         cfg = self.config
-        limiter = limiter_for(cfg.base_url, path, cfg.rate_limit_per_minute, cfg.rate_limit_window_seconds)
+        limiter = budget_for(cfg, path)
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         timeout = (cfg.connect_timeout, cfg.read_timeout)
         started = time.monotonic()
@@ -216,7 +220,7 @@ class TikTokClient:
             left = max(0.1, cutoff - time.monotonic())
             timeout = (min(cfg.connect_timeout, left), min(cfg.read_timeout, left))
         try:
-            with limiter.slot():
+            with limiter.slot(self.priority):
                 self.counts.calls[path] += 1
                 resp = self.session.request(
                     method,
@@ -291,7 +295,10 @@ class TikTokClient:
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             retry_after = getattr(exc, "retry_after", None)
-            return min(float(retry_after), cap) if retry_after is not None else jitter(state)
+            delay = min(float(retry_after), cap) if retry_after is not None else jitter(state)
+            if isinstance(exc, errors.TikTokRateLimited):
+                budget_for(self.config, what).pause(delay)  # the whole app backs off, not this process
+            return delay
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None

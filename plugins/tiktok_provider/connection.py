@@ -54,6 +54,15 @@ class TikTokConnectionConfig:
     #: Hosts (besides loopback) that may get bearer tokens over plain http: a simulator in its own
     #: container, never a real API host.
     insecure_http_hosts: frozenset[str] = frozenset()
+    #: Where every process's requests draw from one budget: ``postgres``, ``redis`` or ``process``
+    #: (each process alone); see :mod:`tiktok_provider.budget`.
+    rate_budget: str = "postgres"
+    rate_budget_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID
+    rate_budget_redis_url: str | None = field(repr=False, default=None)
+    #: Share of each window a ``bulk`` caller (a whole-history backfill) leaves free for the others.
+    rate_budget_reserve: float = 0.2
+    #: Share of the limit one process paces at while the budget's store is unreachable.
+    rate_budget_fallback_share: float = 0.125
     #: One INFO line per request on the ``tiktok_provider.requests`` logger (see the client).
     request_log: bool = True
 
@@ -85,5 +94,12 @@ class TikTokConnectionConfig:
             refresh_margin_seconds=num("refresh_margin_seconds", 300.0),
             refresh_lease_seconds=num("refresh_lease_seconds", 120.0),
             insecure_http_hosts=frozenset(_host_list(extra.get("insecure_http_hosts"))),
+            rate_budget=str(extra.get("rate_budget") or "postgres"),
+            rate_budget_conn_id=(
+                extra.get("rate_budget_conn_id") or extra.get("warehouse_conn_id") or DEFAULT_WAREHOUSE_CONN_ID
+            ),
+            rate_budget_redis_url=extra.get("rate_budget_redis_url") or extra.get("rate_budget_redis_conn_id") or None,
+            rate_budget_reserve=num("rate_budget_reserve", 0.2),
+            rate_budget_fallback_share=num("rate_budget_fallback_share", 0.125),
             request_log=str(extra.get("request_log", "true")).strip().lower() not in ("false", "0", "no", "off"),
         )

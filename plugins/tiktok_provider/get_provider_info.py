@@ -29,6 +29,7 @@ def get_provider_info() -> dict[str, Any]:
             "tiktok_provider.links.AccountLink",
             "tiktok_provider.links.TikTokProfileLink",
         ],
+        "notifications": ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "tiktok_provider.hooks.tiktok.TikTokDisplayHook",

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tiktok_provider import metrics
+
 
 class SlidingWindowLimiter:
     """Allow at most ``limit`` requests in any ``window`` seconds, as the API counts them.
@@ -43,6 +45,8 @@ class SlidingWindowLimiter:
         self._released: deque[float] = deque()  # release times, oldest first
         self._in_flight = 0
         self._lock = threading.Lock()
+        #: The endpoint the limiter paces (names its ``tiktok.budget_waits`` metric).
+        self.endpoint = "unknown"
 
     def acquire(self) -> float:
         """Block until a request may go out and take its slot; return the seconds waited."""
@@ -70,6 +74,8 @@ class SlidingWindowLimiter:
     def slot(self) -> Iterator[float]:
         """Hold a slot around one request; yield the seconds waited for it."""
         waited = self.acquire()
+        if waited > 0:
+            metrics.budget_wait(self.endpoint, waited)
         try:
             yield waited
         finally:
@@ -86,4 +92,5 @@ def limiter_for(base_url: str, endpoint: str, limit: int, window: float) -> Slid
     with _registry_lock:
         if key not in _registry:
             _registry[key] = SlidingWindowLimiter(limit, window)
+            _registry[key].endpoint = endpoint
         return _registry[key]

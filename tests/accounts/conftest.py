@@ -3,7 +3,7 @@
 It has databases, an AIRFLOW_HOME and ports of its own (the simulator's and the log servers' are
 free ports), three UI users (``admin``, ``user``: may trigger DAGs, ``viewer``: read-only), and
 ``[tiktok_accounts] public_base_url`` set, so the OAuth redirect_uri is the configured one. It is
-stopped with ``python -m tiktok_local.up stop`` and its databases dropped, even when tests fail.
+stopped with ``python -m tiktok_tools.up stop`` and its databases dropped, even when tests fail.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,10 +25,11 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from stack_support import drop_databases, free_port, run_module, stack_env
 
-from tiktok_local import up
-from tiktok_local.settings import ROOT, Settings
+from tiktok_ops.settings import ROOT, Settings
 from tiktok_sim.testing import SimulatorAdmin
+from tiktok_tools import up
 
 SETTINGS = Settings.from_env()
 UI_PORTS = range(8090, 8100)
@@ -37,31 +37,11 @@ USERS = "admin:admin,user:user,viewer:viewer"
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ui_port() -> int:
     for port in UI_PORTS:
         if not up._port_in_use("127.0.0.1", port):
             return port
     raise RuntimeError("no free port in 8090-8099 for the accounts UI stack")
-
-
-def _drop_databases(*names: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    conn = psycopg2.connect(f"{SETTINGS.pg_server}/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for name in names:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -173,26 +153,20 @@ class AccountsStack:
 @contextlib.contextmanager
 def accounts_stack(home: Path) -> Iterator[AccountsStack]:
     airflow_db, warehouse_db = f"{SETTINGS.airflow_db}_stack", f"{SETTINGS.warehouse_db}_stack"
-    port, sim_port = _ui_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "TIKTOK_"))}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
-            "TIKTOK_PG_SERVER": SETTINGS.pg_server,
-            "TIKTOK_AIRFLOW_DB": airflow_db,
-            "TIKTOK_WAREHOUSE_DB": warehouse_db,
-            "TIKTOK_SIM_PORT": str(sim_port),
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
-            "AIRFLOW__TIKTOK_ACCOUNTS__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            # Short, so that the hanging-revoke test waits seconds, not the default 10.
-            "AIRFLOW__TIKTOK_ACCOUNTS__REQUEST_TIMEOUT_SECONDS": "3",
-        }
+    port, sim_port = _ui_port(), free_port()
+    env = stack_env(
+        home=home,
+        airflow_db=airflow_db,
+        warehouse_db=warehouse_db,
+        sim_port=sim_port,
+        TIKTOK_PG_SERVER=SETTINGS.pg_server,
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=USERS,
+        AIRFLOW__TIKTOK_ACCOUNTS__PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        # Short, so that the hanging-revoke test waits seconds, not the default 10.
+        AIRFLOW__TIKTOK_ACCOUNTS__REQUEST_TIMEOUT_SECONDS="3",
     )
-    _drop_databases(airflow_db, warehouse_db)
+    drop_databases(SETTINGS.pg_server, airflow_db, warehouse_db)
     stack = AccountsStack(
         url=f"http://127.0.0.1:{port}",
         sim_url=f"http://127.0.0.1:{sim_port}",
@@ -201,25 +175,19 @@ def accounts_stack(home: Path) -> Iterator[AccountsStack]:
         env=env,
     )
 
-    def run(*argv: str, timeout: float) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-        )
-        assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-
     try:
         began = time.monotonic()
-        run("tiktok_local.bootstrap", timeout=180)
-        run("tiktok_local.up", "start", "--sim-accounts", "1", "--sim-videos", "20", timeout=300)
+        run_module(env, "tiktok_ops.bootstrap", timeout=180)
+        run_module(env, "tiktok_tools.up", "start", "--sim-accounts", "1", "--sim-videos", "20", timeout=300)
         print(f"\naccounts stack on {stack.url} up in {time.monotonic() - began:.0f}s", file=sys.stderr)
         yield stack
     finally:
         if stack._engine is not None:
             stack._engine.dispose()
         # `up stop`, but SIGKILL after 10 s instead of 30: nothing of this stack needs a clean shutdown.
-        stop = "from tiktok_local import up; up.stop(up.configure(), timeout=10)"
+        stop = "from tiktok_tools import up; up.stop(up.configure(), timeout=10)"
         subprocess.run([sys.executable, "-c", stop], env=env, cwd=ROOT, capture_output=True, timeout=120)
-        _drop_databases(airflow_db, warehouse_db)
+        drop_databases(SETTINGS.pg_server, airflow_db, warehouse_db)
 
 
 @pytest.fixture(scope="session")

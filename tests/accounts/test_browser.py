@@ -16,22 +16,20 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
+from stack_support import chromium_page
 
 from tests.accounts.conftest import AccountsStack
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import FrameLocator, Locator, Page
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 SHOTS = ROOT / "test-artifacts" / "accounts"
 DOCS_SHOT = ROOT / "docs" / "accounts-page.png"
 CREATOR = "Noor Browser-Test"
@@ -39,20 +37,9 @@ CREATOR = "Noor Browser-Test"
 
 @pytest.fixture(scope="module")
 def page(stack: AccountsStack) -> Iterator[Page]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(width=1280) as page:
+        yield page
 
 
 def accounts_frame(page: Page) -> FrameLocator:
@@ -62,6 +49,39 @@ def accounts_frame(page: Page) -> FrameLocator:
 
 def card(page: Page, open_id: str) -> Locator:
     return accounts_frame(page).locator(f'section.card[data-open-id="{open_id}"]')
+
+
+def archive_covers_and_early_views(stack: AccountsStack, open_id: str, archive_dir: str) -> list[str]:
+    """Archive the account's covers for real (its simulator's CDN -> a local folder, recorded in the
+    warehouse) and give its latest videos captures at 1 h / 6 h / 24 h after posting, as the cover
+    refresh would have kept them had they been posted hours ago. Returns the latest videos' ids."""
+    from tiktok_pipeline.archive import ArchiveSettings, CoverArchiver, cover_items
+
+    with stack.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, cover_image_url, create_time FROM tiktok.videos WHERE open_id = :o"
+                " ORDER BY create_time DESC, id LIMIT 6"
+            ),
+            {"o": open_id},
+        ).all()
+    videos = [{"id": r[0], "cover_image_url": r[1]} for r in rows]
+    result = CoverArchiver(stack.engine, ArchiveSettings(base=f"file://{archive_dir}")).archive(
+        cover_items(open_id, videos), now=datetime.now(UTC)
+    )
+    assert result.new_versions == len(rows) and not result.failed, result.summary()
+    with stack.engine.begin() as conn:
+        for n, (video_id, _, posted) in enumerate(rows):
+            for hours, views in ((1, 120 + 40 * n), (6, 900 + 150 * n), (24, 2600 + 300 * n)):
+                conn.execute(
+                    text(
+                        "INSERT INTO tiktok.video_captures (video_id, captured_at, open_id, create_time, view_count,"
+                        " like_count, comment_count, share_count, source) VALUES (:v, :c, :o, :t, :views, 0, 0, 0,"
+                        " 'query') ON CONFLICT DO NOTHING"
+                    ),
+                    {"v": video_id, "c": posted + timedelta(hours=hours), "o": open_id, "t": posted, "views": views},
+                )
+    return [r[0] for r in rows]
 
 
 def seed_history(stack: AccountsStack, open_id: str, growth: float, *, required: bool = True) -> None:
@@ -154,15 +174,38 @@ def test_connect_watch_disconnect_and_purge_in_the_browser(page: Page, stack: Ac
                 text("UPDATE tiktok.accounts SET refresh_expires_at = now() + interval '5 days' WHERE open_id = :o"),
                 {"o": other},
             )
+    latest = archive_covers_and_early_views(stack, open_id, str(SHOTS / "cover-archive"))
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"{stack.url}/plugin/tiktok-accounts")
     expect(card(page, open_id).locator(".chart svg polyline")).to_have_count(1)
+    # Its latest videos, with their ARCHIVED covers (served by the plugin by content hash) and early-views curves.
+    tiles = card(page, open_id).locator("figure.video")
+    expect(tiles).to_have_count(6)
+    assert [tiles.nth(i).get_attribute("data-video-id") for i in range(6)] == latest
+    covers = card(page, open_id).locator("img.cover")
+    expect(covers).to_have_count(6)
+    for i in range(6):
+        covers.nth(i).scroll_into_view_if_needed()
+        expect(covers.nth(i)).to_have_attribute("src", re.compile(r"/covers/[0-9a-f]{64}$"))
+    page.wait_for_timeout(500)
+    widths = [covers.nth(i).evaluate("img => img.complete && img.naturalWidth") for i in range(6)]
+    assert all(isinstance(w, int) and w > 0 for w in widths), widths
+    expect(card(page, open_id).locator("svg.early polyline")).to_have_count(6)
+    points = card(page, open_id).locator("svg.early").first.locator("circle")
+    expect(points).to_have_count(3)
+    src = covers.first.get_attribute("src") or ""
+    answer = page.request.get(f"{stack.url}{src}" if src.startswith("/") else src)
+    assert answer.status == 200 and answer.headers["content-type"].startswith("image/")
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    unknown = page.request.get(f"{stack.url}{src[:-64]}{'0' * 64}" if src.startswith("/") else src[:-64] + "0" * 64)
+    assert unknown.status == 404, "only blobs the warehouse lists are served"
     if others:
         expect(card(page, others[0])).to_contain_text("(7-day warning)")
         expect(card(page, others[0])).to_have_class(re.compile("unhealthy"))
     page.screenshot(path=SHOTS / "03-accounts.png")
     if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # refresh the README's picture only when asked
-        page.screenshot(path=DOCS_SHOT)
+        page.screenshot(path=DOCS_SHOT, full_page=True)
 
     # The grid link opens the account's task instance in Airflow, in the top window.
     card(page, open_id).get_by_role("link", name="Profile snapshot").click()

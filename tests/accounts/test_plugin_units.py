@@ -13,7 +13,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tiktok_accounts.oauth import authorize_redirect, chosen_scopes, code_challenge
-from tiktok_accounts.pages import AccountView, PageContext, TaskLink, accounts_page, follower_chart, message_page
+from tiktok_accounts.pages import (
+    AccountView,
+    PageContext,
+    TaskLink,
+    VideoTile,
+    accounts_page,
+    early_curve,
+    follower_chart,
+    message_page,
+)
 from tiktok_accounts.service import Backend, handle_webhook
 from tiktok_accounts.settings import TIKTOK_AUTHORIZE_URL, AccountsSettings
 from tiktok_accounts.webhook import WebhookRejected, parse_event, verify_signature
@@ -170,10 +179,12 @@ def test_every_creator_controlled_string_is_escaped() -> None:
         chart="",
         growth=None,
         links=[TaskLink(XSS, XSS, "/dags/x")],
+        videos=[VideoTile(XSS, XSS, "a" * 64, {"1h": 5}), VideoTile("v2", "t", f"../{XSS}", {})],
     )
     page = accounts_page(
         context(), [view], days=30, redirect_uri=XSS, authorize_host=XSS, notice=("ok", f"Connected {XSS}")
     )
+    assert f"/covers/{'a' * 64}" in page and "/covers/../" not in page  # only a content hash makes a URL
     assert XSS not in page and "<script>alert" not in page
     assert page.count("<script") == 1 and 'nonce="n0nce"' in page  # only our own, nonced script
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -236,3 +247,9 @@ def test_the_webhook_applies_the_retention(clean_warehouse: Engine, retention: i
         now=now,
     )
     assert ignored["result"] == "ignored"
+
+
+def test_the_early_views_curve_is_drawn_from_numbers_only() -> None:
+    svg = early_curve({"1h": 10, "6h": 80, "24h": 300})
+    assert svg.startswith("<svg") and svg.count("<circle") == 3 and "<polyline points=" in svg
+    assert "no early views" in early_curve({})

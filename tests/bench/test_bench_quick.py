@@ -30,7 +30,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "tiktok_local.bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "tiktok_tools.bench", "--quick", "--json", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,

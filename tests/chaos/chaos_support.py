@@ -14,7 +14,8 @@ from typing import Any
 from dag_support import rows, states, tries, xcom  # noqa: F401 - re-exported for the chaos tests
 from sqlalchemy import text
 
-from tiktok_local.settings import Settings, simulator_connections
+from tiktok_ops.settings import Settings
+from tiktok_tools.simaccounts import simulator_connections
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = ROOT / "dags"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from chaos_support import DAGS_DIR, SETTINGS, chaos_connection_env, role_name
 from sqlalchemy.engine import make_url
 
-from tiktok_local.dag_role import create_dag_role
+from tiktok_ops.dag_role import create_dag_role
 
 
 @pytest.fixture(scope="session")
@@ -77,54 +76,28 @@ def frozen_clock(sim: Any) -> Iterator[float]:
 
 
 @pytest.fixture(scope="session")
-def chaos_dags(test_databases: Any) -> dict[str, Any]:
-    """The four DAGs, parsed once, with Airflow retries that start at once (no 30 s retry delay)."""
-    from airflow.dag_processing.dagbag import DagBag
+def chaos_dags(test_databases: Any) -> Any:
+    """The four DAGs, parsed once (param defaults read before any run), with Airflow retries that
+    start at once (no 30 s retry delay)."""
+    from tiktok_tools.dagrun import Dags
 
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    assert bag.import_errors == {}
-    for dag in bag.dags.values():
-        for task in dag.tasks:
-            task.retry_delay = timedelta(0)
-            task.retry_exponential_backoff = 0
-    return bag.dags
-
-
-@pytest.fixture(scope="session")
-def param_defaults(chaos_dags: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every DAG's param defaults, read before any run.
-
-    dag.test() runs tasks in this process on the DAG object itself, and a run's conf stays in that
-    object's params afterwards (a worker would start a fresh process); so every run passes every
-    param, defaults included.
-    """
-    return {dag_id: dict(dag.params.dump()) for dag_id, dag in chaos_dags.items()}
+    return Dags(DAGS_DIR, instant_retries=True)
 
 
 @pytest.fixture
-def run_dag(
-    chaos_dags: dict[str, Any], param_defaults: dict[str, dict[str, Any]], chaos_env: dict[str, str]
-) -> Callable[..., Any]:
+def run_dag(chaos_dags: Any, chaos_env: dict[str, str]) -> Callable[..., Any]:
     """Run a DAG through dag.test() and return the DagRun."""
-
-    def run(dag_id: str, **conf: Any) -> Any:
-        return chaos_dags[dag_id].test(run_conf={**param_defaults[dag_id], **conf})
-
-    return run
+    return chaos_dags.run
 
 
 @pytest.fixture
 def connect(sim: Any, chaos_env: dict[str, str]) -> Callable[..., str]:
     """Create a simulator account and connect it through the real token endpoint; return its open_id."""
     from tiktok_pipeline.hooks import display_hook
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+    from tiktok_sim.testing import DEFAULT_SCOPES
+    from tiktok_tools.simaccounts import connect_sim_account
 
     def connect_one(videos: int = 30, scopes: Any = DEFAULT_SCOPES) -> str:
-        hook = display_hook()
-        account = sim.admin.create_account(videos=videos)
-        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
-        grant = hook.exchange_code(code, DEFAULT_REDIRECT_URI)
-        hook.token_store.save_grant(grant, display_name=account.get("display_name"))
-        return grant.open_id
+        return connect_sim_account(sim.admin, display_hook(), videos=videos, scopes=scopes)
 
     return connect_one

@@ -8,28 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 
 def main() -> int:
     runs = json.loads(sys.argv[1])
-    from tiktok_local import settings
+    from tiktok_ops import settings
 
     settings.apply()
-    from airflow.dag_processing.dagbag import DagBag
+    from tiktok_tools.dagrun import Dags
 
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    assert bag.import_errors == {}, bag.import_errors
-    # A run's conf stays in the DAG object's params after dag.test(): pass every param every time.
-    defaults = {dag_id: dict(dag.params.dump()) for dag_id, dag in bag.dags.items()}
-    for dag in bag.dags.values():
-        for task in dag.tasks:
-            task.retry_delay = timedelta(0)
-            task.retry_exponential_backoff = 0
+    dags = Dags(Path(__file__).resolve().parents[2] / "dags", instant_retries=True)
     results = []
     for dag_id, conf in runs:
-        run = bag.dags[dag_id].test(run_conf={**defaults[dag_id], **conf})
+        run = dags.run(dag_id, **conf)
         results.append({"dag_id": dag_id, "run_id": run.run_id, "state": str(run.state)})
     print(json.dumps({"result": results}), flush=True)
     return 0

@@ -36,7 +36,7 @@ def build_operator(spec: dict[str, Any]) -> Any:
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    from tiktok_local import settings
+    from tiktok_ops import settings
 
     settings.apply()
     from airflow.sdk.exceptions import AirflowFailException

@@ -2,7 +2,7 @@
 
 Airflow's in-process comms (the Task SDK's supervisor) log every message at DEBUG, the values
 handed to ``mask_secret`` included -- before the masker knows them. Our entry points that run
-dag.test() pin those loggers to INFO (``tiktok_local.settings.apply``).
+dag.test() pin those loggers to INFO (``tiktok_ops.settings.apply``).
 """
 
 from __future__ import annotations

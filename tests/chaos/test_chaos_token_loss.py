@@ -25,17 +25,12 @@ def token_calls(sim: Any) -> dict[str, dict[str, int]]:
     return sim.admin.stats()["oauth"]["token"]
 
 
-def new_code(sim: Any) -> tuple[str, str]:
-    from tiktok_sim.testing import DEFAULT_SCOPES
+def new_code(sim: Any) -> tuple[str, dict[str, str]]:
+    """A new account and the connect DAG's conf with a fresh code for it (spend it as often as needed)."""
+    from tiktok_tools.simaccounts import connect_conf
 
     open_id = sim.admin.create_account(videos=3)["open_id"]
-    return open_id, sim.admin.mint_code(open_id, DEFAULT_SCOPES)
-
-
-def connect_conf(code: str) -> dict[str, str]:
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
-
-    return {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}
+    return open_id, connect_conf(sim.admin, open_id)
 
 
 def accounts_of(engine: Any, open_id: str) -> list[tuple]:
@@ -49,14 +44,14 @@ def test_connect_without_the_encryption_key_spends_nothing(sim, run_dag, tiktok_
     open_id, code = new_code(sim)
     tiktok_extra(token_encryption_key="")
     sim.admin.reset_stats()
-    run = run_dag("tiktok_connect_account", **connect_conf(code))
+    run = run_dag("tiktok_connect_account", **code)
     assert states(run)[("connect", -1)] == "failed"
     assert tries(run)[("connect", -1)] == 1, "a missing key is not retried"
     assert token_calls(sim) == {}, "the code was never sent to TikTok"
     assert accounts_of(clean_warehouse, open_id) == []
 
     tiktok_extra()  # the operator adds the key and triggers again with the same code
-    again = run_dag("tiktok_connect_account", **connect_conf(code))
+    again = run_dag("tiktok_connect_account", **code)
     assert str(again.state) == "success", states(again)
     assert accounts_of(clean_warehouse, open_id) == [("active",)]
 
@@ -67,13 +62,13 @@ def test_connect_with_the_warehouse_down_spends_nothing_and_retries(
     open_id, code = new_code(sim)
     monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_WAREHOUSE", "postgresql://nobody:nothing@127.0.0.1:1/tiktok")
     sim.admin.reset_stats()
-    run = run_dag("tiktok_connect_account", **connect_conf(code))
+    run = run_dag("tiktok_connect_account", **code)
     assert states(run)[("connect", -1)] == "failed"
     assert tries(run)[("connect", -1)] == 3, "an unreachable warehouse is retried: the code is still good"
     assert token_calls(sim) == {}, "the code was never sent to TikTok"
 
     monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_WAREHOUSE", chaos_env["AIRFLOW_CONN_TIKTOK_WAREHOUSE"])
-    again = run_dag("tiktok_connect_account", **connect_conf(code))
+    again = run_dag("tiktok_connect_account", **code)
     assert str(again.state) == "success", states(again)
     assert accounts_of(clean_warehouse, open_id) == [("active",)]
 
@@ -88,7 +83,7 @@ def test_a_failure_after_the_tokens_are_stored_does_not_spend_the_code_again(
     sim.admin.fail_next("user_info", "internal_error", count=1000)  # the profile cannot be fetched
     sim.admin.reset_stats()
     try:
-        run = run_dag("tiktok_connect_account", **connect_conf(code))
+        run = run_dag("tiktok_connect_account", **code)
     finally:
         sim.admin.clear_faults()
     assert str(run.state) == "success", states(run)

@@ -20,7 +20,7 @@ def connect_dag():
 
 
 def test_connect_has_its_own_pool_and_outranks_everything_else(connect_dag) -> None:
-    from tiktok_local.bootstrap import CONNECT_POOL
+    from tiktok_ops.bootstrap import CONNECT_POOL
 
     bag = DagBag(dag_folder=str(DAGS_DIR))
     [task] = connect_dag.tasks

@@ -11,7 +11,13 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED = {"tiktok_connect_account", "tiktok_profile_snapshot", "tiktok_video_backfill", "tiktok_cover_refresh"}
+EXPECTED = {
+    "tiktok_connect_account",
+    "tiktok_profile_snapshot",
+    "tiktok_video_backfill",
+    "tiktok_cover_refresh",
+    "tiktok_marts_refresh",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,7 @@ def test_dag_conventions(dagbag: DagBag, dag_id: str) -> None:
         assert task.doc_md, f"{dag_id}.{task.task_id} has no runbook (doc_md)"
 
 
-@pytest.mark.parametrize("dag_id", sorted(EXPECTED - {"tiktok_connect_account"}))
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED - {"tiktok_connect_account", "tiktok_marts_refresh"}))
 def test_api_tasks_retry_and_use_the_pool(dagbag: DagBag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     api_tasks = [t for t in dag.tasks if t.task_id in {"snapshot_profile", "sync_videos", "refresh_covers"}]
@@ -103,7 +109,7 @@ def test_changing_tiktok_conn_id_in_common_moves_every_task(monkeypatch: pytest.
 
 
 def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
-    from tiktok_local import bootstrap
+    from tiktok_ops import bootstrap
     from tiktok_pipeline import common, names
     from tiktok_provider.connection import TikTokConnectionConfig
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
@@ -112,6 +118,15 @@ def test_the_defaults_name_the_same_connections_and_pool_everywhere() -> None:
     assert TikTokDisplayHook.default_conn_name == common.TIKTOK_CONN_ID == names.TIKTOK_CONN_ID
     assert TikTokConnectionConfig.warehouse_conn_id == db.DEFAULT_CONN_ID == names.WAREHOUSE_CONN_ID
     assert bootstrap.API_POOL == common.API_POOL
+
+
+def test_marts_refresh_is_scheduled_on_the_tiktok_assets(dagbag: DagBag) -> None:
+    from tiktok_pipeline.assets import PROFILE_SNAPSHOTS, VIDEO_SNAPSHOTS, VIDEOS
+
+    dag = dagbag.dags["tiktok_marts_refresh"]
+    wanted = {PROFILE_SNAPSHOTS.uri, VIDEOS.uri, VIDEO_SNAPSHOTS.uri}
+    assert {a.uri for a in dag.timetable.asset_condition.objects} == wanted
+    assert PROFILE_SNAPSHOTS.uri == "postgres://tiktok-warehouse:5432/tiktok/tiktok/profile_snapshots"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Whole Airflow stacks for the deploy tests, started the way `make up` starts them.
 
 Each stack gets databases, ports, a queue and an AIRFLOW_HOME of its own, so it runs beside
-`make up`, the demo and other test sessions. It is stopped with `python -m tiktok_local.up stop`
+`make up`, the demo and other test sessions. It is stopped with `python -m tiktok_tools.up stop`
 even when the test fails, and the teardown fails if any of its processes is left.
 """
 
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +20,10 @@ from typing import Any
 
 import pytest
 import requests
+from stack_support import drop_databases, free_port, run_module, stack_env
 
-from tiktok_local import up
-from tiktok_local.settings import ROOT, Settings
+from tiktok_ops.settings import ROOT, Settings
+from tiktok_tools import up
 
 #: The session's settings (the root conftest has chosen its database names by now).
 SETTINGS = Settings.from_env()
@@ -44,32 +43,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv[1:])} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
 def recreate_databases(*names: str) -> None:
     """Drop (ending any session on them) and leave them to bootstrap to create."""
-    import psycopg2
-    from psycopg2 import sql
-
-    conn = psycopg2.connect(f"{SETTINGS.pg_server}/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for name in names:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    drop_databases(SETTINGS.pg_server, *names)
 
 
 @dataclass
@@ -136,27 +112,20 @@ def _session_members(sessions: list[int]) -> list[str]:
 def deployed_stack(
     tag: str, home: Path, *, executor: str, up_args: list[str] = (), extra_env: dict[str, str] | None = None
 ) -> Iterator[DeployedStack]:
-    """Bootstrap and start a stack with ``python -m tiktok_local.up start``; stop it afterwards."""
+    """Bootstrap and start a stack with ``python -m tiktok_tools.up start``; stop it afterwards."""
     airflow_db, warehouse_db = f"{SETTINGS.airflow_db}_{tag}", f"{SETTINGS.warehouse_db}_{tag}"
     api_port, sim_port = free_port(), free_port()
     queue = f"{tag}_{uuid.uuid4().hex[:8]}"
-    # Nothing of this session's Airflow setup (test databases, AIRFLOW_CONN_* of other fixtures).
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "TIKTOK_"))}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
-            "TIKTOK_PG_SERVER": SETTINGS.pg_server,
-            "TIKTOK_AIRFLOW_DB": airflow_db,
-            "TIKTOK_WAREHOUSE_DB": warehouse_db,
-            "TIKTOK_SIM_PORT": str(sim_port),
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__EXECUTOR": executor,
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-            **(extra_env or {}),
-        }
+    env = stack_env(
+        home=home,
+        airflow_db=airflow_db,
+        warehouse_db=warehouse_db,
+        sim_port=sim_port,
+        TIKTOK_PG_SERVER=SETTINGS.pg_server,
+        AIRFLOW__CORE__EXECUTOR=executor,
+        AIRFLOW__API__PORT=str(api_port),
+        AIRFLOW__OPERATORS__DEFAULT_QUEUE=queue,
+        **(extra_env or {}),
     )
     recreate_databases(airflow_db, warehouse_db)
     python = sys.executable
@@ -170,16 +139,16 @@ def deployed_stack(
         queue=queue,
     )
     try:
-        _run([python, "-m", "tiktok_local.bootstrap"], env, timeout=180)
+        run_module(env, "tiktok_ops.bootstrap", timeout=180)
         began = time.monotonic()
-        started = _run([python, "-m", "tiktok_local.up", "start", *up_args], env, timeout=300)
+        started = run_module(env, "tiktok_tools.up", "start", *up_args, timeout=300)
         stack.start_output = started.stdout
         print(f"\n{tag}: `up start` took {time.monotonic() - began:.0f}s", file=sys.stderr)
         yield stack
     finally:
         sessions = _sessions(home) if (home / "up").exists() else []
         stopped = subprocess.run(
-            [python, "-m", "tiktok_local.up", "stop"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+            [python, "-m", "tiktok_tools.up", "stop"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         left = _session_members(sessions)
         recreate_databases(airflow_db, warehouse_db)

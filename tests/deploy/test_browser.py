@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 from sqlalchemy import create_engine, text
+from stack_support import chromium_page
 
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -30,17 +31,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration, pytest.mark.timeout(600)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = ROOT / "test-artifacts" / "browser"
 DAG_IDS = sorted(p.stem for p in (ROOT / "dags").glob("tiktok_*.py"))
 BACKFILL = "tiktok_video_backfill"
@@ -48,21 +38,10 @@ BACKFILL = "tiktok_video_backfill"
 
 @pytest.fixture(scope="module")
 def page(ui_stack: DeployedStack) -> Iterator[Page]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
     shutil.rmtree(SHOTS, ignore_errors=True)
     SHOTS.mkdir(parents=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(width=1400) as page:
+        yield page
 
 
 def shot(page: Page, name: str) -> Path:
@@ -96,11 +75,11 @@ def test_make_up_prints_the_ui_and_the_login(ui_stack: DeployedStack) -> None:
     # The password is generated once and kept: the api-server did not print or replace it.
     assert ui_stack.password not in "".join(ui_stack.log(n) for n in ("api-server", "scheduler", "dag-processor"))
     again = subprocess.run(
-        [sys.executable, "-m", "tiktok_local.up", "start"], env=ui_stack.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tiktok_tools.up", "start"], env=ui_stack.env, capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
     status = subprocess.run(
-        [sys.executable, "-m", "tiktok_local.up", "status"], env=ui_stack.env, capture_output=True, text=True
+        [sys.executable, "-m", "tiktok_tools.up", "status"], env=ui_stack.env, capture_output=True, text=True
     )
     assert status.returncode == 0, status.stdout
     assert "scheduler: healthy" in status.stdout and "dag_processor: healthy" in status.stdout, status.stdout

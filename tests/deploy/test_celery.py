@@ -47,6 +47,7 @@ def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: Deplo
         **{("snapshot_profile", i): "success" for i in range(ACCOUNTS)},
         ("check_profile_snapshots", -1): "success",
         ("summarize", -1): "success",
+        ("publish_assets", -1): "success",
         ("check_consent", -1): "success",
     }
     # Every task went through the stack's own Celery queue ...

@@ -1,4 +1,4 @@
-"""`make demo` and `make up` on a machine without a Postgres server: the embedded one (tiktok_local.pgserver).
+"""`make demo` and `make up` on a machine without a Postgres server: the embedded one (tiktok_tools.pgserver).
 
 "No server" is made by pointing ``TIKTOK_PG_PROBE`` at a port nothing listens on, with no
 ``TIKTOK_PG_SERVER``: the machine's own server keeps running for everyone else, and each test has
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,19 +20,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from stack_support import free_port
 
-from tiktok_local import pgserver
-from tiktok_local.settings import DEFAULT_PG_SERVER, ROOT, Settings
+from tiktok_ops.settings import DEFAULT_PG_SERVER, ROOT, Settings
+from tiktok_tools import pgserver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SYSTEM = Settings.from_env()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +56,7 @@ def environment(home: Path, probe: str) -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW", "TIKTOK_"))}
     env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
+        PYTHONPATH=os.pathsep.join(str(ROOT / folder) for folder in ("include", "plugins", "tools", "simulator")),
         AIRFLOW_HOME=str(home),
         TIKTOK_PG_PROBE=probe,
         TIKTOK_AIRFLOW_DB=f"airflow_embedded_{tag}",
@@ -100,7 +94,7 @@ def test_make_demo_runs_on_an_embedded_server_as_a_user_postgres_accepts_then_st
     home: Path, no_server: str
 ) -> None:
     env = environment(home, no_server)
-    output = run(env, "tiktok_local.bootstrap")  # `make demo` = bootstrap, then the demo
+    output = run(env, "tiktok_tools.bootstrap")  # `make demo` = bootstrap, then the demo
     assert f"nothing answers on {no_server}, so an embedded PostgreSQL" in output
     url = pgserver.running_url(home)
     assert url and url.startswith("postgresql://postgres:") and "@127.0.0.1:" in url
@@ -119,7 +113,7 @@ def test_make_demo_runs_on_an_embedded_server_as_a_user_postgres_accepts_then_st
     conn = psycopg2.connect(f"postgresql://{role}:{password}@{server}/{env['TIKTOK_WAREHOUSE_DB']}")
     conn.close()
 
-    output = run(env, "tiktok_local.demo", "--accounts", "1", "--videos", "30")
+    output = run(env, "tiktok_tools.demo", "--accounts", "1", "--videos", "30")
     assert "demo: all runs succeeded" in output, output[-3000:]
     assert "demo: stopped the embedded PostgreSQL server" in output
     assert pgserver.running_url(home) is None
@@ -180,20 +174,20 @@ def test_make_up_and_make_down_on_the_embedded_server(home: Path, no_server: str
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
     )
     try:
-        run(env, "tiktok_local.bootstrap")  # `make up` = bootstrap, then `up start`
-        output = run(env, "tiktok_local.up", "start", "--sim-accounts", "1", "--sim-videos", "10")
+        run(env, "tiktok_tools.bootstrap")  # `make up` = bootstrap, then `up start`
+        output = run(env, "tiktok_tools.up", "start", "--sim-accounts", "1", "--sim-videos", "10")
         assert "Airflow is up" in output and "1 simulated accounts connected" in output, output[-3000:]
         url = pgserver.running_url(home)
         assert url is not None and pgserver.holders(home) == ["up"]
         status = subprocess.run(
-            [sys.executable, "-m", "tiktok_local.up", "status"], env=env, cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-m", "tiktok_tools.up", "status"], env=env, cwd=ROOT, capture_output=True, text=True
         )
         assert f"embedded, on {url.rsplit('@', 1)[1]} (held by up)" in status.stdout, status.stdout
         # A demo beside it (here: its holder) does not stop the server `make up` uses.
         assert pgserver.ensure(home, "demo-x", pid=os.getpid()) == url
         assert pgserver.release(home, "demo-x") is False
     finally:
-        output = run(env, "tiktok_local.up", "stop")  # `make down`
+        output = run(env, "tiktok_tools.up", "stop")  # `make down`
     assert "stopped the embedded PostgreSQL server" in output
     assert pgserver.running_url(home) is None
     assert not {env["TIKTOK_AIRFLOW_DB"], env["TIKTOK_WAREHOUSE_DB"]} & system_databases()

@@ -18,14 +18,14 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
+from stack_support import chromium_page
 
-from tiktok_local.demo import printable, summary_table
-from tiktok_local.settings import ROOT
+from tiktok_ops.settings import ROOT
+from tiktok_tools.demo import printable, summary_table
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -100,14 +100,14 @@ def test_the_simulators_embed_html_escapes_what_it_embeds() -> None:
 @pytest.fixture(scope="module")
 def hostile_runs(ui_stack: DeployedStack) -> dict[str, str]:
     """Connect a simulated creator named HOSTILE, then snapshot its profile; return the run ids."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES, SimulatorAdmin
+    from tiktok_sim.testing import SimulatorAdmin
+    from tiktok_tools.simaccounts import connect_conf
 
     admin = SimulatorAdmin(ui_stack.sim_url)
     account = admin.create_account(videos=3, display_name=HOSTILE)
-    code = admin.mint_code(account["open_id"], DEFAULT_SCOPES, DEFAULT_REDIRECT_URI)
     runs = {"open_id": account["open_id"]}
     for dag_id, conf in (
-        ("tiktok_connect_account", {"auth_code": code, "redirect_uri": DEFAULT_REDIRECT_URI}),
+        ("tiktok_connect_account", connect_conf(admin, account["open_id"])),
         ("tiktok_profile_snapshot", {"accounts": [account["open_id"]]}),
     ):
         run = ui_stack.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
@@ -120,29 +120,16 @@ def hostile_runs(ui_stack: DeployedStack) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def browser_page(ui_stack: DeployedStack) -> Iterator[tuple[Page, list[str]]]:
     """A logged-in page of headless Chromium, and the messages of every dialog it opened."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.fail(f"{chromium} is missing: apt-get install -y chromium (.ci/run does)")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium), args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True
-        )
-        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-        page.set_default_timeout(30_000)
+    with chromium_page(width=1400) as page:
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        try:
-            page.goto(f"{ui_stack.url}/")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(ui_stack.password)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "/auth/login" not in url)
-            yield page, dialogs
-        finally:
-            browser.close()
+        page.goto(f"{ui_stack.url}/")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(ui_stack.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url)
+        yield page, dialogs
 
 
 @pytest.mark.deploy

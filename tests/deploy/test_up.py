@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tiktok_local import bootstrap, up
-from tiktok_local.settings import Settings
+from tiktok_ops import bootstrap
+from tiktok_ops.settings import Settings
+from tiktok_tools import up
 
 
 @pytest.fixture

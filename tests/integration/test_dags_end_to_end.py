@@ -21,26 +21,17 @@ DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture
-def dags() -> dict[str, Any]:
+def dags() -> Any:
     """Freshly parsed DAGs: dag.test() leaves a run's conf in the DAG's params."""
-    from airflow.dag_processing.dagbag import DagBag
+    from tiktok_tools.dagrun import Dags
 
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    assert bag.import_errors == {}
-    return bag.dags
+    return Dags(DAGS_DIR)
 
 
 @pytest.fixture
 def run_dag(dags, tiktok_connections, clean_warehouse) -> Callable[..., Any]:
-    """Run a DAG through dag.test() and return the DagRun; task states via ``states(run)``."""
-
-    # dag.test() leaves a run's conf in the DAG's params: give every run every param, defaults first.
-    defaults = {dag_id: dict(dag.params.dump()) for dag_id, dag in dags.items()}
-
-    def run(dag_id: str, **conf: Any) -> Any:
-        return dags[dag_id].test(run_conf={**defaults[dag_id], **conf})
-
-    return run
+    """Run a DAG through dag.test() (every param, defaults first) and return the DagRun."""
+    return dags.run
 
 
 def warehouse_state(engine) -> dict[str, list[tuple]]:
@@ -66,12 +57,12 @@ def warehouse_state(engine) -> dict[str, list[tuple]]:
 @pytest.fixture
 def connect_via_dag(sim, run_dag) -> Callable[..., str]:
     """Create a simulator account and connect it through the tiktok_connect_account DAG."""
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
+    from tiktok_sim.testing import DEFAULT_SCOPES
+    from tiktok_tools.simaccounts import connect_conf
 
     def connect(videos: int = 30, scopes: Any = DEFAULT_SCOPES) -> str:
         account = sim.admin.create_account(videos=videos)
-        code = sim.admin.mint_code(account["open_id"], scopes, DEFAULT_REDIRECT_URI)
-        run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+        run = run_dag("tiktok_connect_account", **connect_conf(sim.admin, account["open_id"], scopes))
         assert str(run.state) == "success", states(run)
         [summary] = xcom(run, "connect")
         assert summary["open_id"] == account["open_id"]
@@ -84,7 +75,7 @@ def connect_via_dag(sim, run_dag) -> Callable[..., str]:
 def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
     sim, run_dag, connect_via_dag, clean_warehouse
 ) -> None:
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+    from tiktok_tools.simaccounts import connect_conf
 
     open_id = connect_via_dag(videos=3)
     [(status, name, enc)] = table(
@@ -98,8 +89,7 @@ def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
 
     with clean_warehouse.begin() as conn:
         conn.execute(text("UPDATE tiktok.accounts SET status = 'reauth_required' WHERE open_id = :o"), {"o": open_id})
-    code = sim.admin.mint_code(open_id, ["user.info.basic", "video.list"], DEFAULT_REDIRECT_URI)
-    run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+    run = run_dag("tiktok_connect_account", **connect_conf(sim.admin, open_id, ["user.info.basic", "video.list"]))
     assert str(run.state) == "success"
     [(status, scopes)] = table(
         clean_warehouse, "SELECT status, scopes FROM tiktok.accounts WHERE open_id = :o", o=open_id
@@ -109,12 +99,12 @@ def test_connect_account_stores_encrypted_tokens_and_reconnect_reactivates(
 
 
 def test_connect_with_a_used_code_fails_at_once_with_advice(sim, run_dag, connect_via_dag) -> None:
-    from tiktok_sim.testing import DEFAULT_REDIRECT_URI
+    from tiktok_tools.simaccounts import connect_conf
 
     account = sim.admin.create_account(videos=1)
-    code = sim.admin.mint_code(account["open_id"])
-    assert str(run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI).state) == "success"
-    run = run_dag("tiktok_connect_account", auth_code=code, redirect_uri=DEFAULT_REDIRECT_URI)
+    conf = connect_conf(sim.admin, account["open_id"])
+    assert str(run_dag("tiktok_connect_account", **conf).state) == "success"
+    run = run_dag("tiktok_connect_account", **conf)
     assert str(run.state) == "failed"
     assert states(run)[("connect", -1)] == "failed", "invalid_grant must not be retried"
 
@@ -143,11 +133,22 @@ def test_profile_snapshot_writes_one_row_per_account_under_the_capture_date(
     assert all(s["api_calls"] == {"/v2/user/info/": 1} for s in summaries)
 
 
-def test_one_revoked_account_fails_while_the_others_succeed(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
+def test_one_revoked_account_fails_while_the_others_succeed(
+    sim, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    import json
+
+    from receivers import http_receiver
+
     good = connect_via_dag(videos=2)
     bad = connect_via_dag(videos=2)
     sim.admin.revoke(bad)
-    run = run_dag("tiktok_profile_snapshot")
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
+    reconnect = [m for m in messages if m["kind"] == "reconnect_needed"]
+    assert [m["facts"]["open_id"] for m in reconnect] == [bad], messages  # once, not per retry
     task_states = states(run)
     assert str(run.state) == "failed"
     mapped = {k: v for k, v in task_states.items() if k[0] == "snapshot_profile"}
@@ -363,8 +364,12 @@ def test_connect_with_a_refresh_token_variable_rotates_it_at_once(sim, run_dag, 
 
 
 def test_profile_snapshot_expires_lapsed_consent_and_warns_before_it_runs_out(
-    run_dag, connect_via_dag, clean_warehouse
+    run_dag, connect_via_dag, clean_warehouse, monkeypatch
 ) -> None:
+    import json
+
+    from receivers import http_receiver
+
     lapsed = connect_via_dag(videos=1)
     soon = connect_via_dag(videos=1)
     fine = connect_via_dag(videos=1)
@@ -378,15 +383,80 @@ def test_profile_snapshot_expires_lapsed_consent_and_warns_before_it_runs_out(
             {"o": soon},
         )
 
-    run = run_dag("tiktok_profile_snapshot")
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
 
     assert str(run.state) == "success", states(run)
+    # on-call hears once about each: the account to reconnect, the consent running out
+    assert sorted((m["kind"], m["facts"].get("open_id")) for m in messages) == sorted(
+        [("reconnect_needed", lapsed), ("consent_expiring", soon)]
+    ), messages
     [check] = xcom(run, "check_consent")
     assert check["warnings"] == {soon: 7}
     snapshotted = {r["open_id"] for r in xcom(run, "snapshot_profile")}
     assert snapshotted == {soon, fine}  # the lapsed account is never tried
     status = dict(table(clean_warehouse, "SELECT open_id, status FROM tiktok.accounts"))
     assert status == {lapsed: "reauth_required", soon: "active", fine: "active"}
+
+
+def test_loads_archive_images_keep_young_captures_and_publish_assets(
+    sim, run_dag, connect_via_dag, clean_warehouse, tmp_path, monkeypatch
+) -> None:
+    """The #15/#16 pieces wired in: the avatar and covers archived, captures kept for free, Assets published."""
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    from tiktok_pipeline.assets import PROFILE_SNAPSHOTS
+
+    archive = tmp_path / "covers"
+    monkeypatch.setenv("AIRFLOW__TIKTOK__COVER_ARCHIVE_PATH", f"file://{archive}")
+    open_id = connect_via_dag(videos=12)
+    young = sim.admin.add_videos(open_id, 3, create_time=int(time.time()) - 3 * 3600)
+    with create_session() as session:
+        session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == "tiktok_marts_refresh"))
+
+    run = run_dag("tiktok_profile_snapshot")
+    assert str(run.state) == "success", states(run)
+    assert states(run)[("publish_assets", -1)] == "success"
+    [profile] = xcom(run, "snapshot_profile")
+    assert profile["archive"]["new_versions"] == 1 and profile["archive"]["failed"] == 0
+    with create_session() as session:
+        asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri == PROFILE_SNAPSHOTS.uri))
+        event = session.scalars(
+            select(AssetEvent).where(AssetEvent.asset_id == asset_id).order_by(AssetEvent.id.desc())
+        ).first()
+        queued = session.scalars(
+            select(AssetDagRunQueue.asset_id).where(AssetDagRunQueue.target_dag_id == "tiktok_marts_refresh")
+        ).all()
+    assert event.extra["accounts"] == 1 and event.extra["rows"] == 1
+    assert asset_id in queued, "the marts DAG is queued on the profile snapshots"
+
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_video_backfill", mode="full")
+    assert str(run.state) == "success", states(run)
+    [sync] = xcom(run, "sync_videos")
+    assert sync["snapshots_written"] == 15 and sync["captures"] == 3
+    assert sim.admin.stats()["accounts"][open_id]["endpoints"] == {"video_list": 1}, "history costs no call"
+
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)  # every cover
+    assert str(run.state) == "success", states(run)
+    [refresh] = xcom(run, "refresh_covers")
+    assert sim.admin.stats()["accounts"][open_id]["endpoints"] == {"video_query": 1}, "history costs no call"
+    assert refresh["captures"] == 3  # the same young videos, captured again by the refresh's query
+    assert refresh["archive"]["new_versions"] == 15 and refresh["archive"]["failed"] == 0
+    captures = table(clean_warehouse, "SELECT video_id, source FROM tiktok.video_captures ORDER BY source, video_id")
+    assert captures == [(v, "list") for v in sorted(young)] + [(v, "query") for v in sorted(young)]
+    archived = table(clean_warehouse, "SELECT kind, count(*) FROM tiktok.cover_archive GROUP BY kind ORDER BY kind")
+    assert archived == [("avatar", 1), ("cover", 15)]
+    assert len([p for p in archive.rglob("*") if p.is_file()]) >= 2
+
+    again = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
+    [second] = xcom(again, "refresh_covers")
+    assert second["archive"]["new_versions"] == 0 and second["archive"]["checked"] == 15
 
 
 def test_a_failed_account_task_names_the_account_logs_its_request_and_links_to_runbook_and_account(

@@ -378,7 +378,7 @@ def kill_sessions_while_the_token_call_is_in_flight(sim, application_name: str) 
     session of ``application_name``: what a failover or an idle-in-transaction timeout does."""
     import psycopg2
 
-    from tiktok_local.settings import Settings
+    from tiktok_ops.settings import Settings
 
     settings = Settings.from_env()
     killed: list[int] = []

@@ -1,7 +1,7 @@
 """The role bootstrap gives the DAGs, on the real Postgres: rows of schema tiktok, and nothing else.
 
 Bootstrap (``make bootstrap``, docker-compose's ``airflow-init``) creates it with
-``tiktok_local.bootstrap.ensure_dag_role`` and points the ``tiktok_warehouse`` connection at it.
+``tiktok_ops.bootstrap.ensure_dag_role`` and points the ``tiktok_warehouse`` connection at it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from tiktok_local import bootstrap
-from tiktok_local import settings as local_settings
+from tiktok_ops import bootstrap
+from tiktok_ops import settings as local_settings
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +49,18 @@ def connect_as(role: dict[str, Any], database: str) -> Any:
         user=role["role"],
         password=role["password"],
     )
+
+
+def assert_refused(role: dict[str, Any], statement: str) -> None:
+    """``statement``, run as the DAG role in the warehouse, fails for want of privilege."""
+    conn = connect_as(role, role["settings"].warehouse_db)
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        with pytest.raises(psycopg2.Error) as excinfo, conn.cursor() as cur:
+            cur.execute(statement)
+        assert excinfo.value.pgcode == INSUFFICIENT_PRIVILEGE, excinfo.value
+    finally:
+        conn.close()
 
 
 def test_the_dag_role_reads_and_writes_rows_of_every_warehouse_table(dag_role, clean_warehouse) -> None:
@@ -102,14 +114,7 @@ def test_the_dag_role_reads_and_writes_rows_of_every_warehouse_table(dag_role, c
     ],
 )
 def test_the_dag_role_cannot_create_drop_or_alter(dag_role, statement: str) -> None:
-    conn = connect_as(dag_role, dag_role["settings"].warehouse_db)
-    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
-    try:
-        with pytest.raises(psycopg2.Error) as excinfo, conn.cursor() as cur:
-            cur.execute(statement)
-        assert excinfo.value.pgcode == INSUFFICIENT_PRIVILEGE, excinfo.value
-    finally:
-        conn.close()
+    assert_refused(dag_role, statement)
 
 
 def test_the_dag_role_cannot_reach_the_airflow_metadata_database(dag_role) -> None:

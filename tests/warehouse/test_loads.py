@@ -329,7 +329,8 @@ def test_a_page_is_a_constant_number_of_statements(
         statements.clear()
         sync = warehouse.load_video_page(sync, [make_video(i) for i in range(size)], cursor=size, captured_at=T0).sync
         counts.append(len(statements))
-    assert counts[0] == counts[1] <= 5  # lock checkpoint, videos, snapshots, seen ids, checkpoint
+    # lock checkpoint, videos, snapshots, seen ids, young videos' captures, checkpoint
+    assert counts[0] == counts[1] <= 6
 
 
 def test_concurrent_overlapping_loads_do_not_deadlock(

@@ -54,6 +54,7 @@ def catalog(conn: Connection, schema: str) -> dict[str, list[tuple[Any, ...]]]:
         "indexes": rows(
             "SELECT tablename, indexname, indexdef FROM pg_indexes"
             " WHERE schemaname = :schema AND tablename <> 'alembic_version'"
+            " AND tablename NOT IN (SELECT matviewname FROM pg_matviews WHERE schemaname = :schema)"
         ),
         "constraints": rows(
             "SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid) FROM pg_constraint k"

@@ -72,14 +72,32 @@ class TikTokDisplayHook(BaseHook):
         token_store: TokenStore | None = None,
         token_store_factory: Callable[[TikTokConnectionConfig], TokenStore] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        priority: str = "normal",
     ) -> None:
         super().__init__()
+        self._priority = priority
         self.tiktok_conn_id = tiktok_conn_id
         self._token_store = token_store
         self._token_store_factory = token_store_factory
         self._sleep = sleep
         self.counts = RequestCounts()
         self.issues = Issues()
+
+    @property
+    def priority(self) -> str:
+        """This hook's share of the cluster's rate budget (:mod:`tiktok_provider.budget`).
+
+        ``interactive`` (connecting, a new account's first sync), ``normal`` (snapshots, cover
+        refresh) or ``bulk`` (whole-history backfills, which leave the connection's
+        ``rate_budget_reserve`` free for the others). A caller may change it between calls.
+        """
+        return self._priority
+
+    @priority.setter
+    def priority(self, value: str) -> None:
+        self._priority = value
+        if "client" in self.__dict__:
+            self.client.priority = value
 
     # -- composition ----------------------------------------------------------------------
 
@@ -98,7 +116,14 @@ class TikTokDisplayHook(BaseHook):
 
     @cached_property
     def client(self) -> TikTokClient:
-        return TikTokClient(self.config, session=self.get_conn(), counts=self.counts, sleep=self._sleep, log=self.log)
+        return TikTokClient(
+            self.config,
+            session=self.get_conn(),
+            counts=self.counts,
+            sleep=self._sleep,
+            log=self.log,
+            priority=self.priority,
+        )
 
     @cached_property
     def oauth(self) -> OAuthCalls:

@@ -10,10 +10,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tiktok_warehouse.loads import FinishResult, PageResult, QueryResult, RemovalResult, SyncState
+from tiktok_warehouse.loads import ConfirmResult, FinishResult, PageResult, QueryResult, RemovalResult, SyncState
 
 
 class FakeWarehouse:
+    #: No database: the operators skip the cover archive (tested against Postgres in tests/integration).
+    engine = None
+
     def __init__(
         self,
         *,
@@ -79,8 +82,13 @@ class FakeWarehouse:
     def removal_suspects(self, sync: SyncState) -> list[str]:
         return list(self.suspects)
 
-    def confirm_removals(self, sync: SyncState, batch: list[str], videos: list, *, captured_at: datetime) -> None:
+    def confirm_removals(
+        self, sync: SyncState, batch: list[str], videos: list, *, captured_at: datetime
+    ) -> ConfirmResult:
         self.calls.append(("confirm_removals", (list(batch), [v["id"] for v in videos])))
+        return ConfirmResult(
+            suspects=len(batch), live=len(videos), missing=0, updated=len(videos), snapshots_written=len(videos)
+        )
 
     def finish_sync(self, sync: SyncState, *, now: datetime) -> FinishResult:
         self.calls.append(("finish_sync", sync.sync_id))

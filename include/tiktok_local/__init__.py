@@ -1,1 +1,0 @@
-"""Local tooling: the environment Airflow runs in here, bootstrap, the demo and `make up`."""

@@ -1,0 +1,1 @@
+"""What production runs besides the DAGs: bootstrap, the DAGs' least-privilege role, the settings."""

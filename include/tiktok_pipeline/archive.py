@@ -1,0 +1,478 @@
+"""Archive covers and avatars through Airflow's ObjectStoragePath, once per content.
+
+TikTok's cover links live 6 hours and the cover of a removed or private video is gone for good, so
+each cover (and each account's avatar) is copied to object storage -- a local folder by default,
+S3 / GCS / Azure through their providers -- and recorded in ``tiktok.cover_archive``:
+
+- **Stored by content**: the object is ``<base>/<sha256[:2]>/<sha256>.<ext>`` and
+  ``tiktok.archive_blobs`` holds one row per stored object, so the same bytes are never written
+  twice (two videos with one image share it). A subject's rows in ``cover_archive`` are its
+  versions; the one with the latest ``checked_at`` is its current image. Nothing is ever deleted
+  when a video goes away: a removed video keeps its archived cover.
+- **Changed?** The URL changes every 6 hours even when the image does not, so it cannot tell. The
+  archive keeps the CDN's ``ETag`` and asks again with ``If-None-Match``: an unchanged cover
+  answers 304 and costs no body. Without an ETag it downloads and compares the SHA-256.
+- **Untrusted content**: only ``http(s)`` links; no redirect to another host (redirects are
+  followed by hand, same scheme and host only, at most :data:`MAX_REDIRECTS`); a size cap
+  (``Content-Length`` and the bytes actually read, default 5 MiB); images only -- the declared
+  ``Content-Type`` must be an image type TikTok serves and the magic bytes must be JPEG, PNG,
+  WebP, GIF or HEIC/HEIF; connect and read timeouts; paced (a minimum gap between downloads) and
+  retried a bounded number of times on connection errors, 429 and 5xx. A refused or failed
+  download is logged with the video id (or open_id) and the reason, and the others go on.
+
+Configuration (``airflow.cfg`` section ``[tiktok]``, or ``AIRFLOW__TIKTOK__...``):
+
+- ``cover_archive_path``: the base, e.g. ``file:///data/covers`` or ``s3://bucket/covers``;
+  default ``file://$AIRFLOW_HOME/covers``.
+- ``cover_archive_conn_id``: the Airflow connection of the storage (e.g. an ``aws`` connection);
+  none for a local folder.
+- ``cover_archive_max_bytes`` (default 5 MiB), ``cover_archive_pace_seconds`` (default 0.02).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+CONFIG_SECTION = "tiktok"
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_PACE_SECONDS = 0.02
+DEFAULT_TIMEOUT = (5.0, 20.0)
+DEFAULT_RETRIES = 2
+DEFAULT_WORKERS = 4
+MAX_REDIRECTS = 3
+CHUNK = 64 * 1024
+
+#: Declared content types accepted, and the sniffed type each stands for.
+DECLARED_TYPES: dict[str, str] = {
+    "image/jpeg": "image/jpeg",
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/png": "image/png",
+    "image/webp": "image/webp",
+    "image/gif": "image/gif",
+    "image/heic": "image/heic",
+    "image/heif": "image/heic",
+}
+EXTENSIONS: dict[str, str] = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/heic": "heic",
+}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
+
+def sniff(body: bytes) -> str | None:
+    """Return the image type the magic bytes of ``body`` show, or ``None`` if none we accept."""
+    if body.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if body.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if body[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if body[:4] == b"RIFF" and body[8:12] == b"WEBP":
+        return "image/webp"
+    if body[4:8] == b"ftyp" and body[8:12] in _HEIF_BRANDS:
+        return "image/heic"
+    return None
+
+
+class Refused(Exception):
+    """The answer is not archived: not an image, too large, a foreign redirect, a 4xx ..."""
+
+
+class Retryable(Exception):
+    """A transient failure: connection error, timeout, 429 or 5xx."""
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A 200 answer that passed every check (``body`` is ``None`` for a 304)."""
+
+    body: bytes | None
+    content_type: str | None = None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """Where and how covers are archived."""
+
+    base: str
+    conn_id: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    pace_seconds: float = DEFAULT_PACE_SECONDS
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    backoff_seconds: float = 0.5
+    #: Downloads in flight at once (the pace still spaces their starts).
+    workers: int = DEFAULT_WORKERS
+
+
+def default_base() -> str:
+    """``file://$AIRFLOW_HOME/covers`` (``~/airflow`` when AIRFLOW_HOME is unset)."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return f"file://{os.path.abspath(home)}/covers"
+
+
+def archive_settings() -> ArchiveSettings:
+    """Read ``[tiktok] cover_archive_*`` from Airflow's configuration."""
+    from airflow.configuration import conf
+
+    def option(name: str) -> str:
+        return (conf.get(CONFIG_SECTION, name, fallback="") or "").strip()
+
+    max_bytes = int(option("cover_archive_max_bytes") or DEFAULT_MAX_BYTES)
+    pace = float(option("cover_archive_pace_seconds") or DEFAULT_PACE_SECONDS)
+    if not 0 < max_bytes <= 100 * 1024 * 1024 or not 0 <= pace <= 60:
+        raise ValueError("cover_archive_max_bytes must be in (0, 100 MiB] and cover_archive_pace_seconds in [0, 60]")
+    return ArchiveSettings(
+        base=option("cover_archive_path") or default_base(),
+        conn_id=option("cover_archive_conn_id") or None,
+        max_bytes=max_bytes,
+        pace_seconds=pace,
+    )
+
+
+@dataclass(frozen=True)
+class CoverItem:
+    """One image to archive: a video's cover (subject = video id) or an avatar (subject = open_id)."""
+
+    kind: str
+    subject_id: str
+    open_id: str
+    url: str
+
+
+def cover_items(open_id: str, videos: Iterable[Mapping[str, Any]]) -> list[CoverItem]:
+    """The covers of API video objects (those with an id and a cover URL)."""
+    return [
+        CoverItem("cover", v["id"], open_id, v["cover_image_url"])
+        for v in videos
+        if isinstance(v.get("id"), str) and isinstance(v.get("cover_image_url"), str) and v["cover_image_url"]
+    ]
+
+
+def avatar_items(open_id: str, user: Mapping[str, Any]) -> list[CoverItem]:
+    """The avatar of an API user object: the largest size it has."""
+    for name in ("avatar_large_url", "avatar_url", "avatar_url_100"):
+        url = user.get(name)
+        if isinstance(url, str) and url:
+            return [CoverItem("avatar", open_id, open_id, url)]
+    return []
+
+
+@dataclass
+class ArchiveResult:
+    """What one run did; ``refused`` and ``failed`` hold ``(subject_id, reason)``."""
+
+    checked: int = 0
+    downloaded: int = 0
+    bytes_downloaded: int = 0
+    not_modified: int = 0
+    unchanged: int = 0
+    new_versions: int = 0
+    blobs_written: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "downloaded": self.downloaded,
+            "bytes_downloaded": self.bytes_downloaded,
+            "not_modified": self.not_modified,
+            "unchanged": self.unchanged,
+            "new_versions": self.new_versions,
+            "blobs_written": self.blobs_written,
+            "refused": len(self.refused),
+            "failed": len(self.failed),
+        }
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.netloc or "").lower()
+
+
+class CoverArchiver:
+    """Download, check and store covers; record them in the warehouse."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: ArchiveSettings,
+        *,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._session_factory = session_factory
+        self._local = threading.local()
+        self._sleep = sleep
+        self._clock = clock
+        self._pace_lock = threading.Lock()
+        self._last_request = -1e18
+        self._base = self._storage_base()
+
+    def _storage_base(self) -> Any:
+        from airflow.sdk import ObjectStoragePath
+
+        base = ObjectStoragePath(self.settings.base, conn_id=self.settings.conn_id)
+        self._is_local = base.protocol in ("file", "local")
+        if self._is_local:
+            base.mkdir(parents=True, exist_ok=True)
+        return base
+
+    def object_path(self, sha256: str, content_type: str) -> Any:
+        """The ObjectStoragePath of the blob with ``sha256``."""
+        return self._base / sha256[:2] / f"{sha256}.{EXTENSIONS[content_type]}"
+
+    def open(self, path: str) -> Any:
+        """Open a stored blob by the ``path`` recorded in the warehouse (for reading)."""
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(path, conn_id=self.settings.conn_id).open("rb")
+
+    # -- downloading -----------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session (requests sessions are not shared between threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._session_factory()
+            session.headers["User-Agent"] = "tiktok-pipeline-cover-archive"
+            self._local.session = session
+        return session
+
+    def _pace(self) -> None:
+        # Each download starts at least pace_seconds after the previous one, across the workers.
+        with self._pace_lock:
+            start = max(self._clock(), self._last_request + self.settings.pace_seconds)
+            self._last_request = start
+        wait = start - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+
+    def _get_once(self, url: str, etag: str | None) -> Downloaded:
+        origin = _origin(url)
+        headers = {"If-None-Match": etag} if etag else {}
+        for _hop in range(MAX_REDIRECTS + 1):
+            if origin[0] not in ("http", "https"):
+                raise Refused(f"not an http(s) link ({origin[0] or 'no scheme'})")
+            self._pace()
+            try:
+                response = self.session.get(
+                    url, headers=headers, timeout=self.settings.timeout, allow_redirects=False, stream=True
+                )
+            except requests.RequestException as exc:
+                raise Retryable(type(exc).__name__) from None
+            with response:
+                if response.is_redirect:
+                    target = urljoin(url, response.headers.get("Location", ""))
+                    if _origin(target) != origin:
+                        raise Refused(f"redirect to another host ({_origin(target)[1] or 'none'})")
+                    url = target
+                    continue
+                return self._read(response, etag)
+        raise Refused(f"more than {MAX_REDIRECTS} redirects")
+
+    def _read(self, response: requests.Response, etag: str | None) -> Downloaded:
+        status = response.status_code
+        if status == 304 and etag:
+            return Downloaded(None, etag=response.headers.get("ETag") or etag)
+        if status == 429 or status >= 500:
+            raise Retryable(f"HTTP {status}")
+        if status != 200:
+            raise Refused(f"HTTP {status}")
+        declared = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if declared not in DECLARED_TYPES:
+            raise Refused(f"not an image (Content-Type {declared[:60] or 'missing'})")
+        cap = self.settings.max_bytes
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > cap:
+            raise Refused(f"larger than {cap} bytes (Content-Length {length})")
+        chunks, total = [], 0
+        try:
+            for chunk in response.iter_content(CHUNK):
+                total += len(chunk)
+                if total > cap:
+                    raise Refused(f"larger than {cap} bytes")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise Retryable(type(exc).__name__) from None
+        body = b"".join(chunks)
+        sniffed = sniff(body)
+        if sniffed is None:
+            raise Refused(f"not an image (declared {declared}, the bytes are no JPEG/PNG/WebP/GIF/HEIC)")
+        return Downloaded(body, content_type=sniffed, etag=response.headers.get("ETag"))
+
+    def download(self, url: str, etag: str | None = None) -> Downloaded:
+        """Fetch ``url`` with every check, retried on transient failures; raises Refused / Retryable."""
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(url, etag)
+            except Retryable:
+                if attempt >= self.settings.retries:
+                    raise
+                self._sleep(self.settings.backoff_seconds * 2**attempt)
+                attempt += 1
+
+    # -- the warehouse and the storage ---------------------------------------------------------
+    def _current(self, items: Sequence[CoverItem]) -> dict[tuple[str, str], tuple[str, str | None]]:
+        if not items:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT DISTINCT ON (kind, subject_id) kind, subject_id, sha256, etag FROM tiktok.cover_archive"
+                    " WHERE (kind, subject_id) IN (SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:ids AS text[])))"
+                    " ORDER BY kind, subject_id, checked_at DESC, archived_at DESC"
+                ),
+                {"kinds": [i.kind for i in items], "ids": [i.subject_id for i in items]},
+            )
+            return {(r.kind, r.subject_id): (r.sha256, r.etag) for r in rows}
+
+    def _touch(self, item: CoverItem, sha256: str, etag: str | None, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE tiktok.cover_archive SET checked_at = :now, etag = coalesce(:etag, etag)"
+                    " WHERE kind = :kind AND subject_id = :subject AND sha256 = :sha"
+                ),
+                {"now": now, "etag": etag, "kind": item.kind, "subject": item.subject_id, "sha": sha256},
+            )
+
+    def _store(self, item: CoverItem, got: Downloaded, sha256: str, now: datetime, result: ArchiveResult) -> None:
+        assert got.body is not None and got.content_type is not None
+        path = self.object_path(sha256, got.content_type)
+        with self.engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT path FROM tiktok.archive_blobs WHERE sha256 = :sha"), {"sha": sha256}
+            ).scalar()
+        if stored is None:
+            # Written before its row: a crash in between leaves an object that the next run rewrites.
+            if self._is_local:
+                path.parent.mkdir(parents=True, exist_ok=True)  # object stores have no folders
+            with path.open("wb") as out:
+                out.write(got.body)
+            result.blobs_written += 1
+            # Recorded without the connection id ObjectStoragePath would put in the URL (s3://conn@bucket/...).
+            stored = f"{self.settings.base.rstrip('/')}/{sha256[:2]}/{path.name}"
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO tiktok.archive_blobs (sha256, path, bytes, content_type, stored_at)"
+                    " VALUES (:sha, :path, :bytes, :type, :now) ON CONFLICT (sha256) DO NOTHING"
+                ),
+                {"sha": sha256, "path": stored, "bytes": len(got.body), "type": got.content_type, "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO tiktok.cover_archive (kind, subject_id, sha256, open_id, path, bytes, content_type,"
+                    " etag, archived_at, checked_at)"
+                    " VALUES (:kind, :subject, :sha, :open_id, :path, :bytes, :type, :etag, :now, :now)"
+                    " ON CONFLICT (kind, subject_id, sha256) DO UPDATE SET checked_at = EXCLUDED.checked_at,"
+                    " etag = coalesce(EXCLUDED.etag, tiktok.cover_archive.etag)"
+                ),
+                {
+                    "kind": item.kind,
+                    "subject": item.subject_id,
+                    "sha": sha256,
+                    "open_id": item.open_id,
+                    "path": stored,
+                    "bytes": len(got.body),
+                    "type": got.content_type,
+                    "etag": got.etag,
+                    "now": now,
+                },
+            )
+
+    def archive(self, items: Iterable[CoverItem], *, now: datetime) -> ArchiveResult:
+        """Archive ``items``: new content is stored and recorded; refusals are logged, never raised."""
+        items = list({(i.kind, i.subject_id): i for i in items}.values())
+        current = self._current(items)
+        result = ArchiveResult()
+
+        def fetch(item: CoverItem) -> tuple[CoverItem, Downloaded | None, Exception | None]:
+            try:
+                return item, self.download(item.url, current.get((item.kind, item.subject_id), (None, None))[1]), None
+            except (Refused, Retryable) as exc:
+                return item, None, exc
+
+        # Downloads run in a few threads; the warehouse and the storage are written here, in order.
+        # A bounded slice at a time, so at most a few bodies are held in memory.
+        step = max(1, self.settings.workers) * 4
+        with ThreadPoolExecutor(max(1, self.settings.workers), thread_name_prefix="cover-archive") as pool:
+            for start in range(0, len(items), step):
+                for item, got, error in pool.map(fetch, items[start : start + step]):
+                    self._record(item, got, error, current, now, result)
+        if result.refused or result.failed:
+            log.warning(
+                "Cover archive: %d of %d not archived (%d refused, %d failed)",
+                len(result.refused) + len(result.failed),
+                result.checked,
+                len(result.refused),
+                len(result.failed),
+            )
+        return result
+
+    def _record(
+        self,
+        item: CoverItem,
+        got: Downloaded | None,
+        error: Exception | None,
+        current: Mapping[tuple[str, str], tuple[str, str | None]],
+        now: datetime,
+        result: ArchiveResult,
+    ) -> None:
+        result.checked += 1
+        known_sha = current.get((item.kind, item.subject_id), (None, None))[0]
+        if isinstance(error, Refused):
+            result.refused.append((item.subject_id, str(error)))
+            log.warning("Not archiving the %s of %s: %s", item.kind, item.subject_id, error)
+            return
+        if error is not None or got is None:
+            result.failed.append((item.subject_id, str(error)))
+            log.warning(
+                "Could not download the %s of %s after %d tries: %s",
+                item.kind,
+                item.subject_id,
+                self.settings.retries + 1,
+                error,
+            )
+            return
+        if got.body is None:
+            result.not_modified += 1
+            assert known_sha is not None
+            self._touch(item, known_sha, got.etag, now)
+            return
+        result.downloaded += 1
+        result.bytes_downloaded += len(got.body)
+        sha256 = hashlib.sha256(got.body).hexdigest()
+        if sha256 == known_sha:
+            result.unchanged += 1
+            self._touch(item, sha256, got.etag, now)
+            return
+        self._store(item, got, sha256, now, result)
+        result.new_versions += 1

@@ -1,0 +1,1 @@
+"""Notifiers of the TikTok provider (Airflow's ``BaseNotifier``)."""

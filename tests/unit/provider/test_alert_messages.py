@@ -1,0 +1,119 @@
+"""The alert messages: what they say, and that no secret survives into them (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from tiktok_provider.errors import TikTokMalformedResponse, TikTokReauthRequired
+from tiktok_provider.notifications.tiktok import (
+    REDACTED,
+    consent_alert,
+    deadline_alert,
+    failure_alert,
+    redact,
+)
+
+OPEN_ID = "-000OyJzSy1p0eNqIuaZgJPQpNmvBSvLxK9L7aQ"  # the shape of a real open_id: long, base64-like
+ACCESS = "act.9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928"
+REFRESH = "rft.0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071"
+FERNET_KEY = "kW3v7j0bXk0l6m2Qy8cT1pZx4nR9sD5fG7hJ2kL0aB8="
+CLIENT_SECRET = "sk-client-secret-value-1234"
+
+
+def test_redact_removes_token_shaped_strings_and_known_secrets_but_keeps_the_open_id() -> None:
+    text = (
+        f"refresh failed for {OPEN_ID}: Authorization: Bearer {ACCESS} refresh_token={REFRESH}&x=1 "
+        f"key {FERNET_KEY} secret {CLIENT_SECRET} blob gAAAAABlZ3xk9_0123456789abcdefghijklmnop"
+    )
+    out = redact(text, secrets=[CLIENT_SECRET], keep=[OPEN_ID])
+    for secret in (ACCESS, REFRESH, FERNET_KEY, CLIENT_SECRET, "gAAAAABlZ3xk9"):
+        assert secret not in out
+    assert OPEN_ID in out
+    assert out.count(REDACTED) >= 5
+
+
+def test_redact_hides_an_unknown_long_random_string_but_not_words() -> None:
+    out = redact("value Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3A in a sentence_with_words")
+    assert "Zm9vYmFy" not in out and "sentence_with_words" in out
+
+
+def _context(exc: BaseException, *, name: str = "Ana's Kitchen", doc_md: str | None = None) -> dict:
+    task = SimpleNamespace(open_id=OPEN_ID, account_name=name, doc_md=doc_md, task_id="snapshot_profile")
+    ti = SimpleNamespace(
+        dag_id="tiktok_profile_snapshot",
+        run_id="scheduled__2026-12-05T00:00:00+00:00",
+        task_id="snapshot_profile",
+        map_index=3,
+        try_number=4,
+    )
+    return {"ti": ti, "task": task, "exception": exc}
+
+
+def test_failure_alert_names_account_endpoint_log_id_next_step_and_link() -> None:
+    err = TikTokMalformedResponse(
+        f"cursor did not advance (token {ACCESS})", endpoint="/v2/video/list/", open_id=OPEN_ID, log_id="20261205X1"
+    )
+    doc = "### t\n**On failure:**\n- *malformed*: report it with the log_id."
+    alert = failure_alert(_context(err, doc_md=doc))
+    text = alert.text()
+    assert "Ana's Kitchen" in text and OPEN_ID in text
+    assert alert.facts["Endpoint"] == "/v2/video/list/"
+    assert alert.facts["TikTok log_id"] == "20261205X1"
+    assert "Report it to TikTok support" in alert.next_step
+    assert "report it with the log_id" in alert.facts["Runbook"]
+    assert alert.url.endswith(
+        "/dags/tiktok_profile_snapshot/runs/scheduled__2026-12-05T00%3A00%3A00%2B00%3A00/tasks/snapshot_profile/mapped/3"
+    )
+    assert ACCESS not in text and ACCESS not in str(alert.as_json())
+    assert alert.dedupe_key.endswith("|snapshot_profile|3|4")
+
+
+def test_failure_alert_reads_the_airflow_fail_exception_the_operators_raise() -> None:
+    """The operators raise AirflowFailException(str(TikTokError)) from None: the text is all there is."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    err = TikTokReauthRequired("refresh token revoked", endpoint="/v2/oauth/token/", open_id=OPEN_ID, log_id="L42")
+    alert = failure_alert(_context(AirflowFailException(str(err))))
+    assert alert.facts["Endpoint"] == "/v2/oauth/token/"
+    assert alert.facts["TikTok log_id"] == "L42"
+    assert "authorize the app again" in alert.next_step
+
+
+def test_creator_text_in_the_name_is_kept_as_data_and_scrubbed_of_token_shapes() -> None:
+    name = "{{ conn.tiktok_default.password }} " + ACCESS
+    alert = failure_alert(_context(RuntimeError("boom"), name=name))
+    assert "{{ conn.tiktok_default.password }}" in alert.facts["Account name"]
+    assert ACCESS not in alert.text()
+
+
+def test_consent_and_deadline_messages() -> None:
+    warning = SimpleNamespace(
+        open_id=OPEN_ID, name="Ana", refresh_expires_at=datetime(2026, 12, 12, tzinfo=UTC), days_left=7, threshold=7
+    )
+    alert = consent_alert(warning)
+    assert "expires in 7 days (2026-12-12)" in alert.title and OPEN_ID in alert.title
+    late = deadline_alert(
+        {"dag_run": {"dag_id": "tiktok_video_backfill", "dag_run_id": "r1", "state": "running"}, "deadline": {}},
+        hours=6,
+    )
+    assert "not finished 6 hours after it was queued" in late.title
+    assert late.url.endswith("/dags/tiktok_video_backfill/runs/r1")
+
+
+def test_provider_info_lists_the_notifier_and_matches_airflows_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import airflow
+    import jsonschema
+    from airflow.sdk import BaseNotifier
+    from airflow.sdk._shared.module_loading import import_string
+
+    from tiktok_provider.get_provider_info import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    assert info["notifications"] == ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"]
+    assert all(issubclass(import_string(path), BaseNotifier) for path in info["notifications"])
