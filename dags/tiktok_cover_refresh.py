@@ -30,6 +30,7 @@ from tiktok_pipeline.common import (
 )
 from tiktok_pipeline.names import COVER_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoQueryToPostgresOperator
+from tiktok_pipeline.runbooks import error_runbook
 from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 REFRESH_DOC = """
@@ -85,7 +86,7 @@ def tiktok_cover_refresh() -> None:
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
             on_failure_callback=TikTokAlertNotifier(),
-            doc_md=REFRESH_DOC,
+            doc_md=REFRESH_DOC + error_runbook(removals=True),
         )
     )
 

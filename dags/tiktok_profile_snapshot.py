@@ -37,6 +37,7 @@ from tiktok_pipeline.common import (
 from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import PROFILE_DAG_ID
 from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
+from tiktok_pipeline.runbooks import error_runbook
 from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SNAPSHOT_DOC = """
@@ -87,7 +88,7 @@ def tiktok_profile_snapshot() -> None:
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
             on_failure_callback=TikTokAlertNotifier(),
-            doc_md=SNAPSHOT_DOC,
+            doc_md=SNAPSHOT_DOC + error_runbook(),
         )
     )
 

@@ -1,7 +1,7 @@
 """
 ### Backfill and keep current every account's video list
 
-**Scheduled daily in `incremental` mode:** for each active account, pages through
+**Scheduled daily in `recent` mode:** for each active account, pages through
 `POST /v2/video/list/` newest first until it passes the last `lookback_days` days, adding new
 videos, updating counts (`tiktok.videos`) and writing today's engagement history
 (`tiktok.video_snapshots`). Videos inside the window that TikTok no longer lists are asked about
@@ -9,7 +9,8 @@ with `POST /v2/video/query/` (20 a call, only when there are any). One left out 
 only gets `missing_since` (a pending removal); it is marked removed (`removed_at`) when a later run,
 an hour or more on, finds it missing again. One that comes back is restored and cleared.
 
-**Triggered with `mode = full`:** walks each account's whole history. The cursor is committed with
+**Triggered with `mode = whole_history`** (old name `full`, still accepted): walks each
+account's whole history. This is not Airflow's *Backfill* (a range of past dates). The cursor is committed with
 every page, so a retry after a crash continues from the last committed page instead of starting
 over; when the walk completes, every stored video it did not meet is confirmed the same way.
 
@@ -36,6 +37,7 @@ from tiktok_pipeline.common import (
 from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import BACKFILL_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
+from tiktok_pipeline.runbooks import error_runbook
 from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SYNC_DOC = """
@@ -88,20 +90,29 @@ SELECT
     doc_md=__doc__,
     params={
         "mode": Param(
-            "incremental",
+            "recent",
             type="string",
-            enum=["incremental", "full"],
-            title="Mode",
-            description="incremental: newest videos within lookback_days. full: the whole history (resumable).",
+            enum=["recent", "whole_history", "incremental", "full"],
+            values_display={
+                "recent": "recent: videos of the last lookback_days days",
+                "whole_history": "whole_history: every video of the account (resumable)",
+                "incremental": "incremental (old name of recent)",
+                "full": "full (old name of whole_history)",
+            },
+            title="Which videos",
+            description="recent: the newest videos, back lookback_days days (what the daily run does). "
+            "whole_history: every video the account has, page by page; a retry resumes. This is not "
+            "Airflow's Backfill (a range of past dates): TikTok only answers with today's numbers.",
         ),
         "accounts": ACCOUNTS_PARAM,
         "lookback_days": Param(
             7,
-            type="integer",
+            type=["null", "integer"],
             minimum=1,
             maximum=3650,
             title="Lookback (days)",
-            description="Incremental mode: how many days back to re-read counts and look for new or removed videos.",
+            description="Only for recent: how many days back to re-read counts and look for new or removed "
+            "videos. Empty means 7. Not used by whole_history.",
         ),
     },
 )
@@ -115,7 +126,7 @@ def tiktok_video_backfill() -> None:
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
             on_failure_callback=TikTokAlertNotifier(),
-            doc_md=SYNC_DOC,
+            doc_md=SYNC_DOC + error_runbook(removals=True),
         )
     )
 

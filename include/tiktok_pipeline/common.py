@@ -34,12 +34,18 @@ DEFAULT_ARGS: dict[str, Any] = {
     "execution_timeout": timedelta(hours=2),
 }
 
+#: One entry of the ``accounts`` param: an open_id, a display name or a username (one line, no
+#: control characters). It is only ever compared with the warehouse's values in Python.
+ACCOUNT_REF = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+
 ACCOUNTS_PARAM = Param(
     None,
     type=["null", "array"],
-    items={"type": "string", "pattern": OPEN_ID.pattern},
+    items={"type": "string", "pattern": ACCOUNT_REF.pattern},
     title="Accounts",
-    description="open_ids to process (one per line). Leave empty for every active account.",
+    description="Accounts to process, one per line: the open_id, the display name or the @username "
+    "(as the grid and the TikTok accounts page show them; case does not matter). A name two accounts "
+    "share fails the run listing both open_ids: use the open_id then. Leave empty for every active account.",
 )
 
 #: What select_accounts gives each per-account task, through ``expand_kwargs()``.
@@ -63,8 +69,14 @@ param when given, for the per-account tasks that follow.
 - *token_encryption_key*: the extra of the TikTok connection holds no valid Fernet key. Nothing
   is retried: put back the key the tokens were stored with, then clear this task.
 
-An account you named that is missing or not active is logged as a warning and skipped: reconnect
-it with `tiktok_connect_account`.
+The `accounts` param takes open_ids, display names or @usernames (case does not matter):
+- *names N accounts*: two accounts share that name; the message lists them with their open_ids.
+  Trigger again with the open_id.
+- *no connected account has ...*: nothing matched an entry (the message lists what was given);
+  check the spelling against the TikTok accounts page.
+
+An account you named that is connected but not active is logged as a warning and skipped:
+reconnect it with `tiktok_connect_account`.
 """
 
 
@@ -83,6 +95,56 @@ def validate_open_ids(value: Any) -> list[str] | None:
     return list(dict.fromkeys(value))
 
 
+def validate_account_refs(value: Any) -> list[str] | None:
+    """Return the accounts named by a DAG param (open_ids, display names or usernames), in order, once each."""
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):  # given through the API or the CLI: one per line, or comma-separated
+        value = [v.strip() for v in re.split(r"[\n,]+", value) if v.strip()]
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(f"accounts must be a list of open_ids or names, got {type(value).__name__}")
+    # fullmatch: the pattern's "$" (kept for the trigger form's JavaScript) matches before a final "\n".
+    bad = [v for v in value if not isinstance(v, str) or not ACCOUNT_REF.fullmatch(v) or not v.strip()]
+    if bad:
+        raise ValueError(f"not valid account names or open_ids (one line each, no control characters): {bad[:5]!r}")
+    return list(dict.fromkeys(v.strip() for v in value))
+
+
+def _folded(name: str | None) -> str:
+    return " ".join((name or "").split()).casefold()
+
+
+def resolve_accounts(wanted: Sequence[str], accounts: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """Match what a user typed against accounts (any status): ``(open_ids, unmatched)``.
+
+    An entry matches an account's open_id exactly, else its display name or username (``@`` optional),
+    ignoring case and runs of spaces. A name shared by several accounts raises ValueError listing
+    them with their open_ids; an entry nothing matches is returned in ``unmatched``.
+    """
+    by_id = {a.open_id: a for a in accounts}
+    found: list[str] = []
+    unmatched: list[str] = []
+    for entry in wanted:
+        if entry in by_id:
+            found.append(entry)
+            continue
+        key = _folded(entry)
+        handle = key[1:] if key.startswith("@") else key
+        matches = [a for a in accounts if key and (_folded(a.display_name) == key or _folded(a.username) == handle)]
+        if len(matches) > 1:
+            listed = "; ".join(
+                f"{account_label(a.display_name, a.username, a.open_id)!r} @{a.username or '-'} "
+                f"open_id {a.open_id} ({a.status})"
+                for a in matches
+            )
+            raise ValueError(f"{entry!r} names {len(matches)} accounts: {listed}. Give the open_id instead")
+        if matches:
+            found.append(matches[0].open_id)
+        else:
+            unmatched.append(entry)
+    return list(dict.fromkeys(found)), unmatched
+
+
 def select_accounts_task(tiktok_conn_id: str | None = None) -> Any:
     """The first task of every per-account DAG: the active accounts to fan out over."""
     conn_id = tiktok_conn_id or TIKTOK_CONN_ID
@@ -95,7 +157,7 @@ def select_accounts_task(tiktok_conn_id: str | None = None) -> Any:
             accounts = (params or {}).get("accounts")
             return select_accounts(accounts, log=logging.getLogger("airflow.task"), tiktok_conn_id=conn_id)
         except ValueError as exc:  # a bad accounts param: retrying cannot fix it
-            raise AirflowFailException(f"{exc}. Trigger the DAG again with valid open_ids.") from None
+            raise AirflowFailException(f"{exc}. Trigger the DAG again with valid accounts.") from None
 
     return select()
 
@@ -210,7 +272,7 @@ def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = Non
     from tiktok_pipeline.hooks import display_hook
     from tiktok_warehouse.tokens import GENERATE_KEY_COMMAND, TokenEncryptionKeyInvalid
 
-    wanted = validate_open_ids(accounts)
+    wanted = validate_account_refs(accounts)
     conn_id = tiktok_conn_id or TIKTOK_CONN_ID
     hook = display_hook(conn_id)
     store = None
@@ -242,6 +304,15 @@ def select_accounts(accounts: Any, *, log: Any, tiktok_conn_id: str | None = Non
             open_id,
             CONNECT_DAG_ID,
         )
+    if wanted:
+        from tiktok_warehouse.tables import ACCOUNT_STATUSES
+
+        wanted, unmatched = resolve_accounts(wanted, store.list_accounts(statuses=ACCOUNT_STATUSES))
+        if unmatched:
+            raise ValueError(
+                f"no connected account has the open_id, display name or username {unmatched[:10]!r} "
+                f"(the accounts param was {accounts!r:.300}); the TikTok accounts page lists them"
+            )
     rows = store.list_accounts(statuses=("active",), open_ids=wanted)
     if wanted:
         found = {r.open_id for r in rows}

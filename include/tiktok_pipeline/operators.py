@@ -21,8 +21,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from tiktok_pipeline.hooks import display_hook, warehouse_of
 from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
-from tiktok_pipeline.sync import MODES, sync_videos
-from tiktok_provider.errors import failing_fast
+from tiktok_pipeline.sync import run_mode, sync_videos
+from tiktok_provider.errors import account_label, failing_fast
+from tiktok_provider.links import EXTRA_LINKS, PROFILE_LINKS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
 
-def _failing_fast(open_id: str) -> Any:
-    """Turn errors that retrying cannot fix into AirflowFailException (no wasted retries)."""
+def _failing_fast(operator: _TikTokToPostgresOperator) -> Any:
+    """Turn errors that retrying cannot fix into AirflowFailException naming the account (no wasted retries)."""
     return failing_fast(
-        not_found=f"Account {open_id} is not in the warehouse; connect it with the {CONNECT_DAG_ID} DAG first."
+        not_found=f"not in the warehouse; connect it with the {CONNECT_DAG_ID} DAG first.",
+        account=account_label(operator.open_id, operator.account_name),
+        log=operator.log,
     )
 
 
@@ -46,6 +49,10 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+#: How far back a ``recent`` run looks when ``lookback_days`` is not given.
+DEFAULT_LOOKBACK_DAYS = 7
+
+
 class _TikTokToPostgresOperator(BaseOperator):
     """Shared plumbing: connection id, the hook, the call counts in the summary.
 
@@ -55,6 +62,7 @@ class _TikTokToPostgresOperator(BaseOperator):
     """
 
     ui_color = "#fe2c55"
+    operator_extra_links = EXTRA_LINKS
 
     def __init__(
         self,
@@ -148,15 +156,19 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
 
     template_fields: Sequence[str] = ("fields",)
     endpoint = "/v2/user/info/"
+    operator_extra_links = PROFILE_LINKS
 
     def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fields = fields
+        #: Read by the *TikTok profile* link when the task ends (never a template field).
+        self.profile_deep_link: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self._hook()
-        with _failing_fast(self.open_id), self._reconnect_alert():
+        with _failing_fast(self), self._reconnect_alert():
             user = hook.get_user_info(self.open_id, self.fields)
+            self.profile_deep_link = user.get("profile_deep_link")
             captured_at = datetime.now(UTC)
             warehouse = warehouse_of(hook)
             warehouse.upsert_account_profile(self.open_id, user, now=captured_at)
@@ -193,31 +205,39 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     What a run does is :func:`tiktok_pipeline.sync.sync_videos`; how removals are decided is
     :mod:`tiktok_pipeline.removals`.
 
-    :param mode: ``full`` or ``incremental``.
-    :param lookback_days: how far back an incremental run looks.
+    :param mode: ``recent`` (newest videos within ``lookback_days``) or ``whole_history`` (every
+        video, resumable). The old names ``incremental`` and ``full`` are still accepted.
+    :param lookback_days: how far back a ``recent`` run looks (default 7); unused by ``whole_history``.
     """
 
     template_fields: Sequence[str] = ("mode", "lookback_days")
     endpoint = "/v2/video/list/"
 
-    def __init__(self, *, mode: str = "incremental", lookback_days: int = 7, **kwargs: Any) -> None:
+    def __init__(self, *, mode: str = "recent", lookback_days: int | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mode = mode
         self.lookback_days = lookback_days
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.mode not in MODES:
-            raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
-        lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
+        try:
+            mode = run_mode(self.mode, log=self.log)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
+        given = self.lookback_days
+        # An empty form field renders as "None" through "{{ params.lookback_days }}".
+        unset = given is None or (isinstance(given, str) and given.strip() in ("", "None"))
+        lookback = DEFAULT_LOOKBACK_DAYS if unset else _whole_number(given, "lookback_days", 1, 3650)
+        if not unset and mode == "full":
+            self.log.info("lookback_days=%s is not used by mode whole_history (it reads every video)", lookback)
         hook = self._hook()
         now = datetime.now(UTC)
-        with _failing_fast(self.open_id), self._reconnect_alert():
+        with _failing_fast(self), self._reconnect_alert():
             warehouse = warehouse_of(hook)
             summary = sync_videos(
                 hook,
                 warehouse,
                 self.open_id,
-                mode=self.mode,
+                mode=mode,
                 lookback_days=lookback,
                 context=context,
                 now=now,
@@ -252,7 +272,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook()
         now = datetime.now(UTC)
-        with _failing_fast(self.open_id), self._reconnect_alert():
+        with _failing_fast(self), self._reconnect_alert():
             warehouse = warehouse_of(hook)
             done = refresh_covers(
                 hook, warehouse, self.open_id, video_ids=self.video_ids, horizon=timedelta(minutes=horizon), now=now

@@ -18,7 +18,29 @@ if TYPE_CHECKING:
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
     from tiktok_warehouse.loads import Warehouse
 
+#: How the warehouse names a sync (``tiktok.sync_state.mode``).
 MODES = ("full", "incremental")
+#: What the DAG's ``mode`` param and the operator take, and the warehouse's name for each. Not
+#: "backfill"/"full": Airflow's own *Backfill* (a date range of runs) is something else.
+RUN_MODES = {"recent": "incremental", "whole_history": "full"}
+#: The old names, still accepted (with a deprecation note in the log).
+OLD_RUN_MODES = {"incremental": "recent", "full": "whole_history"}
+
+
+def run_mode(value: str, *, log: Any = None) -> str:
+    """The warehouse's sync mode for a ``mode`` argument; ValueError for one it does not know."""
+    if value in OLD_RUN_MODES:
+        if log is not None:
+            log.warning(
+                "mode=%r is deprecated; use mode=%r (same meaning). %r will stop being accepted in a later release.",
+                value,
+                OLD_RUN_MODES[value],
+                value,
+            )
+        value = OLD_RUN_MODES[value]
+    if value not in RUN_MODES:
+        raise ValueError(f"mode must be one of {sorted(RUN_MODES)}, got {str(value)[:80]!r}")
+    return RUN_MODES[value]
 
 
 def requested_window(mode: str, lookback_days: int, now: datetime) -> datetime | None:

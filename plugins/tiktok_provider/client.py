@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +30,43 @@ if TYPE_CHECKING:
     from tiktok_provider.connection import TikTokConnectionConfig
 
 USER_AGENT = "airflow-tiktok-display/0.1"
+
+#: One INFO line per HTTP request to TikTok goes to this logger: method, endpoint, account, the cursor
+#: or number of ids, the HTTP status, TikTok's log_id, elapsed ms, attempt. Never a token, a header
+#: (but the log_id) or a form value. On by default; the connection's ``request_log`` extra (``false``)
+#: turns it off. (Airflow 3.3's ``[logging] namespace_levels`` only reaches structlog loggers, not
+#: this stdlib one, so the switch is the connection's.)
+REQUEST_LOG = logging.getLogger("tiktok_provider.requests")
+
+_attempt = threading.local()
+
+
+def describe_request(
+    params: dict[str, Any] | None, json_body: dict[str, Any] | None, form: dict[str, str] | None
+) -> str:
+    """What a request asked for, for the request log: the cursor or the number of ids, never a secret.
+
+    Only named, harmless keys are read: a form (the token endpoint's) carries an auth code or a
+    refresh token, so of a form only its ``grant_type`` is shown.
+    """
+    parts: list[str] = []
+    if form is not None:
+        grant = form.get("grant_type")
+        if grant in ("authorization_code", "refresh_token", "client_credentials"):
+            parts.append(f"grant_type={grant}")
+        return " ".join(parts)
+    body = json_body or {}
+    if "cursor" in body and isinstance(body["cursor"], (int, str)):
+        parts.append(f"cursor={str(body['cursor'])[:32]}")
+    if isinstance(body.get("max_count"), int):
+        parts.append(f"max_count={body['max_count']}")
+    ids = (body.get("filters") or {}).get("video_ids") if isinstance(body.get("filters"), dict) else None
+    if isinstance(ids, list):
+        parts.append(f"ids={len(ids)}")
+    fields = (params or {}).get("fields")
+    if isinstance(fields, str):
+        parts.append(f"fields={fields.count(',') + 1 if fields else 0}")
+    return " ".join(parts)
 
 
 @dataclass
@@ -176,6 +214,8 @@ class TikTokClient:
         limiter = budget_for(cfg, path)
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         timeout = (cfg.connect_timeout, cfg.read_timeout)
+        started = time.monotonic()
+        asked = describe_request(params, json_body, form)
         if cutoff is not None:
             left = max(0.1, cutoff - time.monotonic())
             timeout = (min(cfg.connect_timeout, left), min(cfg.read_timeout, left))
@@ -196,15 +236,49 @@ class TikTokClient:
             if cutoff is not None:
                 # requests' own cache of the body (what ``resp.content`` returns once read)
                 resp._content = _read_by(resp, cutoff, cfg.read_timeout, path=path, open_id=open_id)
+            self._log_request(method, path, open_id, asked, f"HTTP {resp.status_code}", resp.headers, started, cfg)
             return resp
         except requests.Timeout as exc:
+            self._log_request(method, path, open_id, asked, f"timed out ({type(exc).__name__})", None, started, cfg)
             raise errors.TikTokNetworkError(
                 f"timed out ({type(exc).__name__})", endpoint=path, open_id=open_id
             ) from None
         except requests.RequestException as exc:
+            self._log_request(method, path, open_id, asked, f"failed ({type(exc).__name__})", None, started, cfg)
             raise errors.TikTokNetworkError(
                 f"connection failed ({type(exc).__name__})", endpoint=path, open_id=open_id
             ) from None
+        except errors.TikTokNetworkError as exc:  # the body did not arrive by the cutoff
+            self._log_request(method, path, open_id, asked, f"HTTP {exc.http_status}, body cut off", None, started, cfg)
+            raise
+
+    @staticmethod
+    def _log_request(
+        method: str,
+        path: str,
+        open_id: str | None,
+        asked: str,
+        outcome: str,
+        headers: Any,
+        started: float,
+        config: Any = None,
+    ) -> None:
+        """The request log's line: what was asked, how it ended, TikTok's log_id; no token, no header but the log_id."""
+        if not getattr(config, "request_log", True) or not REQUEST_LOG.isEnabledFor(logging.INFO):
+            return
+        log_id = headers.get("x-tt-logid") if headers is not None else None
+        REQUEST_LOG.info(
+            "TikTok request %s %s account=%s %s-> %s log_id=%s %d ms attempt=%s",
+            method,
+            path,
+            open_id or "(app)",
+            f"{asked} " if asked else "",
+            outcome,
+            str(log_id)[:64] if log_id else "none",
+            round((time.monotonic() - started) * 1000),
+            getattr(_attempt, "number", None) or 1,
+        )
+        _attempt.number = None  # a request outside the retry policy is attempt 1
 
     def retrying(self, what: str, *, deadline: float | None = None) -> tenacity.Retrying:
         """The one retry policy: 429, 5xx, timeouts and connection errors, exponential backoff, full jitter.
@@ -237,6 +311,9 @@ class TikTokClient:
                 exc,
             )
 
+        def before(state: tenacity.RetryCallState) -> None:
+            _attempt.number = state.attempt_number
+
         def out_of_time(state: tenacity.RetryCallState) -> bool:
             return deadline is not None and time.monotonic() + state.upcoming_sleep + per_attempt > deadline
 
@@ -245,6 +322,7 @@ class TikTokClient:
             wait=wait,
             stop=tenacity.stop_after_attempt(max(1, self.config.max_attempts)) | out_of_time,
             sleep=self.sleep,
+            before=before,
             before_sleep=before_sleep,
             reraise=True,
         )

@@ -63,6 +63,8 @@ class TikTokConnectionConfig:
     rate_budget_reserve: float = 0.2
     #: Share of the limit one process paces at while the budget's store is unreachable.
     rate_budget_fallback_share: float = 0.125
+    #: One INFO line per request on the ``tiktok_provider.requests`` logger (see the client).
+    request_log: bool = True
 
     @classmethod
     def from_connection(cls, conn: Any) -> TikTokConnectionConfig:
@@ -99,4 +101,5 @@ class TikTokConnectionConfig:
             rate_budget_redis_url=extra.get("rate_budget_redis_url") or extra.get("rate_budget_redis_conn_id") or None,
             rate_budget_reserve=num("rate_budget_reserve", 0.2),
             rate_budget_fallback_share=num("rate_budget_fallback_share", 0.125),
+            request_log=str(extra.get("request_log", "true")).strip().lower() not in ("false", "0", "no", "off"),
         )

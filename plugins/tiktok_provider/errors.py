@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class TikTokError(Exception):
     """Base class: a failed call to the TikTok API."""
 
     retryable: bool = False
-    advice: str = "Check the task log for the request and contact TikTok support with the log_id."
+    advice: str = (
+        "The request's line in the task log (logger tiktok_provider.requests) shows its status and log_id; "
+        "if the error persists, send TikTok support the log_id."
+    )
     #: Set on errors after which the account must be reconnected (read by the token store).
     reauth_required: bool = False
 
@@ -171,22 +175,40 @@ def is_retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False))
 
 
+def account_label(open_id: str | None, name: str | None = None) -> str:
+    """How a message names an account: its display name (as text, on one line) and its open_id."""
+    if not open_id:
+        return "(app)"
+    clean = " ".join("".join(c if c.isprintable() else " " for c in (name or "")).split())[:100]
+    return f"{clean!r} (open_id {open_id})" if clean and clean != open_id else f"open_id {open_id}"
+
+
 @contextmanager
-def failing_fast(*, not_found: str | None = None) -> Iterator[None]:
+def failing_fast(*, not_found: str | None = None, account: str | None = None, log: Any = None) -> Iterator[None]:
     """In a task: let errors a retry can fix through; turn the others into ``AirflowFailException``.
 
     Airflow then spends no retries on a scope error, invalid parameters, a contract break or an
-    account that must be reconnected.
+    account that must be reconnected. The exception is raised ``from None``: the provider's own
+    frames (client, retry policy) are not chained under it; ``log`` gets the message, with the next
+    step, as one ERROR line first.
 
     :param not_found: the message for an account the token store does not know.
+    :param account: how to name the account (:func:`account_label`), put before the message.
+    :param log: where to write the clean ERROR line (the task's logger).
     """
     from airflow.sdk.exceptions import AirflowFailException
+
+    def fail(text: str) -> AirflowFailException:
+        message = f"Account {account}: {text}" if account else text
+        if log is not None:
+            log.error("%s", message)
+        return AirflowFailException(message)
 
     try:
         yield
     except AccountNotFound as exc:
-        raise AirflowFailException(not_found or str(exc)) from None
+        raise fail(not_found or str(exc)) from None
     except (TikTokError, TokenStoreError) as exc:
         if is_retryable(exc):
             raise
-        raise AirflowFailException(str(exc)) from None
+        raise fail(str(exc)) from None

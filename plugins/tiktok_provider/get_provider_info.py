@@ -24,6 +24,11 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["tiktok_provider.hooks.tiktok"],
             }
         ],
+        "extra-links": [
+            "tiktok_provider.links.RunbookLink",
+            "tiktok_provider.links.AccountLink",
+            "tiktok_provider.links.TikTokProfileLink",
+        ],
         "notifications": ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"],
         "connection-types": [
             {
@@ -78,6 +83,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Comma-separated host names (besides loopback) that may get bearer tokens "
                         "over http: only a simulator's, e.g. tiktok-sim in docker-compose. Empty for TikTok.",
                         "schema": {"type": ["string", "null"]},
+                    },
+                    "request_log": {
+                        "label": "Log one line per request",
+                        "description": "One INFO line per request to TikTok in the task log (method, endpoint, "
+                        "cursor or number of ids, HTTP status, log_id, ms, attempt; never a token). false: off.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
                     },
                     "max_attempts": {
                         "label": "Attempts per request (429, 5xx, timeouts)",

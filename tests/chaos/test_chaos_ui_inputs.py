@@ -23,7 +23,8 @@ def tables(engine: Any) -> set[str]:
 @pytest.mark.parametrize(
     ("dag_id", "conf"),
     [
-        ("tiktok_profile_snapshot", {"accounts": [INJECTION]}),
+        ("tiktok_profile_snapshot", {"accounts": ["two\nlines"]}),
+        ("tiktok_profile_snapshot", {"accounts": ["x" * 201]}),
         ("tiktok_profile_snapshot", {"accounts": "not a list"}),
         ("tiktok_video_backfill", {"lookback_days": -1}),
         ("tiktok_video_backfill", {"lookback_days": 10**12}),
@@ -53,6 +54,17 @@ def test_an_account_id_the_form_lets_through_is_refused_before_any_io(sim, run_d
     assert states(run)[("select_accounts", -1)] == "failed"
     assert tries(run)[("select_accounts", -1)] == 1, "a bad param is not retried"
     assert sim.admin.stats()["total"] == 0
+
+
+def test_an_account_name_that_is_sql_is_only_compared_never_run(sim, run_dag, connect, clean_warehouse) -> None:
+    """The accounts param takes display names too, so the form lets SQL-looking text through: it matches nothing."""
+    connect(videos=1)
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_profile_snapshot", accounts=[INJECTION])
+    assert states(run)[("select_accounts", -1)] == "failed"
+    assert tries(run)[("select_accounts", -1)] == 1, "a bad param is not retried"
+    assert sim.admin.stats()["total"] == 0
+    assert {"videos", "accounts", "sync_state"} <= tables(clean_warehouse)
 
 
 def test_operators_check_their_arguments_when_the_form_is_bypassed(sim, connect, clean_warehouse) -> None:

@@ -127,3 +127,21 @@ def test_marts_refresh_is_scheduled_on_the_tiktok_assets(dagbag: DagBag) -> None
     wanted = {PROFILE_SNAPSHOTS.uri, VIDEOS.uri, VIDEO_SNAPSHOTS.uri}
     assert {a.uri for a in dag.timetable.asset_condition.objects} == wanted
     assert PROFILE_SNAPSHOTS.uri == "postgres://tiktok-warehouse:5432/tiktok/tiktok/profile_snapshots"
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id"),
+    [
+        ("tiktok_profile_snapshot", "snapshot_profile"),
+        ("tiktok_video_backfill", "sync_videos"),
+        ("tiktok_cover_refresh", "refresh_covers"),
+    ],
+)
+def test_the_serialized_dag_the_api_reads_names_the_links(dagbag: DagBag, dag_id: str, task_id: str) -> None:
+    """The API's /links endpoint asks the deserialized task for ``extra_links``; a mapped task must keep them."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dagbag.dags[dag_id]
+    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task(task_id)
+    expected = ["Account", "Runbook", "TikTok profile"] if task_id == "snapshot_profile" else ["Account", "Runbook"]
+    assert sorted(task.extra_links) == expected

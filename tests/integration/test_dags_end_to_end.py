@@ -457,3 +457,81 @@ def test_loads_archive_images_keep_young_captures_and_publish_assets(
     again = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
     [second] = xcom(again, "refresh_covers")
     assert second["archive"]["new_versions"] == 0 and second["archive"]["checked"] == 15
+
+
+def test_a_failed_account_task_names_the_account_logs_its_request_and_links_to_runbook_and_account(
+    sim, run_dag, connect_via_dag, clean_warehouse, capfd, caplog
+) -> None:
+    """What on-call sees of a failed account task: the log, and the extra links the API serves."""
+    from airflow.models.dag import DagModel  # noqa: F401  (the DB models are set up)
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    bad = connect_via_dag(videos=1)
+    [(name,)] = table(clean_warehouse, "SELECT display_name FROM tiktok.accounts WHERE open_id = :o", o=bad)
+    sim.admin.revoke(bad)
+    caplog.set_level("INFO")
+    capfd.readouterr()
+    caplog.clear()
+    run = run_dag("tiktok_profile_snapshot")
+    out = "".join(capfd.readouterr()) + caplog.text  # structlog lines, then the stdlib loggers' lines
+    assert states(run)[("snapshot_profile", 0)] == "failed"
+    clean = f"Account {name!r} (open_id {bad}): TikTok /v2/oauth/token/ call"
+    error_lines = [line for line in out.splitlines() if "[error" in line and clean in line]
+    assert error_lines, out[-3000:]
+    assert "[log_id=" in error_lines[0] and "tiktok_connect_account" in error_lines[0]
+    assert f"TikTok request POST /v2/oauth/token/ account={bad} grant_type=refresh_token -> HTTP" in out
+    assert "Bearer" not in out and "act." not in out and "rft." not in out
+    # The provider's own frames (client, tenacity, auth) are not chained under the failure. Airflow
+    # 3.3's task runner still logs "Task failed with exception" with its traceback (log.exception):
+    # 6 frames of its own and 3 of ours, under the clean line above.
+    assert out.index(clean) < out.index("Task failed with exception")
+    assert "During handling of the above exception" not in out
+    assert "The above exception was the direct cause" not in out
+
+    # What GET /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links?map_index=0 does:
+    # the serialized task's extra_links, each read back with get_extra_links(ti, name).
+    with create_session() as session:
+        dag = SerializedDagModel.get_dag(run.dag_id, session=session)
+        task = dag.get_task("snapshot_profile")
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="snapshot_profile", map_index=0)
+            .one()
+        )
+        links = {link: task.get_extra_links(ti, link) for link in task.extra_links}
+    assert links == {
+        "Account": f"/tiktok-accounts/#account-{bad}",
+        "Runbook": "/dags/tiktok_profile_snapshot/tasks/snapshot_profile",
+        "TikTok profile": links["TikTok profile"],
+    }
+    assert not links["TikTok profile"], "no profile was fetched, so no profile link"
+
+
+def test_accounts_param_takes_a_display_name_and_a_name_nothing_matches_fails_listing_it(
+    sim, run_dag, connect_via_dag, clean_warehouse
+) -> None:
+    wanted = connect_via_dag(videos=1)
+    other = connect_via_dag(videos=1)
+    [(name,)] = table(clean_warehouse, "SELECT display_name FROM tiktok.accounts WHERE open_id = :o", o=wanted)
+    run = run_dag("tiktok_profile_snapshot", accounts=[name.upper()])
+    assert str(run.state) == "success", states(run)
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        task = SerializedDagModel.get_dag(run.dag_id, session=session).get_task("snapshot_profile")
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="snapshot_profile", map_index=0)
+            .one()
+        )
+        profile_link = task.get_extra_links(ti, "TikTok profile")
+    # The warehouse does not keep profile_deep_link: the link is what this run's user/info answered.
+    assert profile_link.startswith("https://vm.tiktok.com/") and len(profile_link) > len("https://vm.tiktok.com/")
+    assert [r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")] == [wanted]
+    assert other != wanted
+    run = run_dag("tiktok_profile_snapshot", accounts=["Nobody At All"])
+    assert states(run)[("select_accounts", -1)] == "failed"

@@ -223,7 +223,7 @@ class Soak:
             else:
                 self.counts["backfills that finished before the kill"] += 1
         child.wait(120)
-        self.run("tiktok_video_backfill", mode="full")  # the retry resumes where the task stopped
+        self.run("tiktok_video_backfill", mode="whole_history")  # the retry resumes where the task stopped
 
     @staticmethod
     def reset_airflow_sessions() -> None:
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         soak = Soak(sim, random.Random(args.seed), args.fault_rate)
         for _ in range(args.accounts):
             soak.connect(args.videos)
-        soak.run("tiktok_video_backfill", mode="full")
+        soak.run("tiktok_video_backfill", mode="whole_history")
         if args.pg_restart:  # at least once, whatever the dice say
             soak.faults(on=True)
             soak.interrupt_backfill(restart=True)
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.admin.freeze_clock()
         stats = sim.admin.stats()
         final = [
-            soak.run("tiktok_video_backfill", mode="full"),
+            soak.run("tiktok_video_backfill", mode="whole_history"),
             soak.run("tiktok_cover_refresh", horizon_minutes=420),
             soak.run("tiktok_profile_snapshot"),
         ]

@@ -87,3 +87,43 @@ def test_a_check_serialises_the_same_on_every_parse() -> None:
     first = serialize_template_field(check.conn_id, "conn_id")
     assert first == serialize_template_field(common.WarehouseConnId(common.TIKTOK_CONN_ID), "conn_id")
     assert "0x" not in str(first), "no memory address: the DAG's hash must not change between parses"
+
+
+def _acct(open_id: str, name: str | None, username: str | None, status: str = "active") -> Any:
+    return SimpleNamespace(open_id=open_id, display_name=name, username=username, status=status)
+
+
+ACCOUNTS = [
+    _acct("oid-ada", "Ada Lovelace", "ada"),
+    _acct("oid-bob-1", "Bob", "bob.cooks"),
+    _acct("oid-bob-2", "bob", "bob_travels", status="reauth_required"),
+    _acct("oid-q", "x'); DROP TABLE tiktok.videos; --", "quoted"),
+]
+
+
+def test_accounts_are_found_by_open_id_display_name_or_username_ignoring_case_and_spaces() -> None:
+    wanted = common.validate_account_refs(
+        ["oid-ada", "  ada   lovelace ", "@BOB.cooks", "x'); DROP TABLE tiktok.videos; --"]
+    )
+    assert common.resolve_accounts(wanted, ACCOUNTS) == (["oid-ada", "oid-bob-1", "oid-q"], [])
+    assert common.resolve_accounts(["quoted", "nobody", "oid-nope"], ACCOUNTS) == (["oid-q"], ["nobody", "oid-nope"])
+
+
+def test_a_name_two_accounts_share_is_an_error_listing_both_with_their_open_ids() -> None:
+    with pytest.raises(ValueError) as caught:
+        common.resolve_accounts(["BOB"], ACCOUNTS)
+    message = str(caught.value)
+    assert "'BOB' names 2 accounts" in message
+    assert "open_id oid-bob-1 (active)" in message and "open_id oid-bob-2 (reauth_required)" in message
+    assert "Give the open_id instead" in message
+
+
+@pytest.mark.parametrize("value", [["acct\n"], ["tab\there"], [1], ["   "], {"a": 1}])
+def test_an_account_entry_is_one_line_of_text(value: Any) -> None:
+    with pytest.raises(ValueError, match="account"):
+        common.validate_account_refs(value)
+
+
+def test_a_string_of_accounts_splits_on_lines_and_commas_not_spaces() -> None:
+    assert common.validate_account_refs("Ada Lovelace, oid-1\n@bob\n") == ["Ada Lovelace", "oid-1", "@bob"]
+    assert common.validate_account_refs(None) is None

@@ -56,6 +56,25 @@ def test_an_error_a_retry_cannot_fix_fails_the_task_at_once(wire: Any) -> None:
     assert script.requests == [] and wh.calls == []
 
 
+def test_a_failure_names_the_account_by_name_and_open_id_in_one_clean_error_line(
+    wire: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wire(fail(400, "invalid_params", log_id="LOG-BAD"))
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", open_id=OPEN_ID, account_name="Ada\nLovelace", fields=["display_name"]
+    )
+    with pytest.raises(AirflowFailException) as caught:
+        op.execute({})
+    message = str(caught.value)
+    assert message.startswith(f"Account 'Ada Lovelace' (open_id {OPEN_ID}): TikTok /v2/user/info/ call")
+    assert "log_id=LOG-BAD" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    out = capsys.readouterr().out  # the task's (structlog) logger writes here outside a task runner
+    errors_logged = [line for line in out.splitlines() if "[error" in line]
+    assert len(errors_logged) == 1 and message in errors_logged[0]
+    assert "Traceback" not in out  # no traceback of our own
+
+
 def test_a_transient_error_is_left_for_airflow_to_retry(wire: Any) -> None:
     wire(*[fail(500, "internal_error")] * 4)
     op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["display_name"])
@@ -83,6 +102,36 @@ def test_video_list_checks_its_templated_arguments_before_any_io(wire: Any, mode
     with pytest.raises(AirflowFailException):
         op.execute({})
     assert script.requests == [] and wh.calls == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "lookback", "window_days"),
+    [
+        ("whole_history", None, None),
+        ("whole_history", "None", None),  # an empty form field, rendered
+        ("full", "7", None),  # the old name
+        ("recent", "None", 7),  # lookback_days left empty: 7
+        ("recent", "3", 3),
+        ("incremental", 2, 2),  # the old name
+    ],
+)
+def test_video_list_modes_by_their_new_and_old_names_and_an_optional_lookback(
+    wire: Any, capsys: pytest.CaptureFixture[str], mode: str, lookback: Any, window_days: int | None
+) -> None:
+    wh = FakeWarehouse()
+    wire(page(["1"], cursor=1000, has_more=False), warehouse=wh)
+    op = operators.TikTokVideoListToPostgresOperator(task_id="sync", open_id=OPEN_ID, mode=mode, lookback_days=lookback)
+    op.execute({})
+    (name, window_start) = wh.calls[0]
+    assert name == "begin_sync"
+    if window_days is None:
+        assert window_start is None
+    else:
+        from datetime import UTC, datetime, timedelta
+
+        assert abs(datetime.now(UTC) - timedelta(days=window_days) - window_start) < timedelta(minutes=1)
+    deprecated = [line for line in capsys.readouterr().out.splitlines() if "is deprecated" in line]
+    assert len(deprecated) == (1 if mode in ("full", "incremental") else 0)
 
 
 def test_video_list_pages_into_the_warehouse_then_asks_about_suspects(wire: Any) -> None:

@@ -409,7 +409,7 @@ def fig_api(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     reset_warehouse(b)
     open_ids = connect_accounts(b, sz.api_videos)
     b.sim.admin.reset_stats()
-    backfill_s, _ = run_dag(b, "tiktok_video_backfill", mode="full")
+    backfill_s, _ = run_dag(b, "tiktok_video_backfill", mode="whole_history")
     list_calls = b.sim.admin.stats()["endpoints"]["video_list"]["requests"]
     list_ideal = sum(math.ceil(v / PAGE_SIZE) for v in sz.api_videos)
     stored = scalar(b, "SELECT count(*) FROM tiktok.videos WHERE removed_at IS NULL")
