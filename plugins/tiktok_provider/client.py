@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import tenacity
 
-from tiktok_provider import errors
+from tiktok_provider import errors, metrics
 from tiktok_provider.budget import budget_for
 from tiktok_provider.responses import Envelope, parse_envelope
 
@@ -236,7 +236,9 @@ class TikTokClient:
             if cutoff is not None:
                 # requests' own cache of the body (what ``resp.content`` returns once read)
                 resp._content = _read_by(resp, cutoff, cfg.read_timeout, path=path, open_id=open_id)
-            self._log_request(method, path, open_id, asked, f"HTTP {resp.status_code}", resp.headers, started, cfg)
+            self._log_request(
+                method, path, open_id, asked, f"HTTP {resp.status_code}", resp.headers, started, cfg, resp.status_code
+            )
             return resp
         except requests.Timeout as exc:
             self._log_request(method, path, open_id, asked, f"timed out ({type(exc).__name__})", None, started, cfg)
@@ -249,7 +251,8 @@ class TikTokClient:
                 f"connection failed ({type(exc).__name__})", endpoint=path, open_id=open_id
             ) from None
         except errors.TikTokNetworkError as exc:  # the body did not arrive by the cutoff
-            self._log_request(method, path, open_id, asked, f"HTTP {exc.http_status}, body cut off", None, started, cfg)
+            outcome = f"HTTP {exc.http_status}, body cut off"
+            self._log_request(method, path, open_id, asked, outcome, None, started, cfg, exc.http_status)
             raise
 
     @staticmethod
@@ -262,8 +265,13 @@ class TikTokClient:
         headers: Any,
         started: float,
         config: Any = None,
+        status: int | None = None,
     ) -> None:
-        """The request log's line: what was asked, how it ended, TikTok's log_id; no token, no header but the log_id."""
+        """The request log's line: what was asked, how it ended, TikTok's log_id; no token, no header but the log_id.
+
+        Also the request's metrics (``tiktok.api_calls.<endpoint>.<status>``, its latency, 429s).
+        """
+        metrics.api_call(path, status, seconds=time.monotonic() - started)
         if not getattr(config, "request_log", True) or not REQUEST_LOG.isEnabledFor(logging.INFO):
             return
         log_id = headers.get("x-tt-logid") if headers is not None else None
@@ -303,6 +311,7 @@ class TikTokClient:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             self.counts.retries[what] += 1
+            metrics.retry(what)
             self.log.warning(
                 "Retrying %s in %.1fs (attempt %d): %s",
                 what,

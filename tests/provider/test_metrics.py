@@ -125,3 +125,9 @@ def test_a_real_dag_run_reports_the_rows_it_wrote(connect_account, tmp_path) -> 
         "airflow.tiktok.rows_written.video_snapshots:5|c",
         "airflow.tiktok.rows_written.videos:5|c",
     ]
+    # Every request the two runs made is counted by endpoint and status, with its latency: user/info
+    # once (the profile snapshot) and video/list once (5 videos fit one page).
+    calls = sorted(line for line in got if line.startswith("airflow.tiktok.api_calls."))
+    assert "airflow.tiktok.api_calls.user_info.200:1|c" in calls
+    assert "airflow.tiktok.api_calls.video_list.200:1|c" in calls
+    assert any(line.startswith("airflow.tiktok.api_latency.video_list:") and line.endswith("|ms") for line in got)
