@@ -99,7 +99,7 @@ def test_a_failed_account_task_sends_one_webhook_message_after_its_retries_witho
 
 
 def test_slack_format_and_smtp_delivery(test_databases: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tiktok_provider.notifications.tiktok import Alert, deliver
+    from tiktok_provider.notifications.tiktok import Alert, deliver, slack_text
 
     title = "TikTok account needs reconnecting: <b>Ana</b>"
     alert = Alert(kind="reconnect_needed", title=title, facts={"open_id": "x"})
@@ -109,7 +109,8 @@ def test_slack_format_and_smtp_delivery(test_databases: Any, monkeypatch: pytest
             json.dumps({"conn_type": "http", "host": receiver.url, "extra": {"format": "slack"}}),
         )
         assert deliver(alert, "slackish")
-        assert receiver.json() == [{"text": alert.text()}]
+        assert receiver.json() == [{"text": slack_text(alert)}]
+        assert "&lt;b&gt;Ana&lt;/b&gt;" in receiver.json()[0]["text"]  # Slack markup is escaped
 
     with smtp_receiver() as smtp:
         monkeypatch.setenv(
@@ -128,10 +129,13 @@ def test_slack_format_and_smtp_delivery(test_databases: Any, monkeypatch: pytest
                 }
             ),
         )
-        assert deliver(Alert(kind="reconnect_needed", title=alert.title, facts={"open_id": "y"}), "mailish")
+        # a display name with a line break must not add a header (Bcc) to the e-mail
+        forged = alert.title + "\r\nBcc: evil@example.org"
+        assert deliver(Alert(kind="reconnect_needed", title=forged, facts={"open_id": "y"}), "mailish")
         [(sender, rcpts, raw)] = smtp.messages
     assert sender == "airflow@example.org" and sorted(rcpts) == ["data@example.org", "oncall@example.org"]
     body = email.message_from_bytes(raw)
+    assert body["Bcc"] is None and "evil@example.org" not in rcpts
     html_part = next(p for p in body.walk() if p.get_content_type() == "text/html").get_payload(decode=True).decode()
     assert "&lt;b&gt;Ana&lt;/b&gt;" in html_part and "<b>Ana</b>" not in html_part
 

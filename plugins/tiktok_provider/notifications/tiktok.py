@@ -27,6 +27,7 @@ import html
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,15 @@ def redact(text: Any, *, secrets: Iterable[str] = (), keep: Iterable[str] = ()) 
     return _LONG_RUN.sub(lambda m: m.group(0) if m.group(0) in kept or not _has_digit(m.group(0)) else REDACTED, out)
 
 
+def one_line(value: str) -> str:
+    """``value`` on one line: line breaks and other control characters become spaces.
+
+    Creator text (a display name) and exception messages go into labelled lines and the e-mail
+    subject: a line break there would forge a "Next step:" line or a header.
+    """
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
+
+
 def _has_digit(value: str) -> bool:
     return any(c.isdigit() for c in value)
 
@@ -135,6 +145,11 @@ class Alert:
     next_step: str = ""
     url: str | None = None
     dedupe_key: str = ""
+
+    def __post_init__(self) -> None:
+        self.title = one_line(self.title)
+        self.facts = {one_line(label): one_line(str(value)) for label, value in self.facts.items()}
+        self.next_step = one_line(self.next_step)
 
     def text(self) -> str:
         lines = [self.title, ""]
@@ -356,10 +371,16 @@ def webhook_url(conn: Any, extra: Mapping[str, Any]) -> str:
     return f"{scheme}://{host}{port}{extra.get('endpoint') or ''}"
 
 
+def slack_text(alert: Alert) -> str:
+    """The message as a Slack ``text``: ``&``, ``<`` and ``>`` escaped, so that creator text cannot
+    mention ``<!channel>`` or hide a link as ``<http://evil|Reconnect here>`` (Slack's own rule for text)."""
+    return alert.text().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _post_webhook(alert: Alert, conn: Any, extra: Mapping[str, Any]) -> None:
     import requests
 
-    body = {"text": alert.text()} if extra.get("format") == "slack" else alert.as_json()
+    body = {"text": slack_text(alert)} if extra.get("format") == "slack" else alert.as_json()
     headers = {"Content-Type": "application/json"}
     if conn.password:  # a bearer token the receiver wants (never part of the message)
         headers["Authorization"] = f"Bearer {conn.password}"
