@@ -178,3 +178,29 @@ def test_the_deadline_callback_sends_one_message_with_the_run(
     assert msg["title"] == "TikTok DAG run not finished 6 hours after it was queued: tiktok_video_backfill"
     assert msg["facts"]["Queued at"] == "2026-12-05T00:00:05+00:00"
     assert msg["url"].endswith("/dags/tiktok_video_backfill/runs/scheduled__2026-12-05T00%3A00%3A00%2B00%3A00")
+
+
+def test_a_failing_webhook_never_puts_its_secret_url_in_the_error(
+    test_databases: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Slack-style webhook URL is itself the credential (.../services/T0/B0/<secret>): a 404 or a
+    refused connection must not carry it into the task log through the exception's text."""
+    import socket
+
+    from tiktok_provider.notifications.tiktok import Alert, deliver
+
+    secret_path = "/services/T000/B000/s3cr3tWebhookPathXyZ"
+    alert = Alert(kind="reconnect_needed", title="t", facts={"open_id": "x"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with http_receiver(status=404) as receiver:
+        for url in (receiver.url + secret_path, f"http://127.0.0.1:{closed_port}{secret_path}"):
+            monkeypatch.setenv("AIRFLOW_CONN_HOOKISH", json.dumps({"conn_type": "http", "host": url}))
+            with pytest.raises(Exception) as excinfo:
+                deliver(alert, "hookish")
+            chain, exc = [], excinfo.value
+            while exc is not None:
+                chain.append(f"{type(exc).__name__}: {exc}")
+                exc = exc.__cause__ or exc.__context__
+            assert "s3cr3t" not in "\n".join(chain), chain

@@ -336,6 +336,10 @@ def deadline_alert(context: Mapping[str, Any], *, hours: float | None = None) ->
 _SENT: set[str] = set()
 
 
+class AlertNotSent(Exception):
+    """The alert destination refused or could not be reached (the message never names its URL)."""
+
+
 def deliver(alert: Alert, conn_id: str = ALERTS_CONN_ID) -> bool:
     """Send ``alert`` where the connection ``conn_id`` says; return whether a message went out."""
     if alert.dedupe_key and alert.dedupe_key in _SENT:
@@ -384,13 +388,23 @@ def _post_webhook(alert: Alert, conn: Any, extra: Mapping[str, Any]) -> None:
     headers = {"Content-Type": "application/json"}
     if conn.password:  # a bearer token the receiver wants (never part of the message)
         headers["Authorization"] = f"Bearer {conn.password}"
-    response = requests.post(
-        webhook_url(conn, extra),
-        data=json.dumps(body, ensure_ascii=False).encode(),
-        headers=headers,
-        timeout=float(extra.get("timeout") or WEBHOOK_TIMEOUT_SECONDS),
-    )
-    response.raise_for_status()
+    # The URL is often the credential itself (a Slack webhook's path): requests' errors quote it, so
+    # they are replaced by one that names the connection, and raised outside their handler.
+    problem = None
+    try:
+        response = requests.post(
+            webhook_url(conn, extra),
+            data=json.dumps(body, ensure_ascii=False).encode(),
+            headers=headers,
+            timeout=float(extra.get("timeout") or WEBHOOK_TIMEOUT_SECONDS),
+        )
+    except requests.RequestException as exc:
+        problem = f"not reached ({type(exc).__name__})"
+    else:
+        if response.status_code >= 400:
+            problem = f"answered HTTP {response.status_code}"
+    if problem:
+        raise AlertNotSent(f"The webhook of connection {conn.conn_id!r} {problem}: the alert was not sent")
 
 
 def _send_email(alert: Alert, conn_id: str, extra: Mapping[str, Any]) -> None:
