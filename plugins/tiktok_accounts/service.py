@@ -244,7 +244,13 @@ def archived_blob(engine: Engine, sha256: str) -> tuple[str, str] | None:
             ),
             {"s": sha256},
         ).first()
-    return (row[0], row[1]) if row else None
+    # Only the raster types the archive stores (it sniffs them): never SVG or HTML from a row written
+    # otherwise, which would run script on the page's origin.
+    return (row[0], row[1]) if row and row[1] in RASTER_TYPES else None
+
+
+#: The content types the cover route serves (those ``tiktok_pipeline.archive`` stores).
+RASTER_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/heic"})
 
 
 def latest_task_links(open_ids: Sequence[str], *, ui: str) -> dict[str, list[TaskLink]]:

@@ -53,3 +53,22 @@ def test_a_purged_accounts_cover_is_not_served_but_a_shared_one_still_is(clean_w
     # Purge means gone: the page must not keep serving the creator's images to whoever kept a link.
     assert archived_blob(clean_warehouse, own) is None
     assert archived_blob(clean_warehouse, shared) is not None  # still an image of an account we keep
+
+
+def test_only_raster_types_are_ever_served(clean_warehouse: Any) -> None:
+    """The archive stores only sniffed JPEG/PNG/WebP/GIF/HEIC; a row saying SVG or HTML (written by
+    hand, an older version, a restore) must not turn the page's origin into a script host."""
+    from tiktok_accounts.service import RASTER_TYPES, archived_blob
+    from tiktok_pipeline.archive import EXTENSIONS
+
+    assert set(EXTENSIONS) == RASTER_TYPES  # what the archive stores is what the page serves
+    sha = _account_with_cover(clean_warehouse, "acct-svg", b"<svg onload=alert(1)>")
+    with clean_warehouse.begin() as conn:
+        conn.execute(
+            text("UPDATE tiktok.archive_blobs SET content_type = 'image/svg+xml' WHERE sha256 = :s"), {"s": sha}
+        )
+    assert archived_blob(clean_warehouse, sha) is None
+    png = _account_with_cover(clean_warehouse, "acct-svg", b"\x89PNG\r\n\x1a\nok")
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.archive_blobs SET content_type = 'image/png' WHERE sha256 = :s"), {"s": png})
+    assert archived_blob(clean_warehouse, png) == (f"file:///covers/{png[:2]}/{png}.jpg", "image/png")
