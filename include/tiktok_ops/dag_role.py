@@ -49,6 +49,10 @@ VERSION_TABLE = "tiktok.alembic_version"
 VERSION_TABLE_STATEMENTS: tuple[str, ...] = (
     "REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE tiktok.alembic_version FROM {role}",
 )
+#: The marts' refresh runs as their owner (SECURITY DEFINER); migration 0011 takes EXECUTE from
+#: PUBLIC, so the DAGs' role is granted it by name. Run once the function exists (after migrating).
+REFRESH_FUNCTION = "tiktok.refresh_marts()"
+FUNCTION_STATEMENTS: tuple[str, ...] = ("GRANT EXECUTE ON FUNCTION tiktok.refresh_marts() TO {role}",)
 #: For each database the role must stay out of (Airflow's metadata): ``{db}`` is that database.
 DENY_STATEMENTS: tuple[str, ...] = (
     "REVOKE ALL ON DATABASE {db} FROM {role}",
@@ -90,6 +94,10 @@ def create_dag_role(
                     f"{role} cannot write it.",
                     file=sys.stderr,
                 )
+            cur.execute("SELECT to_regprocedure(%s) IS NOT NULL", (REFRESH_FUNCTION,))
+            if cur.fetchone()[0]:
+                for statement in FUNCTION_STATEMENTS:
+                    cur.execute(sql.SQL(statement).format(role=ident))
             for other in deny_databases:
                 if other != database:
                     for statement in DENY_STATEMENTS:
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.print:
         print(f'CREATE ROLE "{args.role}" {ROLE_OPTIONS % "<password>"};')
-        for statement in (*STATEMENTS, *VERSION_TABLE_STATEMENTS):
+        for statement in (*STATEMENTS, *VERSION_TABLE_STATEMENTS, *FUNCTION_STATEMENTS):
             print(statement.format(db=f'"{args.database}"', role=f'"{args.role}"') + ";")
         for other in args.deny_database:
             for statement in DENY_STATEMENTS:

@@ -16,8 +16,9 @@ S3 / GCS / Azure through their providers -- and recorded in ``tiktok.cover_archi
   followed by hand, same scheme and host only, at most :data:`MAX_REDIRECTS`); a size cap
   (``Content-Length`` and the bytes actually read, default 5 MiB); images only -- the declared
   ``Content-Type`` must be an image type TikTok serves and the magic bytes must be JPEG, PNG,
-  WebP, GIF or HEIC/HEIF; connect and read timeouts; paced (a minimum gap between downloads) and
-  retried a bounded number of times on connection errors, 429 and 5xx. A refused or failed
+  WebP, GIF or HEIC/HEIF; connect and read timeouts and a deadline for the whole download
+  (``deadline_seconds``, default 60; checked between pieces of the body); paced (a minimum gap
+  between downloads) and retried a bounded number of times on connection errors, 429 and 5xx. A refused or failed
   download is logged with the video id (or open_id) and the reason, and the others go on.
 
 Configuration (``airflow.cfg`` section ``[tiktok]``, or ``AIRFLOW__TIKTOK__...``):
@@ -55,6 +56,7 @@ DEFAULT_PACE_SECONDS = 0.02
 DEFAULT_TIMEOUT = (5.0, 20.0)
 DEFAULT_RETRIES = 2
 DEFAULT_WORKERS = 4
+DEFAULT_DEADLINE_SECONDS = 60.0
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
 
@@ -124,6 +126,9 @@ class ArchiveSettings:
     backoff_seconds: float = 0.5
     #: Downloads in flight at once (the pace still spaces their starts).
     workers: int = DEFAULT_WORKERS
+    #: The longest one download (all its redirects and its body) may take: the read timeout only
+    #: bounds each wait for a next piece, so a body trickling in slowly would hold the task for ever.
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
 
 
 def default_base() -> str:
@@ -276,6 +281,7 @@ class CoverArchiver:
     def _get_once(self, url: str, etag: str | None) -> Downloaded:
         origin = _origin(url)
         headers = {"If-None-Match": etag} if etag else {}
+        deadline = self._clock() + self.settings.deadline_seconds
         for _hop in range(MAX_REDIRECTS + 1):
             if origin[0] not in ("http", "https"):
                 raise Refused(f"not an http(s) link ({origin[0] or 'no scheme'})")
@@ -293,10 +299,10 @@ class CoverArchiver:
                         raise Refused(f"redirect to another host ({_origin(target)[1] or 'none'})")
                     url = target
                     continue
-                return self._read(response, etag)
+                return self._read(response, etag, deadline)
         raise Refused(f"more than {MAX_REDIRECTS} redirects")
 
-    def _read(self, response: requests.Response, etag: str | None) -> Downloaded:
+    def _read(self, response: requests.Response, etag: str | None, deadline: float) -> Downloaded:
         status = response.status_code
         if status == 304 and etag:
             return Downloaded(None, etag=response.headers.get("ETag") or etag)
@@ -318,6 +324,8 @@ class CoverArchiver:
                 if total > cap:
                     raise Refused(f"larger than {cap} bytes")
                 chunks.append(chunk)
+                if self._clock() > deadline:
+                    raise Retryable(f"slower than {self.settings.deadline_seconds:g} s")
         except requests.RequestException as exc:
             raise Retryable(type(exc).__name__) from None
         body = b"".join(chunks)

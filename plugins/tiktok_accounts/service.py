@@ -227,7 +227,7 @@ def latest_videos(engine: Engine, open_id: str, *, limit: int = LATEST_VIDEOS) -
 
 
 def archived_blob(engine: Engine, sha256: str) -> tuple[str, str] | None:
-    """The stored path and content type of an archived image the warehouse lists, or None."""
+    """The stored path and content type of an archived image an account still has, or None."""
     import re
 
     from sqlalchemy import text
@@ -236,9 +236,21 @@ def archived_blob(engine: Engine, sha256: str) -> tuple[str, str] | None:
         return None
     with engine.connect() as conn:
         row = conn.execute(
-            text("SELECT path, content_type FROM tiktok.archive_blobs WHERE sha256 = :s"), {"s": sha256}
+            # Only an image some account we keep still has: a purged account's covers stop being
+            # served (their rows go with the account; the blob may be shared, so it stays stored).
+            text(
+                "SELECT b.path, b.content_type FROM tiktok.archive_blobs AS b WHERE b.sha256 = :s"
+                " AND EXISTS (SELECT 1 FROM tiktok.cover_archive AS c WHERE c.sha256 = b.sha256)"
+            ),
+            {"s": sha256},
         ).first()
-    return (row[0], row[1]) if row else None
+    # Only the raster types the archive stores (it sniffs them): never SVG or HTML from a row written
+    # otherwise, which would run script on the page's origin.
+    return (row[0], row[1]) if row and row[1] in RASTER_TYPES else None
+
+
+#: The content types the cover route serves (those ``tiktok_pipeline.archive`` stores).
+RASTER_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/heic"})
 
 
 def latest_task_links(open_ids: Sequence[str], *, ui: str) -> dict[str, list[TaskLink]]:

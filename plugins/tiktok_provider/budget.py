@@ -62,6 +62,11 @@ MAX_SHARED_SLOTS = 10_000
 #: How long a waiting caller above bulk keeps bulk callers out after each attempt that found no slot
 #: (waiters ask again at least every MAX_POLL_SECONDS, so bulk is out exactly while someone waits).
 WANT_SECONDS = 0.5
+#: The longest one budget statement may run (a lock held by a migration, a stuck server): past it the
+#: store counts as unreachable and the process paces itself, instead of the task hanging for ever.
+STATEMENT_TIMEOUT_MS = 5000
+#: TCP keepalives on the budget connection, so that a server gone silent is noticed in seconds too.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 
 
 def app_key(base_url: str, client_key: str) -> str:
@@ -183,6 +188,7 @@ SET paused_until = greatest(tiktok.rate_budget_state.paused_until, excluded.paus
                         # A crash may lose the last few budget writes: harmless (the leases end in a
                         # window), and not waiting for the WAL flush is most of an acquire's cost.
                         cur.execute("SET synchronous_commit = off")
+                        cur.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
                         # Planned once per connection, not per request.
                         types = "text, text, int, float8, int, text, float8"
                         cur.execute(f"PREPARE tiktok_budget_acquire ({types}) AS {self._positional}")
@@ -481,7 +487,7 @@ def _postgres_connector(target: str) -> Callable[[], Any]:
     if "://" in target:
         _scheme, rest = target.split("://", 1)
         dsn = "postgresql://" + rest  # postgresql+psycopg2:// and the like
-        return lambda: psycopg2.connect(dsn, connect_timeout=3, application_name="tiktok_rate_budget")
+        return lambda: psycopg2.connect(dsn, connect_timeout=3, application_name="tiktok_rate_budget", **KEEPALIVES)
     from airflow.hooks.base import BaseHook
 
     conn = BaseHook.get_connection(target)
@@ -495,6 +501,7 @@ def _postgres_connector(target: str) -> Callable[[], Any]:
             dbname=conn.schema or None,
             connect_timeout=3,
             application_name="tiktok_rate_budget",
+            **KEEPALIVES,
         )
 
     return connect

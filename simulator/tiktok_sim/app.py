@@ -20,7 +20,7 @@ from tiktok_sim.authorize import build_authorize_router
 from tiktok_sim.covers import CDN_KINDS
 from tiktok_sim.display import Incoming
 from tiktok_sim.envelope import Outcome
-from tiktok_sim.faults import HTML_503, OVERSIZED_BYTES
+from tiktok_sim.faults import HTML_503, OVERSIZED_BYTES, TRICKLE_BYTES, TRICKLE_SECONDS
 from tiktok_sim.state import Simulator
 from tiktok_sim.stats import RequestRecord
 from tiktok_sim.webhooks import build_webhook_router
@@ -74,6 +74,13 @@ def _oversized_chunks() -> Iterator[bytes]:
         yield b"\0" * chunk
 
 
+def _trickle(body: bytes) -> Iterator[bytes]:
+    for start in range(0, len(body), TRICKLE_BYTES):
+        if start:
+            time.sleep(TRICKLE_SECONDS)
+        yield body[start : start + TRICKLE_BYTES]
+
+
 def _cdn_answer(request: Request, body: bytes, reason: str | None, fault: str | None, *, etag: bool) -> Response:
     """The CDN's answer: the image (or a 304), a 403 for a refused link, or the fault asked for."""
     if reason is not None:
@@ -92,6 +99,8 @@ def _cdn_answer(request: Request, body: bytes, reason: str | None, fault: str | 
         return Response(b"".join(_oversized_chunks()), media_type="image/jpeg")
     if fault == "oversized_stream":
         return StreamingResponse(_oversized_chunks(), media_type="image/jpeg")
+    if fault == "trickle":
+        return StreamingResponse(_trickle(body), media_type="image/jpeg")
     if not etag:
         return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=0"})
     tag = covers.etag(body)

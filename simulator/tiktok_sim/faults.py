@@ -44,6 +44,8 @@ The CDN (endpoint ``cdn``: covers and avatars) has its own kinds, besides ``inte
 - ``wrong_magic``: 200 with ``Content-Type: image/jpeg`` but an HTML body.
 - ``offhost_redirect``: 302 to another host (``http://cdn-redirect.invalid/...``).
 - ``samehost_redirect``: 302 to the same URL on the same host (the next request is served as usual).
+- ``trickle``: 200 ``image/jpeg``, the real image streamed without a ``Content-Length``, a few bytes
+  every :data:`TRICKLE_SECONDS` (each gap well under a read timeout; the whole takes ~10 s).
 """
 
 from __future__ import annotations
@@ -67,7 +69,11 @@ CDN_FAULT_KINDS: tuple[str, ...] = (
     "wrong_magic",
     "offhost_redirect",
     "samehost_redirect",
+    "trickle",
 )
+#: The gap between the pieces of a ``trickle`` answer, and the size of each piece.
+TRICKLE_SECONDS = 0.25
+TRICKLE_BYTES = 8
 PASS = "pass"
 ALL_KINDS: tuple[str, ...] = (
     PASS,

@@ -273,3 +273,25 @@ def test_without_etags_changes_are_found_by_content(
     finally:
         sim.admin.set_config(cdn_etag=True)
     assert all(r.etag is None for r in archived(clean_warehouse, connected.open_id))
+
+
+def test_a_trickling_download_is_cut_off_at_its_deadline(
+    sim: Any, clean_warehouse: Any, encryption_key: str, tmp_path: Path
+) -> None:
+    # A CDN (or anything a cover link points at) sending a few bytes every quarter second never
+    # trips a read timeout; only a deadline for the whole download bounds the task.
+    import time
+
+    connected = sim.connected_account(videos=1)
+    TokenStore(clean_warehouse, encryption_key).save_grant(
+        TokenGrant(connected.open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), datetime.now(UTC))
+    )
+    videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
+    settings = ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1, retries=0, deadline_seconds=2)
+    archiver = CoverArchiver(clean_warehouse, settings)
+    sim.admin.fail_next("cdn", "trickle")
+    started = time.monotonic()
+    result = archiver.archive(cover_items(connected.open_id, videos), now=T0)
+    elapsed = time.monotonic() - started
+    assert result.failed == [(videos[0]["id"], "slower than 2 s")]
+    assert elapsed < 6, f"the download ran {elapsed:.1f} s past its 2 s deadline"

@@ -99,7 +99,7 @@ def test_a_failed_account_task_sends_one_webhook_message_after_its_retries_witho
 
 
 def test_slack_format_and_smtp_delivery(test_databases: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tiktok_provider.notifications.tiktok import Alert, deliver
+    from tiktok_provider.notifications.tiktok import Alert, deliver, slack_text
 
     title = "TikTok account needs reconnecting: <b>Ana</b>"
     alert = Alert(kind="reconnect_needed", title=title, facts={"open_id": "x"})
@@ -109,7 +109,8 @@ def test_slack_format_and_smtp_delivery(test_databases: Any, monkeypatch: pytest
             json.dumps({"conn_type": "http", "host": receiver.url, "extra": {"format": "slack"}}),
         )
         assert deliver(alert, "slackish")
-        assert receiver.json() == [{"text": alert.text()}]
+        assert receiver.json() == [{"text": slack_text(alert)}]
+        assert "&lt;b&gt;Ana&lt;/b&gt;" in receiver.json()[0]["text"]  # Slack markup is escaped
 
     with smtp_receiver() as smtp:
         monkeypatch.setenv(
@@ -128,10 +129,13 @@ def test_slack_format_and_smtp_delivery(test_databases: Any, monkeypatch: pytest
                 }
             ),
         )
-        assert deliver(Alert(kind="reconnect_needed", title=alert.title, facts={"open_id": "y"}), "mailish")
+        # a display name with a line break must not add a header (Bcc) to the e-mail
+        forged = alert.title + "\r\nBcc: evil@example.org"
+        assert deliver(Alert(kind="reconnect_needed", title=forged, facts={"open_id": "y"}), "mailish")
         [(sender, rcpts, raw)] = smtp.messages
     assert sender == "airflow@example.org" and sorted(rcpts) == ["data@example.org", "oncall@example.org"]
     body = email.message_from_bytes(raw)
+    assert body["Bcc"] is None and "evil@example.org" not in rcpts
     html_part = next(p for p in body.walk() if p.get_content_type() == "text/html").get_payload(decode=True).decode()
     assert "&lt;b&gt;Ana&lt;/b&gt;" in html_part and "<b>Ana</b>" not in html_part
 
@@ -174,3 +178,29 @@ def test_the_deadline_callback_sends_one_message_with_the_run(
     assert msg["title"] == "TikTok DAG run not finished 6 hours after it was queued: tiktok_video_backfill"
     assert msg["facts"]["Queued at"] == "2026-12-05T00:00:05+00:00"
     assert msg["url"].endswith("/dags/tiktok_video_backfill/runs/scheduled__2026-12-05T00%3A00%3A00%2B00%3A00")
+
+
+def test_a_failing_webhook_never_puts_its_secret_url_in_the_error(
+    test_databases: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Slack-style webhook URL is itself the credential (.../services/T0/B0/<secret>): a 404 or a
+    refused connection must not carry it into the task log through the exception's text."""
+    import socket
+
+    from tiktok_provider.notifications.tiktok import Alert, deliver
+
+    secret_path = "/services/T000/B000/s3cr3tWebhookPathXyZ"
+    alert = Alert(kind="reconnect_needed", title="t", facts={"open_id": "x"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with http_receiver(status=404) as receiver:
+        for url in (receiver.url + secret_path, f"http://127.0.0.1:{closed_port}{secret_path}"):
+            monkeypatch.setenv("AIRFLOW_CONN_HOOKISH", json.dumps({"conn_type": "http", "host": url}))
+            with pytest.raises(Exception) as excinfo:
+                deliver(alert, "hookish")
+            chain, exc = [], excinfo.value
+            while exc is not None:
+                chain.append(f"{type(exc).__name__}: {exc}")
+                exc = exc.__cause__ or exc.__context__
+            assert "s3cr3t" not in "\n".join(chain), chain

@@ -92,6 +92,13 @@ def test_avatar_changes_for_every_size(cdn_sim: SimulatorProcess, account: Conne
         ("offhost_redirect", 302, None, lambda r: r.headers["location"].startswith("http://cdn-redirect.invalid/")),
         ("samehost_redirect", 302, None, lambda r: r.headers["location"] == r.url),
         ("internal_error", 500, "text/plain", lambda r: True),
+        # the real image, slowly and without a length
+        (
+            "trickle",
+            200,
+            "image/jpeg",
+            lambda r: r.content.startswith(b"\xff\xd8") and "content-length" not in r.headers,
+        ),
     ],
 )
 def test_cdn_faults(cdn_sim: SimulatorProcess, account: ConnectedAccount, fault, status, content_type, check) -> None:

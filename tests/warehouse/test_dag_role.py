@@ -166,3 +166,33 @@ def test_the_connection_bootstrap_writes_logs_in_as_the_dag_role(dag_role) -> No
     assert conn["login"] == dag_role["role"] != owner
     assert conn["password"] == dag_role["password"]
     assert conn["schema"] == s.warehouse_db
+
+
+def test_only_the_dag_role_not_every_role_may_refresh_the_marts(dag_role, test_databases) -> None:
+    """``tiktok.refresh_marts()`` runs as the owner (SECURITY DEFINER): it is granted to the DAGs' role,
+    not to PUBLIC, so an analyst's read-only role cannot start the heavy refreshes whenever it likes."""
+    conn = connect_as(dag_role, dag_role["settings"].warehouse_db)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tiktok.refresh_marts()")
+    finally:
+        conn.close()
+    reader = f"{test_databases.warehouse_db}_reader_{uuid.uuid4().hex[:6]}"
+    admin = psycopg2.connect(f"{test_databases.pg_server}/{test_databases.warehouse_db}")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE ROLE "{reader}" NOLOGIN')
+            cur.execute(f'GRANT USAGE ON SCHEMA tiktok TO "{reader}"')
+            cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA tiktok TO "{reader}"')
+            cur.execute(f'SET ROLE "{reader}"')
+            with pytest.raises(psycopg2.Error) as excinfo:
+                cur.execute("SELECT tiktok.refresh_marts()")
+            assert excinfo.value.pgcode == INSUFFICIENT_PRIVILEGE, excinfo.value
+            cur.execute("RESET ROLE")
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("RESET ROLE")
+            cur.execute(f'DROP OWNED BY "{reader}"; DROP ROLE "{reader}"')
+        admin.close()

@@ -165,6 +165,8 @@ def test_a_role_that_does_not_own_the_marts_refreshes_them(wh_engine: Engine) ->
     with wh_engine.begin() as conn:
         conn.execute(text(f"CREATE ROLE {role} NOLOGIN"))
         conn.execute(text(f"GRANT USAGE ON SCHEMA tiktok TO {role}"))
+        # as tiktok_ops.dag_role grants it to the DAGs' role (not PUBLIC: migration 0011)
+        conn.execute(text(f"GRANT EXECUTE ON FUNCTION tiktok.refresh_marts() TO {role}"))
     try:
         with wh_engine.begin() as conn:
             conn.execute(text(f"SET LOCAL ROLE {role}"))

@@ -27,6 +27,7 @@ import html
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,15 @@ def redact(text: Any, *, secrets: Iterable[str] = (), keep: Iterable[str] = ()) 
     return _LONG_RUN.sub(lambda m: m.group(0) if m.group(0) in kept or not _has_digit(m.group(0)) else REDACTED, out)
 
 
+def one_line(value: str) -> str:
+    """``value`` on one line: line breaks and other control characters become spaces.
+
+    Creator text (a display name) and exception messages go into labelled lines and the e-mail
+    subject: a line break there would forge a "Next step:" line or a header.
+    """
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
+
+
 def _has_digit(value: str) -> bool:
     return any(c.isdigit() for c in value)
 
@@ -135,6 +145,11 @@ class Alert:
     next_step: str = ""
     url: str | None = None
     dedupe_key: str = ""
+
+    def __post_init__(self) -> None:
+        self.title = one_line(self.title)
+        self.facts = {one_line(label): one_line(str(value)) for label, value in self.facts.items()}
+        self.next_step = one_line(self.next_step)
 
     def text(self) -> str:
         lines = [self.title, ""]
@@ -321,6 +336,10 @@ def deadline_alert(context: Mapping[str, Any], *, hours: float | None = None) ->
 _SENT: set[str] = set()
 
 
+class AlertNotSent(Exception):
+    """The alert destination refused or could not be reached (the message never names its URL)."""
+
+
 def deliver(alert: Alert, conn_id: str = ALERTS_CONN_ID) -> bool:
     """Send ``alert`` where the connection ``conn_id`` says; return whether a message went out."""
     if alert.dedupe_key and alert.dedupe_key in _SENT:
@@ -356,20 +375,36 @@ def webhook_url(conn: Any, extra: Mapping[str, Any]) -> str:
     return f"{scheme}://{host}{port}{extra.get('endpoint') or ''}"
 
 
+def slack_text(alert: Alert) -> str:
+    """The message as a Slack ``text``: ``&``, ``<`` and ``>`` escaped, so that creator text cannot
+    mention ``<!channel>`` or hide a link as ``<http://evil|Reconnect here>`` (Slack's own rule for text)."""
+    return alert.text().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _post_webhook(alert: Alert, conn: Any, extra: Mapping[str, Any]) -> None:
     import requests
 
-    body = {"text": alert.text()} if extra.get("format") == "slack" else alert.as_json()
+    body = {"text": slack_text(alert)} if extra.get("format") == "slack" else alert.as_json()
     headers = {"Content-Type": "application/json"}
     if conn.password:  # a bearer token the receiver wants (never part of the message)
         headers["Authorization"] = f"Bearer {conn.password}"
-    response = requests.post(
-        webhook_url(conn, extra),
-        data=json.dumps(body, ensure_ascii=False).encode(),
-        headers=headers,
-        timeout=float(extra.get("timeout") or WEBHOOK_TIMEOUT_SECONDS),
-    )
-    response.raise_for_status()
+    # The URL is often the credential itself (a Slack webhook's path): requests' errors quote it, so
+    # they are replaced by one that names the connection, and raised outside their handler.
+    problem = None
+    try:
+        response = requests.post(
+            webhook_url(conn, extra),
+            data=json.dumps(body, ensure_ascii=False).encode(),
+            headers=headers,
+            timeout=float(extra.get("timeout") or WEBHOOK_TIMEOUT_SECONDS),
+        )
+    except requests.RequestException as exc:
+        problem = f"not reached ({type(exc).__name__})"
+    else:
+        if response.status_code >= 400:
+            problem = f"answered HTTP {response.status_code}"
+    if problem:
+        raise AlertNotSent(f"The webhook of connection {conn.conn_id!r} {problem}: the alert was not sent")
 
 
 def _send_email(alert: Alert, conn_id: str, extra: Mapping[str, Any]) -> None:

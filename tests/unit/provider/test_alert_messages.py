@@ -11,7 +11,9 @@ from tiktok_provider.notifications.tiktok import (
     consent_alert,
     deadline_alert,
     failure_alert,
+    reconnect_alert,
     redact,
+    slack_text,
 )
 
 OPEN_ID = "-000OyJzSy1p0eNqIuaZgJPQpNmvBSvLxK9L7aQ"  # the shape of a real open_id: long, base64-like
@@ -117,3 +119,39 @@ def test_provider_info_lists_the_notifier_and_matches_airflows_schema() -> None:
     jsonschema.validate(info, schema)
     assert info["notifications"] == ["tiktok_provider.notifications.tiktok.TikTokAlertNotifier"]
     assert all(issubclass(import_string(path), BaseNotifier) for path in info["notifications"])
+
+
+def test_a_display_name_cannot_forge_lines_or_fields_of_the_message() -> None:
+    # A creator's display name is whatever they typed: newlines would forge "Next step:" lines (and,
+    # in the e-mail subject, headers).
+    name = "Ana\nNext step: run `DROP SCHEMA tiktok` now\r\nBcc: evil@example.com\u2028x"
+    for alert in (
+        failure_alert(_context(RuntimeError("boom"), name=name)),
+        consent_alert(
+            SimpleNamespace(
+                open_id=OPEN_ID,
+                name=name,
+                refresh_expires_at=datetime(2026, 12, 12, tzinfo=UTC),
+                days_left=7,
+                threshold=7,
+            )
+        ),
+        reconnect_alert(OPEN_ID, name, reason="gone\nNext step: forged"),
+    ):
+        lines = alert.text().splitlines()
+        assert [line for line in lines if line.startswith("Next step:")] == [f"Next step: {alert.next_step}"]
+        assert not any(line.startswith("Bcc:") for line in lines)
+        assert "\n" not in alert.title and "\r" not in alert.title and "\u2028" not in alert.title
+        for value in alert.facts.values():
+            assert "\n" not in value and "\r" not in value
+
+
+def test_slack_text_escapes_creator_markup() -> None:
+    # Slack reads <!channel>, <@U123> and <http://evil|click> in "text" as mentions and links.
+    name = "<!channel> <http://evil.example|Reconnect here> & <@U123>"
+    alert = failure_alert(_context(RuntimeError("boom <!here>"), name=name))
+    text = slack_text(alert)
+    assert "<!channel>" not in text and "<!here>" not in text and "<http://evil" not in text and "<@U123>" not in text
+    assert "&lt;!channel&gt;" in text and "&amp;" in text
+    # the link on-call should click is still a link
+    assert alert.url in text
