@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from tiktok_pipeline.hooks import display_hook, warehouse_of
-from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
+from tiktok_pipeline.names import CONNECT_DAG_ID, FIRST_RUN_ID_PREFIX, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
 from tiktok_pipeline.sync import MODES, sync_videos
 from tiktok_provider.errors import failing_fast
@@ -46,6 +46,19 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+def run_priority(context: Any, *, bulk: bool = False) -> str:
+    """The rate-budget priority of a task's TikTok calls (:mod:`tiktok_provider.budget`).
+
+    ``interactive`` in the runs the accounts page starts for a newly connected account (someone is
+    waiting to see it), else ``bulk`` for whole-history work (``bulk=True``), else ``normal``
+    (daily snapshots, cover refresh).
+    """
+    dag_run = (context or {}).get("dag_run")
+    if str(getattr(dag_run, "run_id", "") or "").startswith(FIRST_RUN_ID_PREFIX):
+        return "interactive"
+    return "bulk" if bulk else "normal"
+
+
 class _TikTokToPostgresOperator(BaseOperator):
     """Shared plumbing: connection id, the hook, the call counts in the summary.
 
@@ -69,8 +82,8 @@ class _TikTokToPostgresOperator(BaseOperator):
         self.account_name = account_name
         self.tiktok_conn_id = tiktok_conn_id
 
-    def _hook(self) -> TikTokDisplayHook:
-        return display_hook(self.tiktok_conn_id)
+    def _hook(self, context: Any = None, *, bulk: bool = False) -> TikTokDisplayHook:
+        return display_hook(self.tiktok_conn_id, priority=run_priority(context, bulk=bulk))
 
     #: The Display API endpoint the operator reads (its OpenLineage input).
     endpoint: str = ""
@@ -154,7 +167,7 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
         self.fields = fields
 
     def execute(self, context: Context) -> dict[str, Any]:
-        hook = self._hook()
+        hook = self._hook(context)
         with _failing_fast(self.open_id), self._reconnect_alert():
             user = hook.get_user_info(self.open_id, self.fields)
             captured_at = datetime.now(UTC)
@@ -209,7 +222,7 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
         if self.mode not in MODES:
             raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
         lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
-        hook = self._hook()
+        hook = self._hook(context, bulk=self.mode == "full")
         now = datetime.now(UTC)
         with _failing_fast(self.open_id), self._reconnect_alert():
             warehouse = warehouse_of(hook)
@@ -250,7 +263,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
-        hook = self._hook()
+        hook = self._hook(context)
         now = datetime.now(UTC)
         with _failing_fast(self.open_id), self._reconnect_alert():
             warehouse = warehouse_of(hook)

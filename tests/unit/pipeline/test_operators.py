@@ -26,7 +26,12 @@ def wire(monkeypatch: pytest.MonkeyPatch, make_hook: Any) -> Any:
     def wire(*answers: Any, warehouse: FakeWarehouse | None = None, **kwargs: Any) -> Any:
         hook, script, store, _ = make_hook(*answers, **kwargs)
         wh = warehouse or FakeWarehouse()
-        monkeypatch.setattr(operators, "display_hook", lambda conn_id: hook)
+
+        def display_hook(conn_id: str, **kwargs: Any) -> Any:
+            hook.built_with = kwargs
+            return hook
+
+        monkeypatch.setattr(operators, "display_hook", display_hook)
         monkeypatch.setattr(operators, "warehouse_of", lambda h: wh)
         return hook, script, store, wh
 
@@ -116,3 +121,41 @@ def test_video_query_marks_removals_once_with_every_answer_in_hand(wire: Any) ->
     assert wh.calls[-1][1] == ["101", "7"]
     assert summary["requested"] == 26 and summary["rechecked"] == 1 and summary["removed"] == 2
     assert summary["removal_suspects"] == 2
+
+
+class _Run:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+
+@pytest.mark.parametrize(
+    ("mode", "run_id", "priority"),
+    [
+        ("full", "manual__2026-01-01", "bulk"),
+        ("incremental", "scheduled__2026-01-01", "normal"),
+        ("full", "connect__abc__20260101T000000000000", "interactive"),
+        ("incremental", "connect__abc__20260101T000000000000", "interactive"),
+    ],
+)
+def test_video_list_hook_has_the_priority_of_its_run(wire: Any, mode: str, run_id: str, priority: str) -> None:
+    """A whole-history sync is bulk; a newly connected account's first runs are interactive."""
+    hook, _, _, _ = wire(page([], cursor=None, has_more=False))
+    op = operators.TikTokVideoListToPostgresOperator(task_id="sync", open_id=OPEN_ID, mode=mode)
+    op.execute({"dag_run": _Run(run_id)})
+    assert hook.built_with == {"priority": priority}
+
+
+@pytest.mark.parametrize(
+    ("run_id", "priority"), [("scheduled__2026-01-01", "normal"), ("connect__abc__20260101T0000", "interactive")]
+)
+def test_snapshots_and_cover_refresh_are_normal_unless_a_first_run(wire: Any, run_id: str, priority: str) -> None:
+    hook, _, _, _ = wire(user())
+    operators.TikTokUserInfoToPostgresOperator(task_id="s", open_id=OPEN_ID, fields=["display_name"]).execute(
+        {"dag_run": _Run(run_id)}
+    )
+    assert hook.built_with == {"priority": priority}
+    hook, _, _, _ = wire()
+    operators.TikTokVideoQueryToPostgresOperator(task_id="c", open_id=OPEN_ID, video_ids=[]).execute(
+        {"dag_run": _Run(run_id)}
+    )
+    assert hook.built_with == {"priority": priority}
