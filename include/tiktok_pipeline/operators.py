@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from tiktok_pipeline.hooks import display_hook, warehouse_of
 from tiktok_pipeline.names import CONNECT_DAG_ID, FIRST_RUN_ID_PREFIX, TIKTOK_CONN_ID
@@ -46,6 +46,35 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summaries of a batch's accounts added up (numbers summed, dicts of numbers merged)."""
+    totals: dict[str, Any] = {}
+    for result in results:
+        for key, value in result.items():
+            if isinstance(value, bool) or key == "cursor":
+                continue
+            if isinstance(value, int):
+                totals[key] = totals.get(key, 0) + value
+            elif isinstance(value, dict):
+                bucket = totals.setdefault(key, {})
+                for inner, count in value.items():
+                    if isinstance(count, int) and not isinstance(count, bool):
+                        bucket[inner] = bucket.get(inner, 0) + count
+    return totals
+
+
+def _run_after(context: Any) -> datetime | None:
+    """When the run could start: work the warehouse records since then was done by this run (or later)."""
+    return getattr((context or {}).get("dag_run"), "run_after", None)
+
+
+def _exists(warehouse: Any, sql: str, **params: Any) -> bool:
+    from sqlalchemy import text
+
+    with warehouse.engine.connect() as conn:
+        return conn.execute(text(sql), params).first() is not None
+
+
 def run_priority(context: Any, *, bulk: bool = False) -> str:
     """The rate-budget priority of a task's TikTok calls (:mod:`tiktok_provider.budget`).
 
@@ -72,15 +101,80 @@ class _TikTokToPostgresOperator(BaseOperator):
     def __init__(
         self,
         *,
-        open_id: str,
+        open_id: str | None = None,
         account_name: str | None = None,
+        accounts: Sequence[dict[str, str]] | None = None,
         tiktok_conn_id: str = TIKTOK_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (open_id is None) == (accounts is None):
+            raise TypeError("give either open_id (one account) or accounts (a batch)")
         self.open_id = open_id
         self.account_name = account_name
+        self.accounts = accounts
         self.tiktok_conn_id = tiktok_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.accounts is None:
+            return self.execute_account(context)
+        return self._execute_batch(context)
+
+    def execute_account(self, context: Context) -> dict[str, Any]:
+        """Do the task's work for ``self.open_id``; return its summary."""
+        raise NotImplementedError
+
+    def done_in_run(self, warehouse: Any, context: Any) -> bool:
+        """Whether the warehouse already records this account's work for this run (a batch skips it)."""
+        return False
+
+    def _execute_batch(self, context: Context) -> dict[str, Any]:
+        """Each account of the batch in turn; one's failure never stops the others.
+
+        An account whose work the warehouse already records for this run (:meth:`done_in_run`) is
+        skipped, so clearing the task redoes only what is not done. At the end the task fails
+        naming every failed account (display name and open_id) with its error: with
+        ``AirflowFailException`` when no retry can help any of them, else with a retryable error.
+        """
+        accounts = list(self.accounts or ())
+        warehouse = warehouse_of(self._hook(context))
+        results: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        failed: list[tuple[str, str, BaseException]] = []
+        try:
+            for account in accounts:
+                self.open_id, self.account_name = account["open_id"], account.get("account_name")
+                name = self.account_name or self.open_id
+                try:
+                    if self.done_in_run(warehouse, context):
+                        self.log.info("Account %s (%s): already done in this run; skipped", name, self.open_id)
+                        skipped.append(self.open_id)
+                        continue
+                    results.append(self.execute_account(context))
+                except Exception as exc:
+                    self.log.error("Account %s (%s) failed: %s: %s", name, self.open_id, type(exc).__name__, exc)
+                    failed.append((name, self.open_id, exc))
+        finally:
+            self.open_id = self.account_name = None
+        summary = _add_up(results)
+        summary.update(batch_accounts=len(accounts), batch_done=len(results), batch_skipped=len(skipped))
+        self.log.info(
+            "Batch of %d accounts: %d done, %d already done in this run, %d failed",
+            len(accounts),
+            len(results),
+            len(skipped),
+            len(failed),
+        )
+        if failed:
+            listed = "; ".join(f"{name} ({oid}): {type(exc).__name__}: {str(exc)[:300]}" for name, oid, exc in failed)
+            message = (
+                f"{len(failed)} of {len(accounts)} accounts failed (the others are stored; clearing this task "
+                f"redoes only what is not done): {listed}"
+            )
+            if all(isinstance(exc, AirflowFailException) for _, _, exc in failed):
+                raise AirflowFailException(message)
+            raise AirflowException(message)
+        return summary
 
     def _hook(self, context: Any = None, *, bulk: bool = False) -> TikTokDisplayHook:
         return display_hook(self.tiktok_conn_id, priority=run_priority(context, bulk=bulk))
@@ -162,11 +256,23 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
     template_fields: Sequence[str] = ("fields",)
     endpoint = "/v2/user/info/"
 
+    def done_in_run(self, warehouse: Any, context: Any) -> bool:
+        """Today's snapshot exists and was written since the run's start (``run_after``)."""
+        since = _run_after(context)
+        return since is not None and _exists(
+            warehouse,
+            "SELECT 1 FROM tiktok.profile_snapshots WHERE open_id = :o AND snapshot_date = :today "
+            "AND captured_at >= :since",
+            o=self.open_id,
+            today=datetime.now(UTC).date(),
+            since=since,
+        )
+
     def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fields = fields
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute_account(self, context: Context) -> dict[str, Any]:
         hook = self._hook(context)
         with _failing_fast(self.open_id), self._reconnect_alert():
             user = hook.get_user_info(self.open_id, self.fields)
@@ -213,12 +319,23 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     template_fields: Sequence[str] = ("mode", "lookback_days")
     endpoint = "/v2/video/list/"
 
+    def done_in_run(self, warehouse: Any, context: Any) -> bool:
+        """A sync of this mode finished since the run's start (``run_after``)."""
+        since = _run_after(context)
+        return since is not None and _exists(
+            warehouse,
+            "SELECT 1 FROM tiktok.sync_state WHERE open_id = :o AND mode = :mode AND finished_at >= :since",
+            o=self.open_id,
+            mode=self.mode,
+            since=since,
+        )
+
     def __init__(self, *, mode: str = "incremental", lookback_days: int = 7, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mode = mode
         self.lookback_days = lookback_days
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute_account(self, context: Context) -> dict[str, Any]:
         if self.mode not in MODES:
             raise AirflowFailException(f"mode must be one of {MODES}, got {self.mode!r}")
         lookback = _whole_number(self.lookback_days, "lookback_days", 1, 3650)
@@ -261,7 +378,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
         self.video_ids = video_ids
         self.horizon_minutes = horizon_minutes
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute_account(self, context: Context) -> dict[str, Any]:
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
         hook = self._hook(context)
         now = datetime.now(UTC)

@@ -457,3 +457,43 @@ def test_loads_archive_images_keep_young_captures_and_publish_assets(
     again = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
     [second] = xcom(again, "refresh_covers")
     assert second["archive"]["new_versions"] == 0 and second["archive"]["checked"] == 15
+
+
+def test_above_the_threshold_accounts_run_in_batches_and_a_clear_redoes_only_the_failed_one(
+    sim, dags, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    import json
+
+    from receivers import http_receiver
+
+    monkeypatch.setenv("AIRFLOW__TIKTOK__BATCH_ACCOUNTS_ABOVE", "2")
+    monkeypatch.setenv("AIRFLOW__TIKTOK__ACCOUNTS_PER_BATCH", "3")
+    ids = [connect_via_dag(videos=1) for _ in range(5)]
+    sim.admin.set_faults("user_info", queue=[("pass", 2), ("missing_data", 1)])  # the third account's answer
+    sim.admin.reset_stats()
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
+    mapped = {k: v for k, v in states(run).items() if k[0] == "snapshot_profile"}
+    assert sorted(mapped.values()) == ["failed", "success"], "5 accounts, 3 a batch: two batch tasks"
+    stored = {r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")}
+    assert len(stored) == 4, "the failure stopped no other account, in its batch or the other"
+    [failed] = set(ids) - stored
+    [name] = [
+        r[0] for r in table(clean_warehouse, "SELECT display_name FROM tiktok.accounts WHERE open_id = :o", o=failed)
+    ]
+    failures = [m for m in messages if failed in json.dumps(m)]
+    assert failures, messages
+    assert "1 of 3 accounts failed" in json.dumps(failures) and name in json.dumps(failures, ensure_ascii=False)
+    assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 5
+
+    # Clearing: the same run again (dag.test replaces a run of the same logical date).
+    again = dags.dags["tiktok_profile_snapshot"].test(
+        run_conf=dags.defaults["tiktok_profile_snapshot"], run_after=run.run_after, logical_date=run.logical_date
+    )
+    assert str(again.state) == "success", states(again)
+    assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 6, "only the failed account was asked again"
+    assert {r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")} == set(ids)
+    summaries = xcom(again, "snapshot_profile")
+    assert sorted((s["batch_done"], s["batch_skipped"]) for s in summaries) == [(0, 2), (1, 2)]

@@ -87,3 +87,15 @@ def test_a_check_serialises_the_same_on_every_parse() -> None:
     first = serialize_template_field(check.conn_id, "conn_id")
     assert first == serialize_template_field(common.WarehouseConnId(common.TIKTOK_CONN_ID), "conn_id")
     assert "0x" not in str(first), "no memory address: the DAG's hash must not change between parses"
+
+
+def test_above_the_threshold_accounts_are_mapped_in_labelled_batches() -> None:
+    from tiktok_pipeline.common import plan_tasks
+
+    accounts = [{"open_id": f"id{i}", "account_name": f"n{i}"} for i in range(5)]
+    assert plan_tasks(accounts, 5, 2) == accounts  # at the threshold: one task per account, as before
+    plan = plan_tasks(accounts, 2, 2)
+    assert [p["account_name"] for p in plan] == ["accounts 1-2 of 5", "accounts 3-4 of 5", "accounts 5-5 of 5"]
+    assert [a for p in plan for a in p["accounts"]] == accounts
+    big = [{"open_id": f"id{i}", "account_name": ""} for i in range(2000)]
+    assert len(plan_tasks(big, 500, 50)) == 40  # far below max_map_length (1024)

@@ -159,3 +159,44 @@ def test_snapshots_and_cover_refresh_are_normal_unless_a_first_run(wire: Any, ru
         {"dag_run": _Run(run_id)}
     )
     assert hook.built_with == {"priority": priority}
+
+
+def test_a_batch_runs_every_account_and_fails_at_the_end_naming_the_failed_ones(wire: Any) -> None:
+    """One account's failure never stops the others in its batch; the failure names it and why."""
+    _, script, store, wh = wire(user(), user())
+    store_get = store.get
+
+    def get(open_id: str) -> Any:
+        if open_id == "nobody":
+            raise errors.AccountNotFound(open_id)
+        return store_get(open_id)
+
+    store.get = get
+    accounts = [
+        {"open_id": OPEN_ID, "account_name": "Ada"},
+        {"open_id": "nobody", "account_name": "Bob <b>"},
+        {"open_id": OPEN_ID, "account_name": "Ada again"},
+    ]
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
+    with pytest.raises(AirflowFailException, match=r"1 of 3 accounts failed.*Bob <b> \(nobody\): AirflowFailException"):
+        op.execute({})
+    assert len(script.requests) == 2  # the account after the failed one was still done
+    assert [name for name, _ in wh.calls].count("profile_snapshot") == 2
+    assert op.open_id is None
+
+
+def test_a_batch_sums_up_its_accounts(wire: Any) -> None:
+    wire(user(), user())
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}] * 2
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
+    summary = op.execute({})
+    assert "/v2/user/info/" in summary["api_calls"]  # (this test's hook is shared, so its counts add up twice)
+    assert (summary["batch_accounts"], summary["batch_done"], summary["batch_skipped"]) == (2, 2, 0)
+    json.dumps(summary)
+
+
+def test_an_operator_takes_one_account_or_a_batch_not_both() -> None:
+    with pytest.raises(TypeError):
+        operators.TikTokUserInfoToPostgresOperator(task_id="s", open_id=OPEN_ID, accounts=[])
+    with pytest.raises(TypeError):
+        operators.TikTokUserInfoToPostgresOperator(task_id="s")
