@@ -63,6 +63,19 @@ def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
     return totals
 
 
+def max_covers_setting() -> int | None:
+    """``[tiktok] max_covers_per_account``: stale covers one refresh asks for at most (default: all)."""
+    from airflow.configuration import conf
+
+    raw = (conf.get("tiktok", "max_covers_per_account", fallback="") or "").strip()
+    if not raw:
+        return None
+    value = int(raw)
+    if value < 0:
+        raise AirflowFailException(f"[tiktok] max_covers_per_account must be >= 0, got {value}")
+    return value
+
+
 def _run_after(context: Any) -> datetime | None:
     """When the run could start: work the warehouse records since then was done by this run (or later)."""
     return getattr((context or {}).get("dag_run"), "run_after", None)
@@ -373,10 +386,18 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
     template_fields: Sequence[str] = ("video_ids", "horizon_minutes")
     endpoint = "/v2/video/query/"
 
-    def __init__(self, *, video_ids: Sequence[str] | None = None, horizon_minutes: int = 60, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        video_ids: Sequence[str] | None = None,
+        horizon_minutes: int = 60,
+        max_covers: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.video_ids = video_ids
         self.horizon_minutes = horizon_minutes
+        self.max_covers = max_covers
 
     def execute_account(self, context: Context) -> dict[str, Any]:
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
@@ -384,8 +405,23 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
         now = datetime.now(UTC)
         with _failing_fast(self.open_id), self._reconnect_alert():
             warehouse = warehouse_of(hook)
+            cap = self.max_covers if self.max_covers is not None else max_covers_setting()
             done = refresh_covers(
-                hook, warehouse, self.open_id, video_ids=self.video_ids, horizon=timedelta(minutes=horizon), now=now
+                hook,
+                warehouse,
+                self.open_id,
+                video_ids=self.video_ids,
+                horizon=timedelta(minutes=horizon),
+                now=now,
+                max_covers=cap,
+            )
+        if done.left:
+            self.log.warning(
+                "Cover refresh of %s: %d stale covers left for a later run (at most %d a run, "
+                "[tiktok] max_covers_per_account); the most recent and most viewed went first",
+                self.open_id,
+                done.left,
+                cap,
             )
         from tiktok_pipeline.archive import cover_items
 
@@ -415,6 +451,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
             "removals_held": done.held,
             "snapshots_written": done.snapshots_written,
             "captures": done.captures,
+            "covers_left": done.left,
             "archive": archive,
             **self._api_summary(hook),
         }

@@ -313,6 +313,33 @@ def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
     assert removed == [(gone,)]
 
 
+def test_a_capped_cover_refresh_spends_it_on_recent_and_most_viewed_videos_and_says_what_it_left(
+    sim, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    open_id = connect_via_dag(videos=50)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.videos SET cover_expires_at = now() - interval '1 minute'"))
+    want = [
+        r[0]
+        for r in table(
+            clean_warehouse,
+            "SELECT id FROM tiktok.videos WHERE open_id = :o"
+            " ORDER BY create_time DESC NULLS LAST, view_count DESC NULLS LAST, id LIMIT 20",
+            o=open_id,
+        )
+    ]
+    monkeypatch.setenv("AIRFLOW__TIKTOK__MAX_COVERS_PER_ACCOUNT", "20")
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh")
+    assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "refresh_covers")
+    assert (summary["requested"], summary["covers_left"]) == (20, 30)
+    assert sim.admin.stats()["accounts"][open_id]["endpoints"] == {"video_query": 1}
+    refreshed = table(clean_warehouse, "SELECT id FROM tiktok.videos WHERE cover_expires_at > now() ORDER BY id")
+    assert [r[0] for r in refreshed] == sorted(want), "the 20 most recent (then most viewed) went first"
+
+
 def test_running_every_dag_twice_changes_nothing(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
     connect_via_dag(videos=60)
     connect_via_dag(videos=25)
