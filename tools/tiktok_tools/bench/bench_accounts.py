@@ -7,13 +7,14 @@ accounts, e.g. 2,000 of them::
     python -m tiktok_tools.up start --sim-accounts 2000 --sim-videos 1   # connects every account
     make bench FIG=accounts2000          # = python -m tiktok_tools.bench.bench_accounts
 
-It sets the simulator's limit to ``--limit`` requests a minute per endpoint (600, TikTok's), resets
-its counters, unpauses and triggers ``tiktok_profile_snapshot`` through the REST API, and waits for
-the run. The API bound is the time the limit alone needs for the run's ``user/info`` calls
-(N accounts: N / limit minutes). It prints the run's wall time, wall ÷ bound, and Airflow's overhead
-share: the part of the wall time above the bound, and, of it, the time no snapshot task was running
-at all (scheduling, ``select_accounts``, the checks). Above ``[tiktok] batch_accounts_above`` (500)
-the snapshots run as batch tasks of ``[tiktok] accounts_per_batch`` (50).
+It sets the simulator's limit to ``--limit`` requests a minute per endpoint (600, TikTok's),
+resets its counters, waits until no DAG run is queued or running, unpauses and triggers
+``tiktok_profile_snapshot`` through the REST API, and waits for the run. The API bound is the
+time the limit alone needs for the run's ``user/info`` calls (N accounts: N / limit minutes).
+It prints the run's wall time, wall ÷ bound, and Airflow's overhead share: the part of the wall
+time above the bound, and, of it, the time no snapshot task was running at all (scheduling,
+``select_accounts``, the checks). Above ``[tiktok] batch_accounts_above`` (500) the snapshots
+run as batch tasks of ``[tiktok] accounts_per_batch`` (50).
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def measure(*, limit: int, timeout: float) -> dict[str, Any]:
     admin.reset_stats()
     requests.post(f"{stack.settings.sim_url}/_sim/ratelimit/reset", timeout=10).raise_for_status()
     requests.patch(f"{api}/dags/{DAG_ID}", json={"is_paused": False}, headers=headers, timeout=10).raise_for_status()
+    # Alone on the scheduler: a scheduled run of this DAG (max_active_runs=1) would hold ours back, and
+    # one of another DAG would share the pool and the CPU.
+    waited = time.time()
+    while time.time() - waited < timeout:
+        busy = requests.get(
+            f"{api}/dags/~/dagRuns", params={"state": ["queued", "running"]}, headers=headers, timeout=10
+        ).json()["total_entries"]
+        if not busy:
+            break
+        time.sleep(2)
     began = time.time()
     answer = requests.post(
         f"{api}/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}}, headers=headers, timeout=30
