@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from tiktok_pipeline.hooks import display_hook, warehouse_of
+from tiktok_pipeline.hooks import display_hook, shared_engines, warehouse_of
 from tiktok_pipeline.names import CONNECT_DAG_ID, FIRST_RUN_ID_PREFIX, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
 from tiktok_pipeline.sync import MODES, sync_videos
@@ -131,7 +131,8 @@ class _TikTokToPostgresOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.accounts is None:
             return self.execute_account(context)
-        return self._execute_batch(context)
+        with shared_engines():  # one engine for the batch, not one per account
+            return self._execute_batch(context)
 
     def execute_account(self, context: Context) -> dict[str, Any]:
         """Do the task's work for ``self.open_id``; return its summary."""

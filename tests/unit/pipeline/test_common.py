@@ -99,3 +99,29 @@ def test_above_the_threshold_accounts_are_mapped_in_labelled_batches() -> None:
     assert [a for p in plan for a in p["accounts"]] == accounts
     big = [{"open_id": f"id{i}", "account_name": ""} for i in range(2000)]
     assert len(plan_tasks(big, 500, 50)) == 40  # far below max_map_length (1024)
+
+
+def test_a_batch_shares_one_engine_per_warehouse_and_disposes_it(monkeypatch: Any) -> None:
+    """A hook per account must not mean engines (and pooled Postgres connections) per account."""
+    from tiktok_pipeline import hooks
+    from tiktok_warehouse import db
+
+    made: list[Any] = []
+
+    class Engine:
+        disposed = False
+
+        def dispose(self) -> None:
+            self.disposed = True
+
+    def get_engine(conn_id: str) -> Any:
+        made.append(Engine())
+        return made[-1]
+
+    monkeypatch.setattr(db, "get_engine", get_engine)
+    with hooks.shared_engines():
+        first = hooks._engine("tiktok_warehouse")
+        assert all(hooks._engine("tiktok_warehouse") is first for _ in range(50))
+        assert not first.disposed
+    assert len(made) == 1 and first.disposed
+    assert hooks._engine("tiktok_warehouse") is not first  # outside a batch: as before
