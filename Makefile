@@ -56,9 +56,10 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## Where we stand against the limits (README, Performance). Own databases and simulator; QUICK=1 for a small run.
+## Where we stand against the limits (README, Performance). Own databases and simulator; QUICK=1 for a small run;
+## FIG=accounts2000: the N-account snapshot through a running `make up` stack (tools/tiktok_tools/bench/bench_accounts.py).
 bench: install
-	$(PY) -m tiktok_tools.bench $(if $(QUICK),--quick,)
+	$(if $(filter accounts2000,$(FIG)),$(PY) -m tiktok_tools.bench.bench_accounts,$(PY) -m tiktok_tools.bench $(if $(QUICK),--quick,))
 
 ## Long, random chaos outside the test suite: faults, a changing world, killed tasks, then a check
 ## against the simulator's ground truth (own databases). SOAK_ARGS="--minutes 60 --pg-restart".

@@ -49,7 +49,7 @@ ACCOUNTS_PARAM = Param(
 )
 
 #: What select_accounts gives each per-account task, through ``expand_kwargs()``.
-ACCOUNT_KWARGS = ("open_id", "account_name")
+ACCOUNT_KWARGS = ("open_id", "account_name", "accounts")
 #: The longest account name the grid shows (Airflow stores at most 250 characters of a map index,
 #: and fails to record the task's end when the label is longer).
 LABEL_LENGTH = 100
@@ -155,11 +155,55 @@ def select_accounts_task(tiktok_conn_id: str | None = None) -> Any:
 
         try:
             accounts = (params or {}).get("accounts")
-            return select_accounts(accounts, log=logging.getLogger("airflow.task"), tiktok_conn_id=conn_id)
+            chosen = select_accounts(accounts, log=logging.getLogger("airflow.task"), tiktok_conn_id=conn_id)
+            return plan_tasks(chosen, *batching_settings(), log=logging.getLogger("airflow.task"))
         except ValueError as exc:  # a bad accounts param: retrying cannot fix it
             raise AirflowFailException(f"{exc}. Trigger the DAG again with valid accounts.") from None
 
     return select()
+
+
+#: ``[tiktok] batch_accounts_above``: above this many accounts in a run, the per-account tasks are
+#: mapped over batches instead (so no run depends on ``max_map_length``, 1024 by default).
+BATCH_ABOVE_OPTION = "batch_accounts_above"
+DEFAULT_BATCH_ABOVE = 500
+#: ``[tiktok] accounts_per_batch``: how many accounts one batch task handles.
+BATCH_SIZE_OPTION = "accounts_per_batch"
+DEFAULT_BATCH_SIZE = 50
+
+
+def batching_settings() -> tuple[int, int]:
+    """``([tiktok] batch_accounts_above, [tiktok] accounts_per_batch)``, defaults 500 and 50."""
+    from airflow.configuration import conf
+
+    values = []
+    for option, default in ((BATCH_ABOVE_OPTION, DEFAULT_BATCH_ABOVE), (BATCH_SIZE_OPTION, DEFAULT_BATCH_SIZE)):
+        raw = (conf.get("tiktok", option, fallback="") or "").strip()
+        value = int(raw) if raw else default
+        if not 1 <= value <= 1000:
+            raise ValueError(f"[tiktok] {option} must be between 1 and 1000, got {value}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def plan_tasks(accounts: list[dict[str, str]], above: int, size: int, *, log: Any = None) -> list[dict[str, Any]]:
+    """One mapped task per account up to ``above`` accounts; above that, one per batch of ``size``.
+
+    A batch's label (its map index) says which accounts it holds: ``accounts 51-100 of 2000``.
+    """
+    if len(accounts) <= above:
+        return accounts
+    total = len(accounts)
+    plan = [
+        {
+            "accounts": accounts[start : start + size],
+            "account_name": f"accounts {start + 1}-{min(start + size, total)} of {total}",
+        }
+        for start in range(0, total, size)
+    ]
+    if log is not None:
+        log.info("%d accounts, more than %d: %d batch tasks of up to %d accounts", total, above, len(plan), size)
+    return plan
 
 
 def for_each_account(partial: Any) -> Any:

@@ -99,7 +99,7 @@ def connect_account(
     refresh_token = _refresh_token_from(variable) if variable else ""
     what = "authorization code" if code else f"refresh token in Variable {variable!r}"
 
-    hook = display_hook(tiktok_conn_id)
+    hook = display_hook(tiktok_conn_id, priority="interactive")  # a code expires in minutes
     try:
         hook.token_store.check_ready()
     except TokenStoreError as exc:

@@ -8,7 +8,9 @@ The provider builds no store of its own; every task that calls TikTok gets its h
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from tiktok_pipeline.names import TIKTOK_CONN_ID
 
@@ -29,12 +31,43 @@ def quiet_transport_loggers() -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
+#: Engines shared by every hook and warehouse built inside :func:`shared_engines` (a batch task).
+_shared: dict[str, Any] | None = None
+
+
+@contextmanager
+def shared_engines() -> Iterator[None]:
+    """Within it, one engine per warehouse connection for every hook and warehouse built; disposed at the end.
+
+    A batch task builds a hook per account: without this, each would open engines (and pooled
+    connections) of its own, and a batch of 50 would hold hundreds of Postgres connections.
+    """
+    global _shared
+    outer, _shared = _shared, ({} if _shared is None else _shared)
+    try:
+        yield
+    finally:
+        if outer is None:
+            for engine in (_shared or {}).values():
+                engine.dispose()
+        _shared = outer
+
+
+def _engine(conn_id: str) -> Any:
+    from tiktok_warehouse.db import get_engine
+
+    if _shared is None:
+        return get_engine(conn_id)
+    if conn_id not in _shared:
+        _shared[conn_id] = get_engine(conn_id)
+    return _shared[conn_id]
+
+
 def warehouse_token_store(config: TikTokConnectionConfig, *, tiktok_conn_id: str = TIKTOK_CONN_ID) -> TokenStore:
     """The warehouse's token store for a TikTok connection: its warehouse, its encryption key."""
-    from tiktok_warehouse.db import get_engine
     from tiktok_warehouse.tokens import TokenStore
 
-    return TokenStore(get_engine(config.warehouse_conn_id), config.token_encryption_key, key_conn_id=tiktok_conn_id)
+    return TokenStore(_engine(config.warehouse_conn_id), config.token_encryption_key, key_conn_id=tiktok_conn_id)
 
 
 def display_hook(
@@ -66,8 +99,7 @@ def warehouse_of(hook: TikTokDisplayHook) -> Warehouse:
     videos that young (:mod:`tiktok_warehouse.history`).
     """
     from tiktok_pipeline.removals import POLICY
-    from tiktok_warehouse.db import get_engine
     from tiktok_warehouse.history import young_days_setting
     from tiktok_warehouse.loads import Warehouse
 
-    return Warehouse(get_engine(hook.config.warehouse_conn_id), removals=POLICY, young_days=young_days_setting())
+    return Warehouse(_engine(hook.config.warehouse_conn_id), removals=POLICY, young_days=young_days_setting())

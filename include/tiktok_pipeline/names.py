@@ -19,3 +19,6 @@ CONNECT_DAG_ID = "tiktok_connect_account"
 PROFILE_DAG_ID = "tiktok_profile_snapshot"
 BACKFILL_DAG_ID = "tiktok_video_backfill"
 COVER_DAG_ID = "tiktok_cover_refresh"
+#: The run id prefix of the runs the accounts page starts for a newly connected account: their
+#: tasks call TikTok at the ``interactive`` priority (:func:`tiktok_pipeline.operators.run_priority`).
+FIRST_RUN_ID_PREFIX = "connect__"

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from tiktok_pipeline.hooks import display_hook, warehouse_of
-from tiktok_pipeline.names import CONNECT_DAG_ID, TIKTOK_CONN_ID
+from tiktok_pipeline.hooks import display_hook, shared_engines, warehouse_of
+from tiktok_pipeline.names import CONNECT_DAG_ID, FIRST_RUN_ID_PREFIX, TIKTOK_CONN_ID
 from tiktok_pipeline.removals import refresh_covers
 from tiktok_pipeline.sync import run_mode, sync_videos
 from tiktok_provider.errors import account_label, failing_fast
@@ -53,6 +53,61 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
 DEFAULT_LOOKBACK_DAYS = 7
 
 
+def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summaries of a batch's accounts added up (numbers summed, dicts of numbers merged)."""
+    totals: dict[str, Any] = {}
+    for result in results:
+        for key, value in result.items():
+            if isinstance(value, bool) or key == "cursor":
+                continue
+            if isinstance(value, int):
+                totals[key] = totals.get(key, 0) + value
+            elif isinstance(value, dict):
+                bucket = totals.setdefault(key, {})
+                for inner, count in value.items():
+                    if isinstance(count, int) and not isinstance(count, bool):
+                        bucket[inner] = bucket.get(inner, 0) + count
+    return totals
+
+
+def max_covers_setting() -> int | None:
+    """``[tiktok] max_covers_per_account``: stale covers one refresh asks for at most (default: all)."""
+    from airflow.configuration import conf
+
+    raw = (conf.get("tiktok", "max_covers_per_account", fallback="") or "").strip()
+    if not raw:
+        return None
+    value = int(raw)
+    if value < 0:
+        raise AirflowFailException(f"[tiktok] max_covers_per_account must be >= 0, got {value}")
+    return value
+
+
+def _run_after(context: Any) -> datetime | None:
+    """When the run could start: work the warehouse records since then was done by this run (or later)."""
+    return getattr((context or {}).get("dag_run"), "run_after", None)
+
+
+def _exists(warehouse: Any, sql: str, **params: Any) -> bool:
+    from sqlalchemy import text
+
+    with warehouse.engine.connect() as conn:
+        return conn.execute(text(sql), params).first() is not None
+
+
+def run_priority(context: Any, *, bulk: bool = False) -> str:
+    """The rate-budget priority of a task's TikTok calls (:mod:`tiktok_provider.budget`).
+
+    ``interactive`` in the runs the accounts page starts for a newly connected account (someone is
+    waiting to see it), else ``bulk`` for whole-history work (``bulk=True``), else ``normal``
+    (daily snapshots, cover refresh).
+    """
+    dag_run = (context or {}).get("dag_run")
+    if str(getattr(dag_run, "run_id", "") or "").startswith(FIRST_RUN_ID_PREFIX):
+        return "interactive"
+    return "bulk" if bulk else "normal"
+
+
 class _TikTokToPostgresOperator(BaseOperator):
     """Shared plumbing: connection id, the hook, the call counts in the summary.
 
@@ -67,18 +122,84 @@ class _TikTokToPostgresOperator(BaseOperator):
     def __init__(
         self,
         *,
-        open_id: str,
+        open_id: str | None = None,
         account_name: str | None = None,
+        accounts: Sequence[dict[str, str]] | None = None,
         tiktok_conn_id: str = TIKTOK_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (open_id is None) == (accounts is None):
+            raise TypeError("give either open_id (one account) or accounts (a batch)")
         self.open_id = open_id
         self.account_name = account_name
+        self.accounts = accounts
         self.tiktok_conn_id = tiktok_conn_id
 
-    def _hook(self) -> TikTokDisplayHook:
-        return display_hook(self.tiktok_conn_id)
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.accounts is None:
+            return self.execute_account(context)
+        with shared_engines():  # one engine for the batch, not one per account
+            return self._execute_batch(context)
+
+    def execute_account(self, context: Context) -> dict[str, Any]:
+        """Do the task's work for ``self.open_id``; return its summary."""
+        raise NotImplementedError
+
+    def done_in_run(self, warehouse: Any, context: Any) -> bool:
+        """Whether the warehouse already records this account's work for this run (a batch skips it)."""
+        return False
+
+    def _execute_batch(self, context: Context) -> dict[str, Any]:
+        """Each account of the batch in turn; one's failure never stops the others.
+
+        An account whose work the warehouse already records for this run (:meth:`done_in_run`) is
+        skipped, so clearing the task redoes only what is not done. At the end the task fails
+        naming every failed account (display name and open_id) with its error: with
+        ``AirflowFailException`` when no retry can help any of them, else with a retryable error.
+        """
+        accounts = list(self.accounts or ())
+        warehouse = warehouse_of(self._hook(context))
+        results: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        failed: list[tuple[str, str, BaseException]] = []
+        try:
+            for account in accounts:
+                self.open_id, self.account_name = account["open_id"], account.get("account_name")
+                name = self.account_name or self.open_id
+                try:
+                    if self.done_in_run(warehouse, context):
+                        self.log.info("Account %s (%s): already done in this run; skipped", name, self.open_id)
+                        skipped.append(self.open_id)
+                        continue
+                    results.append(self.execute_account(context))
+                except Exception as exc:
+                    self.log.error("Account %s (%s) failed: %s: %s", name, self.open_id, type(exc).__name__, exc)
+                    failed.append((name, self.open_id, exc))
+        finally:
+            self.open_id = self.account_name = None
+        summary = _add_up(results)
+        summary.update(batch_accounts=len(accounts), batch_done=len(results), batch_skipped=len(skipped))
+        self.log.info(
+            "Batch of %d accounts: %d done, %d already done in this run, %d failed",
+            len(accounts),
+            len(results),
+            len(skipped),
+            len(failed),
+        )
+        if failed:
+            listed = "; ".join(f"{name} ({oid}): {type(exc).__name__}: {str(exc)[:300]}" for name, oid, exc in failed)
+            message = (
+                f"{len(failed)} of {len(accounts)} accounts failed (the others are stored; clearing this task "
+                f"redoes only what is not done): {listed}"
+            )
+            if all(isinstance(exc, AirflowFailException) for _, _, exc in failed):
+                raise AirflowFailException(message)
+            raise AirflowException(message)
+        return summary
+
+    def _hook(self, context: Any = None, *, bulk: bool = False) -> TikTokDisplayHook:
+        return display_hook(self.tiktok_conn_id, priority=run_priority(context, bulk=bulk))
 
     #: The Display API endpoint the operator reads (its OpenLineage input).
     endpoint: str = ""
@@ -158,14 +279,26 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
     endpoint = "/v2/user/info/"
     operator_extra_links = PROFILE_LINKS
 
+    def done_in_run(self, warehouse: Any, context: Any) -> bool:
+        """Today's snapshot exists and was written since the run's start (``run_after``)."""
+        since = _run_after(context)
+        return since is not None and _exists(
+            warehouse,
+            "SELECT 1 FROM tiktok.profile_snapshots WHERE open_id = :o AND snapshot_date = :today "
+            "AND captured_at >= :since",
+            o=self.open_id,
+            today=datetime.now(UTC).date(),
+            since=since,
+        )
+
     def __init__(self, *, fields: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fields = fields
         #: Read by the *TikTok profile* link when the task ends (never a template field).
         self.profile_deep_link: str | None = None
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        hook = self._hook()
+    def execute_account(self, context: Context) -> dict[str, Any]:
+        hook = self._hook(context)
         with _failing_fast(self), self._reconnect_alert():
             user = hook.get_user_info(self.open_id, self.fields)
             self.profile_deep_link = user.get("profile_deep_link")
@@ -213,12 +346,23 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     template_fields: Sequence[str] = ("mode", "lookback_days")
     endpoint = "/v2/video/list/"
 
+    def done_in_run(self, warehouse: Any, context: Any) -> bool:
+        """A sync of this mode finished since the run's start (``run_after``)."""
+        since = _run_after(context)
+        return since is not None and _exists(
+            warehouse,
+            "SELECT 1 FROM tiktok.sync_state WHERE open_id = :o AND mode = :mode AND finished_at >= :since",
+            o=self.open_id,
+            mode=run_mode(self.mode),
+            since=since,
+        )
+
     def __init__(self, *, mode: str = "recent", lookback_days: int | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mode = mode
         self.lookback_days = lookback_days
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute_account(self, context: Context) -> dict[str, Any]:
         try:
             mode = run_mode(self.mode, log=self.log)
         except ValueError as exc:
@@ -229,7 +373,7 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
         lookback = DEFAULT_LOOKBACK_DAYS if unset else _whole_number(given, "lookback_days", 1, 3650)
         if not unset and mode == "full":
             self.log.info("lookback_days=%s is not used by mode whole_history (it reads every video)", lookback)
-        hook = self._hook()
+        hook = self._hook(context, bulk=mode == "full")
         now = datetime.now(UTC)
         with _failing_fast(self), self._reconnect_alert():
             warehouse = warehouse_of(hook)
@@ -263,19 +407,42 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
     template_fields: Sequence[str] = ("video_ids", "horizon_minutes")
     endpoint = "/v2/video/query/"
 
-    def __init__(self, *, video_ids: Sequence[str] | None = None, horizon_minutes: int = 60, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        video_ids: Sequence[str] | None = None,
+        horizon_minutes: int = 60,
+        max_covers: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.video_ids = video_ids
         self.horizon_minutes = horizon_minutes
+        self.max_covers = max_covers
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute_account(self, context: Context) -> dict[str, Any]:
         horizon = _whole_number(self.horizon_minutes, "horizon_minutes", 0, 7 * 24 * 60)
-        hook = self._hook()
+        hook = self._hook(context)
         now = datetime.now(UTC)
         with _failing_fast(self), self._reconnect_alert():
             warehouse = warehouse_of(hook)
+            cap = self.max_covers if self.max_covers is not None else max_covers_setting()
             done = refresh_covers(
-                hook, warehouse, self.open_id, video_ids=self.video_ids, horizon=timedelta(minutes=horizon), now=now
+                hook,
+                warehouse,
+                self.open_id,
+                video_ids=self.video_ids,
+                horizon=timedelta(minutes=horizon),
+                now=now,
+                max_covers=cap,
+            )
+        if done.left:
+            self.log.warning(
+                "Cover refresh of %s: %d stale covers left for a later run (at most %d a run, "
+                "[tiktok] max_covers_per_account); the most recent and most viewed went first",
+                self.open_id,
+                done.left,
+                cap,
             )
         from tiktok_pipeline.archive import cover_items
 
@@ -305,6 +472,7 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
             "removals_held": done.held,
             "snapshots_written": done.snapshots_written,
             "captures": done.captures,
+            "covers_left": done.left,
             "archive": archive,
             **self._api_summary(hook),
         }

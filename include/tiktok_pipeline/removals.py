@@ -108,6 +108,8 @@ class CoverRefresh:
     held: int = 0
     snapshots_written: int = 0
     captures: int = 0
+    #: Stale covers over the run's cap, left for a later run (the least recent, least viewed).
+    left: int = 0
     #: The video objects video/query returned (their covers go to the archive).
     answers: list[Any] = field(default_factory=list)
 
@@ -120,14 +122,23 @@ def refresh_covers(
     video_ids: Sequence[str] | None,
     horizon: timedelta,
     now: datetime,
+    max_covers: int | None = None,
 ) -> CoverRefresh:
-    """Query stale covers plus pending and recent removals; mark removals only with every answer in hand."""
+    """Query stale covers plus pending and recent removals; mark removals only with every answer in hand.
+
+    ``max_covers``: at most this many stale covers (the most recent uploads, then the most viewed);
+    the rest are counted in ``left`` for a later run. Pending and recent removals are always asked.
+    """
     done = CoverRefresh()
     confirmed: list[str] = []
     if video_ids is not None:
         ids = list(video_ids)
     else:
-        stale = warehouse.stale_cover_video_ids(open_id, horizon=horizon, now=now)
+        if max_covers is None:
+            stale = warehouse.stale_cover_video_ids(open_id, horizon=horizon, now=now)
+        else:
+            stale, total = warehouse.stale_covers_by_priority(open_id, horizon=horizon, now=now, limit=max_covers)
+            done.left = total - len(stale)
         done.rechecked = warehouse.removal_recheck_ids(open_id, now=now)
         ids = sorted(set(stale) | set(done.rechecked))
     for batch, videos in hook.query_videos(open_id, ids, fields=VIDEO_FIELDS):

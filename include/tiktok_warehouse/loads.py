@@ -1259,6 +1259,35 @@ class Warehouse:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
+    def stale_covers_by_priority(
+        self, open_id: str, *, horizon: timedelta, now: datetime, limit: int
+    ) -> tuple[list[str], int]:
+        """The ``limit`` stale covers that matter most, and how many are stale in all.
+
+        Stale as in :meth:`stale_cover_video_ids`; most recent upload first, then most viewed
+        (unknown last), then id: when not every cover fits the budget, those people look at go first.
+        """
+        until = _utc(now, "now") + horizon
+        stale = (
+            videos_table.c.open_id == open_id,
+            videos_table.c.removed_at.is_(None),
+            or_(videos_table.c.cover_expires_at.is_(None), videos_table.c.cover_expires_at < until),
+        )
+        query = (
+            select(videos_table.c.id)
+            .where(*stale)
+            .order_by(
+                videos_table.c.create_time.desc().nulls_last(),
+                videos_table.c.view_count.desc().nulls_last(),
+                videos_table.c.id,
+            )
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            chosen = list(conn.execute(query).scalars())
+            total = conn.execute(select(func.count()).select_from(videos_table).where(*stale)).scalar_one()
+        return chosen, total
+
     def removal_recheck_ids(self, open_id: str, *, now: datetime) -> list[str]:
         """
         Return the ids the cover refresh asks about again, in id order.

@@ -23,7 +23,7 @@ from tiktok_accounts.oauth import authorize_redirect, code_challenge, new_code_v
 from tiktok_accounts.pages import EARLY_MARKS, AccountView, TaskLink, VideoTile, follower_chart
 from tiktok_accounts.webhook import parse_event, verify_signature
 from tiktok_pipeline.common import OPEN_ID
-from tiktok_pipeline.names import BACKFILL_DAG_ID, COVER_DAG_ID, PROFILE_DAG_ID, TIKTOK_CONN_ID
+from tiktok_pipeline.names import BACKFILL_DAG_ID, COVER_DAG_ID, FIRST_RUN_ID_PREFIX, PROFILE_DAG_ID, TIKTOK_CONN_ID
 from tiktok_warehouse.accounts_admin import REMOVAL_REASONS, AccountsAdmin, days_left, warning_threshold
 from tiktok_warehouse.oauth_states import STATE_TTL, PendingAuthorizations
 
@@ -157,7 +157,7 @@ class Backend:
         if not self.config.token_encryption_key:
             raise TokenEncryptionKeyMissing(self.conn_id)
         store = TokenStore(self.engine, self.config.token_encryption_key, key_conn_id=self.conn_id)
-        return TikTokDisplayHook(self.conn_id, token_store=store)
+        return TikTokDisplayHook(self.conn_id, token_store=store, priority="interactive")  # a person waits
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -496,7 +496,7 @@ def _start_first_runs(open_id: str, user: Any, now: datetime, result: Connected)
     from airflow.utils.types import DagRunTriggeredByType
 
     for dag_id in FIRST_RUN_DAGS:
-        run_id = f"connect__{open_id}__{now:%Y%m%dT%H%M%S%f}"
+        run_id = f"{FIRST_RUN_ID_PREFIX}{open_id}__{now:%Y%m%dT%H%M%S%f}"
         try:
             trigger_dag(
                 dag_id,

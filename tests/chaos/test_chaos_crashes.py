@@ -131,7 +131,8 @@ def test_backfill_killed_with_sigkill_at_several_points_resumes_to_a_clean_runs_
     assert summary["pages_total"] == 10
     cursors = [r["body"]["cursor"] for r in sim.admin.requests(endpoint="video_list", open_id=open_id)]
     refetched = len(cursors) - len(set(cursors))
-    assert refetched <= kills, f"at most one page fetched twice per kill ({kills} kills): {cursors}"
+    # Per kill: the page being written (rolled back) and the one prefetched behind it, no more.
+    assert refetched <= 2 * kills, f"at most two pages fetched twice per kill ({kills} kills): {cursors}"
     assert len(set(cursors)) == 10
     after_kills = warehouse_contents(clean_warehouse)
     assert {r[0] for r in after_kills["videos"]} == set(ids)

@@ -313,6 +313,33 @@ def test_cover_refresh_costs_ceil_stale_over_20_calls_per_account(
     assert removed == [(gone,)]
 
 
+def test_a_capped_cover_refresh_spends_it_on_recent_and_most_viewed_videos_and_says_what_it_left(
+    sim, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    open_id = connect_via_dag(videos=50)
+    assert str(run_dag("tiktok_video_backfill", mode="full").state) == "success"
+    with clean_warehouse.begin() as conn:
+        conn.execute(text("UPDATE tiktok.videos SET cover_expires_at = now() - interval '1 minute'"))
+    want = [
+        r[0]
+        for r in table(
+            clean_warehouse,
+            "SELECT id FROM tiktok.videos WHERE open_id = :o"
+            " ORDER BY create_time DESC NULLS LAST, view_count DESC NULLS LAST, id LIMIT 20",
+            o=open_id,
+        )
+    ]
+    monkeypatch.setenv("AIRFLOW__TIKTOK__MAX_COVERS_PER_ACCOUNT", "20")
+    sim.admin.reset_stats()
+    run = run_dag("tiktok_cover_refresh")
+    assert str(run.state) == "success", states(run)
+    [summary] = xcom(run, "refresh_covers")
+    assert (summary["requested"], summary["covers_left"]) == (20, 30)
+    assert sim.admin.stats()["accounts"][open_id]["endpoints"] == {"video_query": 1}
+    refreshed = table(clean_warehouse, "SELECT id FROM tiktok.videos WHERE cover_expires_at > now() ORDER BY id")
+    assert [r[0] for r in refreshed] == sorted(want), "the 20 most recent (then most viewed) went first"
+
+
 def test_running_every_dag_twice_changes_nothing(sim, run_dag, connect_via_dag, clean_warehouse) -> None:
     connect_via_dag(videos=60)
     connect_via_dag(videos=25)
@@ -535,3 +562,43 @@ def test_accounts_param_takes_a_display_name_and_a_name_nothing_matches_fails_li
     assert other != wanted
     run = run_dag("tiktok_profile_snapshot", accounts=["Nobody At All"])
     assert states(run)[("select_accounts", -1)] == "failed"
+
+
+def test_above_the_threshold_accounts_run_in_batches_and_a_clear_redoes_only_the_failed_one(
+    sim, dags, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    import json
+
+    from receivers import http_receiver
+
+    monkeypatch.setenv("AIRFLOW__TIKTOK__BATCH_ACCOUNTS_ABOVE", "2")
+    monkeypatch.setenv("AIRFLOW__TIKTOK__ACCOUNTS_PER_BATCH", "3")
+    ids = [connect_via_dag(videos=1) for _ in range(5)]
+    sim.admin.set_faults("user_info", queue=[("pass", 2), ("missing_data", 1)])  # the third account's answer
+    sim.admin.reset_stats()
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
+    mapped = {k: v for k, v in states(run).items() if k[0] == "snapshot_profile"}
+    assert sorted(mapped.values()) == ["failed", "success"], "5 accounts, 3 a batch: two batch tasks"
+    stored = {r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")}
+    assert len(stored) == 4, "the failure stopped no other account, in its batch or the other"
+    [failed] = set(ids) - stored
+    [name] = [
+        r[0] for r in table(clean_warehouse, "SELECT display_name FROM tiktok.accounts WHERE open_id = :o", o=failed)
+    ]
+    failures = [m for m in messages if failed in json.dumps(m)]
+    assert failures, messages
+    assert "1 of 3 accounts failed" in json.dumps(failures) and name in json.dumps(failures, ensure_ascii=False)
+    assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 5
+
+    # Clearing: the same run again (dag.test replaces a run of the same logical date).
+    again = dags.dags["tiktok_profile_snapshot"].test(
+        run_conf=dags.defaults["tiktok_profile_snapshot"], run_after=run.run_after, logical_date=run.logical_date
+    )
+    assert str(again.state) == "success", states(again)
+    assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 6, "only the failed account was asked again"
+    assert {r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")} == set(ids)
+    summaries = xcom(again, "snapshot_profile")
+    assert sorted((s["batch_done"], s["batch_skipped"]) for s in summaries) == [(0, 2), (1, 2)]

@@ -919,6 +919,29 @@ def test_stale_cover_selection(warehouse: Warehouse, account: str, make_video: V
     )
 
 
+def test_when_not_every_cover_fits_the_most_recent_and_most_viewed_go_first(
+    warehouse: Warehouse, account: str, make_video: Video
+) -> None:
+    expired = f"https://p16-sign.tiktokcdn.com/obj/c.jpeg?x-expires={int((T0 - HOUR).timestamp())}"
+    fresh = f"https://p16-sign.tiktokcdn.com/obj/c.jpeg?x-expires={int((T0 + 10 * HOUR).timestamp())}"
+    day = int(T0.timestamp()) // 86_400 * 86_400
+    videos = [
+        make_video(0, cover_image_url=fresh, create_time=day),  # newest, but its cover is fresh
+        make_video(1, cover_image_url=expired, create_time=day - 10, view_count=5),
+        make_video(2, cover_image_url=expired, create_time=day - 10, view_count=500),  # same day, more views
+        make_video(3, cover_image_url=expired, create_time=day - 86_400 * 30, view_count=10**9),  # old hit
+        make_video(4, cover_image_url=expired, create_time=day - 86_400 * 400, view_count=1),
+    ]
+    warehouse.upsert_videos(account, videos, captured_at=T0)
+    ids = [v["id"] for v in videos]
+    chosen, total = warehouse.stale_covers_by_priority(account, horizon=HOUR, now=T0, limit=3)
+    assert (chosen, total) == ([ids[2], ids[1], ids[3]], 4)
+    everything, total = warehouse.stale_covers_by_priority(account, horizon=HOUR, now=T0, limit=10)
+    assert (everything, total) == ([ids[2], ids[1], ids[3], ids[4]], 4)
+    assert warehouse.stale_covers_by_priority(account, horizon=HOUR, now=T0, limit=0) == ([], 4)
+    assert sorted(everything) == warehouse.stale_cover_video_ids(account, horizon=HOUR, now=T0)
+
+
 # -- profiles -----------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ parsing in :mod:`tiktok_provider.responses`. Account tokens live in the caller's
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,8 @@ class TikTokDisplayHook(BaseHook):
         self._sleep = sleep
         self.counts = RequestCounts()
         self.issues = Issues()
+        # One request in flight per hook: a prefetch thread may call while the task's thread writes.
+        self._calling = threading.RLock()
 
     @property
     def priority(self) -> str:
@@ -226,13 +229,14 @@ class TikTokDisplayHook(BaseHook):
     ) -> Envelope:
         """Call a data endpoint for one account with retries and one reactive token refresh."""
         params = {"fields": ",".join(fields)}
-        token = self.access_token(open_id)
-        try:
-            return self.client.call(method, path, open_id, token, params, body)
-        except errors.TikTokAccessTokenInvalid:
-            self.log.info("Access token of %s rejected by %s; refreshing once", open_id, path)
-            token = self.access_token(open_id, stale=token)
-            return self.client.call(method, path, open_id, token, params, body)
+        with self._calling:
+            token = self.access_token(open_id)
+            try:
+                return self.client.call(method, path, open_id, token, params, body)
+            except errors.TikTokAccessTokenInvalid:
+                self.log.info("Access token of %s rejected by %s; refreshing once", open_id, path)
+                token = self.access_token(open_id, stale=token)
+                return self.client.call(method, path, open_id, token, params, body)
 
     # -- Display API ----------------------------------------------------------------------
 

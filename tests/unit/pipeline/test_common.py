@@ -127,3 +127,41 @@ def test_an_account_entry_is_one_line_of_text(value: Any) -> None:
 def test_a_string_of_accounts_splits_on_lines_and_commas_not_spaces() -> None:
     assert common.validate_account_refs("Ada Lovelace, oid-1\n@bob\n") == ["Ada Lovelace", "oid-1", "@bob"]
     assert common.validate_account_refs(None) is None
+
+
+def test_above_the_threshold_accounts_are_mapped_in_labelled_batches() -> None:
+    from tiktok_pipeline.common import plan_tasks
+
+    accounts = [{"open_id": f"id{i}", "account_name": f"n{i}"} for i in range(5)]
+    assert plan_tasks(accounts, 5, 2) == accounts  # at the threshold: one task per account, as before
+    plan = plan_tasks(accounts, 2, 2)
+    assert [p["account_name"] for p in plan] == ["accounts 1-2 of 5", "accounts 3-4 of 5", "accounts 5-5 of 5"]
+    assert [a for p in plan for a in p["accounts"]] == accounts
+    big = [{"open_id": f"id{i}", "account_name": ""} for i in range(2000)]
+    assert len(plan_tasks(big, 500, 50)) == 40  # far below max_map_length (1024)
+
+
+def test_a_batch_shares_one_engine_per_warehouse_and_disposes_it(monkeypatch: Any) -> None:
+    """A hook per account must not mean engines (and pooled Postgres connections) per account."""
+    from tiktok_pipeline import hooks
+    from tiktok_warehouse import db
+
+    made: list[Any] = []
+
+    class Engine:
+        disposed = False
+
+        def dispose(self) -> None:
+            self.disposed = True
+
+    def get_engine(conn_id: str) -> Any:
+        made.append(Engine())
+        return made[-1]
+
+    monkeypatch.setattr(db, "get_engine", get_engine)
+    with hooks.shared_engines():
+        first = hooks._engine("tiktok_warehouse")
+        assert all(hooks._engine("tiktok_warehouse") is first for _ in range(50))
+        assert not first.disposed
+    assert len(made) == 1 and first.disposed
+    assert hooks._engine("tiktok_warehouse") is not first  # outside a batch: as before

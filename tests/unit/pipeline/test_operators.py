@@ -26,7 +26,12 @@ def wire(monkeypatch: pytest.MonkeyPatch, make_hook: Any) -> Any:
     def wire(*answers: Any, warehouse: FakeWarehouse | None = None, **kwargs: Any) -> Any:
         hook, script, store, _ = make_hook(*answers, **kwargs)
         wh = warehouse or FakeWarehouse()
-        monkeypatch.setattr(operators, "display_hook", lambda conn_id: hook)
+
+        def display_hook(conn_id: str, **kwargs: Any) -> Any:
+            hook.built_with = kwargs
+            return hook
+
+        monkeypatch.setattr(operators, "display_hook", display_hook)
         monkeypatch.setattr(operators, "warehouse_of", lambda h: wh)
         return hook, script, store, wh
 
@@ -165,3 +170,82 @@ def test_video_query_marks_removals_once_with_every_answer_in_hand(wire: Any) ->
     assert wh.calls[-1][1] == ["101", "7"]
     assert summary["requested"] == 26 and summary["rechecked"] == 1 and summary["removed"] == 2
     assert summary["removal_suspects"] == 2
+
+
+class _Run:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+
+@pytest.mark.parametrize(
+    ("mode", "run_id", "priority"),
+    [
+        ("full", "manual__2026-01-01", "bulk"),
+        ("incremental", "scheduled__2026-01-01", "normal"),
+        ("full", "connect__abc__20260101T000000000000", "interactive"),
+        ("incremental", "connect__abc__20260101T000000000000", "interactive"),
+    ],
+)
+def test_video_list_hook_has_the_priority_of_its_run(wire: Any, mode: str, run_id: str, priority: str) -> None:
+    """A whole-history sync is bulk; a newly connected account's first runs are interactive."""
+    hook, _, _, _ = wire(page([], cursor=None, has_more=False))
+    op = operators.TikTokVideoListToPostgresOperator(task_id="sync", open_id=OPEN_ID, mode=mode)
+    op.execute({"dag_run": _Run(run_id)})
+    assert hook.built_with == {"priority": priority}
+
+
+@pytest.mark.parametrize(
+    ("run_id", "priority"), [("scheduled__2026-01-01", "normal"), ("connect__abc__20260101T0000", "interactive")]
+)
+def test_snapshots_and_cover_refresh_are_normal_unless_a_first_run(wire: Any, run_id: str, priority: str) -> None:
+    hook, _, _, _ = wire(user())
+    operators.TikTokUserInfoToPostgresOperator(task_id="s", open_id=OPEN_ID, fields=["display_name"]).execute(
+        {"dag_run": _Run(run_id)}
+    )
+    assert hook.built_with == {"priority": priority}
+    hook, _, _, _ = wire()
+    operators.TikTokVideoQueryToPostgresOperator(task_id="c", open_id=OPEN_ID, video_ids=[]).execute(
+        {"dag_run": _Run(run_id)}
+    )
+    assert hook.built_with == {"priority": priority}
+
+
+def test_a_batch_runs_every_account_and_fails_at_the_end_naming_the_failed_ones(wire: Any) -> None:
+    """One account's failure never stops the others in its batch; the failure names it and why."""
+    _, script, store, wh = wire(user(), user())
+    store_get = store.get
+
+    def get(open_id: str) -> Any:
+        if open_id == "nobody":
+            raise errors.AccountNotFound(open_id)
+        return store_get(open_id)
+
+    store.get = get
+    accounts = [
+        {"open_id": OPEN_ID, "account_name": "Ada"},
+        {"open_id": "nobody", "account_name": "Bob <b>"},
+        {"open_id": OPEN_ID, "account_name": "Ada again"},
+    ]
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
+    with pytest.raises(AirflowFailException, match=r"1 of 3 accounts failed.*Bob <b> \(nobody\): AirflowFailException"):
+        op.execute({})
+    assert len(script.requests) == 2  # the account after the failed one was still done
+    assert [name for name, _ in wh.calls].count("profile_snapshot") == 2
+    assert op.open_id is None
+
+
+def test_a_batch_sums_up_its_accounts(wire: Any) -> None:
+    wire(user(), user())
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}] * 2
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
+    summary = op.execute({})
+    assert "/v2/user/info/" in summary["api_calls"]  # (this test's hook is shared, so its counts add up twice)
+    assert (summary["batch_accounts"], summary["batch_done"], summary["batch_skipped"]) == (2, 2, 0)
+    json.dumps(summary)
+
+
+def test_an_operator_takes_one_account_or_a_batch_not_both() -> None:
+    with pytest.raises(TypeError):
+        operators.TikTokUserInfoToPostgresOperator(task_id="s", open_id=OPEN_ID, accounts=[])
+    with pytest.raises(TypeError):
+        operators.TikTokUserInfoToPostgresOperator(task_id="s")
