@@ -279,6 +279,19 @@ def _notifier() -> Any:
     return TikTokAlertNotifier()
 
 
+#: How often the consent check runs (it is a task of the daily profile snapshot).
+CONSENT_CHECK_PERIOD = timedelta(days=1)
+
+
+def newly_crossed(warnings: Sequence[Any], *, now: Any, period: timedelta = CONSENT_CHECK_PERIOD) -> list[Any]:
+    """The consent warnings whose threshold (30, 7, 1 days before the end) was crossed in the last ``period``.
+
+    The daily check sees an account in its last 30 days every day; on-call hears once per threshold,
+    on the first daily check after it is crossed, not every day (the accounts page shows it all along).
+    """
+    return [w for w in warnings if now - period < w.refresh_expires_at - timedelta(days=w.threshold) <= now]
+
+
 def _consent_alerts(engine: Any, expired: list[str], *, now: Any, warning_days: Any) -> int:
     """Tell on-call about accounts to reconnect and consents running out; an alert never fails the check."""
     from tiktok_provider.notifications.tiktok import alert_consent_warnings, alert_reconnect_needed
@@ -288,7 +301,7 @@ def _consent_alerts(engine: Any, expired: list[str], *, now: Any, warning_days: 
         sent = sum(alert_reconnect_needed(o, None, reason="the creator's consent ran out") for o in expired)
         if warning_days is not None:  # the daily check also warns before consents run out
             warnings = AccountsAdmin(engine).consent_warnings(now=now, thresholds=warning_days)
-            sent += alert_consent_warnings(warnings)
+            sent += alert_consent_warnings(newly_crossed(warnings, now=now))
         return sent
     except Exception:
         logging.getLogger("airflow.task").warning("Consent alerts were not sent", exc_info=True)

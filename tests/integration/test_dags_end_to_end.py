@@ -405,8 +405,12 @@ def test_profile_snapshot_expires_lapsed_consent_and_warns_before_it_runs_out(
             text("UPDATE tiktok.accounts SET refresh_expires_at = now() - interval '1 hour' WHERE open_id = :o"),
             {"o": lapsed},
         )
+        # crossed its 7-day warning an hour ago: on-call hears of it today, and on no other day till 1 day
         conn.execute(
-            text("UPDATE tiktok.accounts SET refresh_expires_at = now() + interval '5 days' WHERE open_id = :o"),
+            text(
+                "UPDATE tiktok.accounts SET refresh_expires_at = now() + interval '7 days' - interval '1 hour' "
+                "WHERE open_id = :o"
+            ),
             {"o": soon},
         )
 

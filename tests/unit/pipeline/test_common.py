@@ -165,3 +165,22 @@ def test_a_batch_shares_one_engine_per_warehouse_and_disposes_it(monkeypatch: An
         assert not first.disposed
     assert len(made) == 1 and first.disposed
     assert hooks._engine("tiktok_warehouse") is not first  # outside a batch: as before
+
+
+def test_consent_warnings_reach_on_call_once_per_threshold_not_every_day() -> None:
+    """An account in its last 30 days is seen by every daily check; on-call hears of each threshold once."""
+    from datetime import UTC, datetime, timedelta
+
+    from tiktok_pipeline.common import newly_crossed
+    from tiktok_warehouse.accounts_admin import ConsentWarning, days_left, warning_threshold
+
+    expires = datetime(2027, 1, 31, 12, tzinfo=UTC)
+    alerted = []
+    for day in range(40):  # the daily check, 40 days before the end up to the last day
+        now = expires - timedelta(days=40) + timedelta(days=day, minutes=5)
+        threshold = warning_threshold(expires, now, (30, 7, 1))
+        if threshold is None:
+            continue
+        warning = ConsentWarning("oid", "Ada", expires, days_left(expires, now), threshold)
+        alerted += [(w.threshold, day) for w in newly_crossed([warning], now=now)]
+    assert [threshold for threshold, _ in alerted] == [30, 7, 1]
