@@ -106,6 +106,12 @@ class StoreUnavailable(Exception):
 # -- stores -----------------------------------------------------------------------------------
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's class and first line: what a budget error may say (never a URL or a parameter)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class PostgresStore:
     """The shared budget in the warehouse's ``tiktok.rate_budget_slots`` / ``rate_budget_pauses``."""
 
@@ -181,33 +187,49 @@ SET paused_until = greatest(tiktok.rate_budget_state.paused_until, excluded.paus
             if self._pid != os.getpid():  # forked: the parent's socket is not ours to use
                 self._conn, self._pid, self._ensured = None, os.getpid(), set()
             try:
-                if self._conn is None or self._conn.closed:
-                    conn = self._connect()
-                    conn.autocommit = True
-                    with conn.cursor() as cur:
-                        # A crash may lose the last few budget writes: harmless (the leases end in a
-                        # window), and not waiting for the WAL flush is most of an acquire's cost.
-                        cur.execute("SET synchronous_commit = off")
-                        cur.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
-                        # Planned once per connection, not per request.
-                        types = "text, text, int, float8, int, text, float8"
-                        cur.execute(f"PREPARE tiktok_budget_acquire ({types}) AS {self._positional}")
-                    self._conn = conn
-                with self._conn.cursor() as cur:
-                    started = time.perf_counter()
-                    cur.execute(sql, params)
-                    row = cur.fetchone() if fetch else None
-                    if timed:  # the round trip alone, not a (re)connect
-                        self.db_seconds.append(time.perf_counter() - started)
-                    return row
+                return self._run_once(sql, params, fetch=fetch, timed=timed)
             except psycopg2.Error as exc:
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    with suppress(psycopg2.Error):
-                        conn.close()
-                self._ensured.clear()
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise StoreUnavailable(f"{type(exc).__name__}: {first_line}") from None
+                died = self._conn is not None and self._conn.closed
+                self._drop_connection()
+                if not died:
+                    raise StoreUnavailable(_first_line(exc)) from None
+            # The session died (a server restart, a pooler or an admin ended it), not the server:
+            # one fresh session decides. Only if that fails too is the store down for a window.
+            try:
+                return self._run_once(sql, params, fetch=fetch, timed=timed)
+            except psycopg2.Error as exc:
+                self._drop_connection()
+                raise StoreUnavailable(_first_line(exc)) from None
+
+    def _drop_connection(self) -> None:
+        import psycopg2
+
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(psycopg2.Error):
+                conn.close()
+        self._ensured.clear()
+
+    def _run_once(self, sql: str, params: dict[str, Any], *, fetch: bool, timed: bool) -> Any:
+        if self._conn is None or self._conn.closed:
+            conn = self._connect()
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                # A crash may lose the last few budget writes: harmless (the leases end in a
+                # window), and not waiting for the WAL flush is most of an acquire's cost.
+                cur.execute("SET synchronous_commit = off")
+                cur.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
+                # Planned once per connection, not per request.
+                types = "text, text, int, float8, int, text, float8"
+                cur.execute(f"PREPARE tiktok_budget_acquire ({types}) AS {self._positional}")
+            self._conn = conn
+        with self._conn.cursor() as cur:
+            started = time.perf_counter()
+            cur.execute(sql, params)
+            row = cur.fetchone() if fetch else None
+            if timed:  # the round trip alone, not a (re)connect
+                self.db_seconds.append(time.perf_counter() - started)
+            return row
 
     def try_acquire(
         self, app: str, endpoint: str, limit: int, window: float, skip: int, holder: str

@@ -252,8 +252,8 @@ def test_postgres_connections_killed_mid_run_are_survived(
     assert killed == seen == 4
     assert sum(r["calls"] for r in results) == 240
     logs = "".join(r["log"] for r in results)
-    assert "unreachable" in logs and "is back" in logs
-    # while the store was down each process paced at 1/8 of the limit: still no 429
+    # an ended session is not an outage: each process opened a fresh one at once, and paced on it
+    assert "unreachable" not in logs
     assert fresh.admin.stats()["rate_limited"] == 0
 
 
