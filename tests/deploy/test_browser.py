@@ -152,7 +152,7 @@ def test_trigger_the_backfill_from_its_form_and_see_it_succeed(page: Page, ui_st
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("Run Parameters").wait_for()
     dialog.get_by_role("combobox").click()
-    page.get_by_role("option", name="full", exact=True).click()
+    page.get_by_role("option", name=re.compile(r"^whole_history: ")).click()  # every video, not a date range
     dialog.locator("#element_accounts").fill(open_id)
     dialog.locator("input[name=element_lookback_days]").fill("30")
     shot(page, "04-trigger-form")
@@ -161,7 +161,7 @@ def test_trigger_the_backfill_from_its_form_and_see_it_succeed(page: Page, ui_st
     page.wait_for_url(re.compile(rf"/dags/{BACKFILL}/runs/manual__"))
     run_id = page.url.rsplit("/runs/", 1)[1]
     run = ui_stack.api("GET", f"/api/v2/dags/{BACKFILL}/dagRuns/{run_id}")
-    assert run["conf"] == {"mode": "full", "accounts": [open_id], "lookback_days": 30}
+    assert run["conf"] == {"mode": "whole_history", "accounts": [open_id], "lookback_days": 30}
     assert run["run_type"] == "manual"
 
     from playwright.sync_api import expect
