@@ -374,7 +374,11 @@ class ProcessBudget:
             yield waited + more
 
     def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        """Nothing to tell: the caller's retry waits the 429 out, and no other process can be told without a store.
+
+        (Pausing here too made the next request of *this* process wait a second time, in real time even
+        where the hook's sleep is a test's recorder, and carried the pause into the process's next hook.)
+        """
 
 
 class SharedBudget:
