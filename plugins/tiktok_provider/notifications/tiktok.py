@@ -76,13 +76,6 @@ ADVICE = {
 }
 DEFAULT_ADVICE = "Read the task's log and runbook (the task's doc), fix the cause, then clear the task."
 
-#: The endpoint of each transfer operator, for failures whose message does not name one.
-OPERATOR_ENDPOINTS = {
-    "TikTokUserInfoToPostgresOperator": "/v2/user/info/",
-    "TikTokVideoListToPostgresOperator": "/v2/video/list/",
-    "TikTokVideoQueryToPostgresOperator": "/v2/video/query/",
-}
-
 _MESSAGE_ENDPOINT = re.compile(r"TikTok (/v2/[A-Za-z0-9_/]+|API) call for account")
 _MESSAGE_LOG_ID = re.compile(r"\[log_id=([A-Za-z0-9_.:-]{1,128})\]")
 _MESSAGE_CODE = re.compile(r"failed: ([A-Za-z0-9_]{1,80}) \((?:HTTP (\d{3})|no HTTP status)\)")
@@ -245,8 +238,8 @@ def failure_alert(context: Mapping[str, Any], *, secrets: Iterable[str] = ()) ->
     details = _error_details(context.get("exception"))
     open_id = getattr(task, "open_id", None) or details.get("open_id")
     name = getattr(task, "account_name", None)
-    endpoint = details.get("endpoint") or getattr(task, "endpoint", None)
-    endpoint = endpoint or OPERATOR_ENDPOINTS.get(type(task).__name__ if task is not None else "", "")
+    # the error's own endpoint, else the one the operator reads (its ``endpoint`` attribute)
+    endpoint = details.get("endpoint") or getattr(task, "endpoint", None) or ""
     keep = [v for v in (open_id, details.get("log_id")) if v]
     clean = lambda value: redact(value, secrets=secrets, keep=keep)[:MAX_TEXT]  # noqa: E731
     account = f"{clean(name)} ({open_id})" if name and name != open_id else (open_id or "")
