@@ -1,0 +1,40 @@
+"""Attack 14: probes of the split provider (token handling, sanitiser)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from canned_tiktok import SECRET, account, fail, hook_factory, ok, user  # noqa: F401
+from tiktok_provider.sanitize import clean_int, is_int_in_bounds
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_clean_int_refuses_booleans_like_is_int_in_bounds(value):
+    # The one sanitiser has two rules: is_int_in_bounds says a bool is not an integer,
+    # clean_int (the warehouse's profile snapshot path) stores True as 1.
+    assert not is_int_in_bounds("follower_count", value)
+    with pytest.raises(ValueError):
+        clean_int(value, "follower_count", "Account x")
+
+
+@pytest.mark.parametrize("value", [b"7", "\u0663"])
+def test_clean_int_refuses_bytes_and_non_ascii_digits(value):
+    with pytest.raises(ValueError):
+        clean_int(value, "follower_count", "Account x")
+
+
+def test_probe_secrets(monkeypatch, caplog):
+    make = hook_factory(monkeypatch)
+    grant = ok({}, "x")
+    grant.body = {"open_id": "acct-1", "access_token": "act.NEW-ACCESS", "expires_in": 86400,
+                  "refresh_token": "rft.NEW-REFRESH", "refresh_expires_in": 86400 * 365, "scope": "user.info.basic,user.info.stats,video.list"}
+    hook, script, store, _ = make(fail(401, "access_token_invalid"), grant, user())
+    caplog.set_level(logging.DEBUG)
+    hook.get_user_info("acct-1")
+    texts = caplog.text + repr(hook) + repr(hook.config) + repr(store) + repr(hook.tokens.cache)
+    for secret in (SECRET, "act.NEW-ACCESS", "rft.NEW-REFRESH", "act.current-access-token", "rft.current-refresh-token"):
+        assert secret not in texts, secret
+    assert store.refreshes == 1
+    print(caplog.text)
