@@ -38,3 +38,16 @@ def test_probe_secrets(monkeypatch, caplog):
         assert secret not in texts, secret
     assert store.refreshes == 1
     print(caplog.text)
+
+
+def test_config_error_names_the_hooks_own_connection(monkeypatch):
+    # The advice of a config/auth error names "tiktok_default" whatever connection the hook uses.
+    from tiktok_provider.errors import TikTokConfigError
+    from tiktok_provider.hooks.tiktok import TikTokDisplayHook
+
+    make = hook_factory(monkeypatch)
+    make()  # sets AIRFLOW_CONN_TIKTOK_UNIT
+    hook = TikTokDisplayHook("tiktok_unit")  # no token store
+    with pytest.raises(TikTokConfigError) as info:
+        hook.access_token("acct-1")
+    assert "tiktok_default" not in str(info.value)
