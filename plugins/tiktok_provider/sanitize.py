@@ -65,6 +65,9 @@ def is_int_in_bounds(field: str, value: Any) -> bool:
     return type(value) is int and 0 <= value <= INT_BOUNDS[field]
 
 
+_ASCII_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
 def clean_int(value: Any, field: str, owner: str) -> int | None:
     """Return ``value`` (an int, or a whole number as float or text) within ``field``'s bounds.
 
@@ -73,12 +76,12 @@ def clean_int(value: Any, field: str, owner: str) -> int | None:
     if value is None:
         return None
     if type(value) is not int:
-        try:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            value = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{owner}: {field} is not an integer: {value!r}") from None
+        # a whole float, or ASCII digits as text; never a bool, bytes or another script's digits
+        whole_float = type(value) is float and value.is_integer()
+        ascii_digits = type(value) is str and _ASCII_INT.fullmatch(value) is not None
+        if not (whole_float or ascii_digits):
+            raise ValueError(f"{owner}: {field} is not an integer: {value!r}")
+        value = int(value)
     low, high = int_bounds(field)
     if not low <= value <= high:
         raise ValueError(f"{owner}: {field} {value} is out of range for its column ({low}..{high})")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from canned_tiktok import SECRET, account, fail, hook_factory, ok, user  # noqa: F401
+
 from tiktok_provider.sanitize import clean_int, is_int_in_bounds
 
 
@@ -28,18 +28,31 @@ def test_clean_int_refuses_bytes_and_non_ascii_digits(value):
 def test_probe_secrets(monkeypatch, caplog):
     make = hook_factory(monkeypatch)
     grant = ok({}, "x")
-    grant.body = {"open_id": "acct-1", "access_token": "act.NEW-ACCESS", "expires_in": 86400,
-                  "refresh_token": "rft.NEW-REFRESH", "refresh_expires_in": 86400 * 365, "scope": "user.info.basic,user.info.stats,video.list"}
+    grant.body = {
+        "open_id": "acct-1",
+        "access_token": "act.NEW-ACCESS",
+        "expires_in": 86400,
+        "refresh_token": "rft.NEW-REFRESH",
+        "refresh_expires_in": 86400 * 365,
+        "scope": "user.info.basic,user.info.stats,video.list",
+    }
     hook, script, store, _ = make(fail(401, "access_token_invalid"), grant, user())
     caplog.set_level(logging.DEBUG)
     hook.get_user_info("acct-1")
     texts = caplog.text + repr(hook) + repr(hook.config) + repr(store) + repr(hook.tokens.cache)
-    for secret in (SECRET, "act.NEW-ACCESS", "rft.NEW-REFRESH", "act.current-access-token", "rft.current-refresh-token"):
+    for secret in (
+        SECRET,
+        "act.NEW-ACCESS",
+        "rft.NEW-REFRESH",
+        "act.current-access-token",
+        "rft.current-refresh-token",
+    ):
         assert secret not in texts, secret
     assert store.refreshes == 1
     print(caplog.text)
 
 
+@pytest.mark.xfail(strict=True, reason="known: errors.py advice names tiktok_default whatever the hook's connection")
 def test_config_error_names_the_hooks_own_connection(monkeypatch):
     # The advice of a config/auth error names "tiktok_default" whatever connection the hook uses.
     from tiktok_provider.errors import TikTokConfigError
