@@ -36,7 +36,7 @@ def test_probe_secrets(monkeypatch, caplog):
         "refresh_expires_in": 86400 * 365,
         "scope": "user.info.basic,user.info.stats,video.list",
     }
-    hook, script, store, _ = make(fail(401, "access_token_invalid"), grant, user())
+    hook, _script, store, _ = make(fail(401, "access_token_invalid"), grant, user())
     caplog.set_level(logging.DEBUG)
     hook.get_user_info("acct-1")
     texts = caplog.text + repr(hook) + repr(hook.config) + repr(store) + repr(hook.tokens.cache)
