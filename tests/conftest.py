@@ -12,8 +12,16 @@ import pytest
 
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_test")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_test")
+#: Under pytest-xdist (``make test`` runs two workers), each worker has databases of its own.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER and not os.environ["TIKTOK_AIRFLOW_DB"].endswith(f"_{WORKER}"):
+    # The controller's Airflow URL (set below, inherited) names its database, not the worker's.
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").endswith(f"/{os.environ['TIKTOK_AIRFLOW_DB']}"):
+        del os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    for _name in ("TIKTOK_AIRFLOW_DB", "TIKTOK_WAREHOUSE_DB"):
+        os.environ[_name] = f"{os.environ[_name]}_{WORKER}"
 
-from tiktok_ops import settings as local_settings
+from tiktok_ops import settings as local_settings  # noqa: E402  (after the database names)
 
 SETTINGS = local_settings.apply()
 
@@ -33,14 +41,25 @@ TIERS = {
 }
 
 
+#: Folders whose files share a session-scoped stack: under xdist, one worker runs all of them.
+SHARED_STACK_FOLDERS = {"accounts"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier, from the folder it lives in."""
+    """Mark every test with its tier, from the folder it lives in, and with its xdist group.
+
+    ``make test`` runs the suite on two pytest-xdist workers with ``--dist loadgroup``: a group
+    is a test file (its module-scoped stacks and simulators start once, on one worker), or a
+    whole folder whose files share a session-scoped stack (``SHARED_STACK_FOLDERS``).
+    """
     root = os.path.dirname(__file__)
     for item in items:
-        folder = os.path.relpath(str(item.path), root).split(os.sep)[0]
+        relative = os.path.relpath(str(item.path), root)
+        folder = relative.split(os.sep)[0]
         tier = TIERS.get(folder)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+        item.add_marker(pytest.mark.xdist_group(folder if folder in SHARED_STACK_FOLDERS else relative))
 
 
 #: Tables emptied between tests, children first.

@@ -151,21 +151,23 @@ def _measure(b: Any, label: str, groups: Sequence[Sequence[Child]], stagger: flo
 def _snapshot_time(
     b: Any, open_ids: Sequence[str], snapshot_env: dict[str, str], bulk_env: dict[str, str] | None
 ) -> float:
-    """Seconds a snapshot of ``open_ids`` (user/info, 4 processes) takes; with ``bulk_env``, beside a bulk load."""
+    """Seconds a snapshot of ``open_ids`` (user/info, 4 processes) takes; with ``bulk_env``, beside a bulk load
+    (4 more processes). Quick (CI): 2 and 2."""
     sz = b.sizes
+    shards = 2 if b.quick else 4
     admin = b.sim.admin
     time.sleep(sz.rate_window)
     admin.reset_rate_limits()
     bulk = []
     if bulk_env is not None:  # a backfill already has the endpoint busy when the snapshot starts
         calls = 1_000_000
-        bulk = [start(Child(open_ids[i::4], calls, "bulk", bulk_env)) for i in range(4)]
+        bulk = [start(Child(open_ids[i::shards], calls, "bulk", bulk_env)) for i in range(shards)]
         before = admin.stats()["total"]
         deadline = time.monotonic() + 120
         while admin.stats()["total"] - before < 2 * sz.rate_limit and time.monotonic() < deadline:
             time.sleep(0.2)
     try:
-        quarter = [list(open_ids[i::4]) for i in range(4)]
+        quarter = [list(open_ids[i::shards]) for i in range(shards)]
         lead = 6 if b.quick else 8
         results = run_processes([Child(q, len(q), "normal", snapshot_env) for q in quarter], lead=lead, timeout=600)
     finally:
@@ -187,9 +189,9 @@ def fig_rate_processes(b: Any) -> tuple[dict[str, Any], list[Any]]:
 
     sz = b.sizes
     limit, window = sz.rate_limit, sz.rate_window
-    procs = 8
+    procs = 4 if b.quick else 8  # quick (CI): the same rows with half the processes, each importing Airflow
     calls = max(4, round(sz.rate_limit * (3 if b.quick else 6) / procs))  # ~3 (6) windows of work at the limit
-    snapshot_accounts = 24 if b.quick else 200
+    snapshot_accounts = 12 if b.quick else 200
     reset_warehouse(b)
     open_ids = connect_accounts(b, [1] * max(procs, snapshot_accounts))
     admin = b.sim.admin
@@ -217,7 +219,7 @@ def fig_rate_processes(b: Any) -> tuple[dict[str, Any], list[Any]]:
         env = paced_env("postgres", limit, window)
         half = procs // 2
         workers = [[Child([open_ids[g * half + i]], calls, "normal", env) for i in range(half)] for g in range(2)]
-        runs.append(_measure(b, "two workers x 4, shared budget", workers, window))
+        runs.append(_measure(b, f"two workers x {half}, shared budget", workers, window))
         # fairness: a snapshot of many accounts alone, then while a bulk load has the endpoint busy
         snap = open_ids[:snapshot_accounts]
         solo = _snapshot_time(b, snap, env, None)
