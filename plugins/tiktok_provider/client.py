@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import tenacity
@@ -23,6 +23,8 @@ import tenacity
 from tiktok_provider import errors, metrics
 from tiktok_provider.budget import budget_for
 from tiktok_provider.responses import Envelope, parse_envelope
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import requests
@@ -288,7 +290,7 @@ class TikTokClient:
         )
         _attempt.number = None  # a request outside the retry policy is attempt 1
 
-    def retrying(self, what: str, *, deadline: float | None = None) -> tenacity.Retrying:
+    def retrying(self, what: str, *, deadline: float | None = None) -> Callable[..., Any]:
         """The one retry policy: 429, 5xx, timeouts and connection errors, exponential backoff, full jitter.
 
         Whether an error is retried is its own :attr:`~tiktok_provider.errors.TikTokError.retryable`.
@@ -326,7 +328,7 @@ class TikTokClient:
         def out_of_time(state: tenacity.RetryCallState) -> bool:
             return deadline is not None and time.monotonic() + state.upcoming_sleep + per_attempt > deadline
 
-        return tenacity.Retrying(
+        policy = tenacity.Retrying(
             retry=tenacity.retry_if_exception(errors.is_retryable),
             wait=wait,
             stop=tenacity.stop_after_attempt(max(1, self.config.max_attempts)) | out_of_time,
@@ -335,6 +337,16 @@ class TikTokClient:
             before_sleep=before_sleep,
             reraise=True,
         )
+
+        def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+            try:
+                return policy(fn, *args, **kwargs)
+            except errors.TikTokError as exc:  # its advice names the connection the call went through
+                if exc.conn_id is None:
+                    exc.conn_id = self.config.conn_id
+                raise
+
+        return run
 
     def call_once(
         self, method: str, path: str, open_id: str, token: str, params: dict[str, str], body: dict | None

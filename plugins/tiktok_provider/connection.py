@@ -65,6 +65,8 @@ class TikTokConnectionConfig:
     rate_budget_fallback_share: float = 0.125
     #: One INFO line per request on the ``tiktok_provider.requests`` logger (see the client).
     request_log: bool = True
+    #: The Airflow connection this was read from (named in errors' advice).
+    conn_id: str = "tiktok_default"
 
     @classmethod
     def from_connection(cls, conn: Any) -> TikTokConnectionConfig:
@@ -102,4 +104,5 @@ class TikTokConnectionConfig:
             rate_budget_reserve=num("rate_budget_reserve", 0.2),
             rate_budget_fallback_share=num("rate_budget_fallback_share", 0.125),
             request_log=str(extra.get("request_log", "true")).strip().lower() not in ("false", "0", "no", "off"),
+            conn_id=getattr(conn, "conn_id", None) or "tiktok_default",
         )

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+#: The connection named in advice when an error does not know its own (the hook's default).
+DEFAULT_CONN_ID = "tiktok_default"
+
 
 class TikTokError(Exception):
     """Base class: a failed call to the TikTok API."""
@@ -24,6 +27,8 @@ class TikTokError(Exception):
     )
     #: Set on errors after which the account must be reconnected (read by the token store).
     reauth_required: bool = False
+    #: The Airflow connection the call went through, named in the advice (set by the client).
+    conn_id: str | None = None
 
     def __init__(
         self,
@@ -35,8 +40,11 @@ class TikTokError(Exception):
         code: str | None = None,
         log_id: str | None = None,
         retry_after: float | None = None,
+        conn_id: str | None = None,
     ) -> None:
         self.message = message
+        if conn_id is not None:
+            self.conn_id = conn_id
         self.endpoint = endpoint
         self.open_id = open_id
         self.http_status = http_status
@@ -50,8 +58,12 @@ class TikTokError(Exception):
         status = f"HTTP {self.http_status}" if self.http_status is not None else "no HTTP status"
         return (
             f"{where} failed: {self.code or type(self).__name__} ({status}): {self.message} "
-            f"[log_id={self.log_id or 'none'}]. {self.advice}"
+            f"[log_id={self.log_id or 'none'}]. {self.next_step()}"
         )
+
+    def next_step(self) -> str:
+        """What to do next: :attr:`advice`, naming the connection the call went through."""
+        return self.advice.replace("{conn_id}", self.conn_id or DEFAULT_CONN_ID)
 
     def __reduce__(self):  # keep keyword attributes when pickled (Celery, multiprocessing)
         return (
@@ -66,6 +78,7 @@ class TikTokError(Exception):
                     "code": self.code,
                     "log_id": self.log_id,
                     "retry_after": self.retry_after,
+                    "conn_id": self.conn_id,
                 },
             ),
         )
@@ -111,7 +124,7 @@ class TikTokRateLimited(TikTokError):
 
     retryable = True
     advice = (
-        "Retried with backoff. If it persists, lower rate_limit_per_minute in the tiktok_default "
+        "Retried with backoff. If it persists, lower rate_limit_per_minute in the {conn_id} "
         "connection's extra or the tiktok_api pool's slots."
     )
 
@@ -142,7 +155,7 @@ class TikTokMalformedResponse(TikTokError):
 class TikTokOAuthError(TikTokError):
     """The OAuth token endpoint answered with an error (``invalid_client``, ``invalid_request``...)."""
 
-    advice = "Check the client key and secret in the tiktok_default connection, and the redirect_uri."
+    advice = "Check the client key and secret in the {conn_id} connection, and the redirect_uri."
 
 
 class TikTokAPIError(TikTokError):
@@ -152,7 +165,7 @@ class TikTokAPIError(TikTokError):
 class TikTokConfigError(TikTokError):
     """The connection or arguments are unusable (e.g. a bearer token over plain http to a remote host)."""
 
-    advice = "Fix the tiktok_default connection (host, login, password, extra) and retry."
+    advice = "Fix the {conn_id} connection (host, login, password, extra) and retry."
 
 
 class TokenStoreError(Exception):

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from airflow.sdk import BaseHook
 
@@ -109,6 +110,11 @@ class TikTokDisplayHook(BaseHook):
         config = TikTokConnectionConfig.from_connection(self.get_connection(self.tiktok_conn_id))
         mask(config.client_secret)
         mask(config.token_encryption_key)
+        redis_password = urlsplit(config.rate_budget_redis_url or "").password
+        if redis_password:  # a budget store's URL with its password: never in a log line either
+            mask(redis_password)
+            mask(unquote(redis_password))
+            mask(config.rate_budget_redis_url)
         return config
 
     def get_conn(self) -> requests.Session:
@@ -143,6 +149,7 @@ class TikTokDisplayHook(BaseHook):
                 raise errors.TikTokConfigError(
                     "the hook has no token store: pass token_store= or token_store_factory= to TikTokDisplayHook",
                     endpoint=OAUTH_TOKEN,
+                    conn_id=self.tiktok_conn_id,
                 )
             self._token_store = self._token_store_factory(self.config)
         return self._token_store

@@ -198,7 +198,7 @@ def _error_details(exc: BaseException | None) -> dict[str, Any]:
                 "code": err.code,
                 "http_status": err.http_status,
                 "open_id": err.open_id,
-                "advice": err.advice,
+                "advice": err.next_step(),
                 "message": str(err),
             }
     first = chain[0] if chain else None

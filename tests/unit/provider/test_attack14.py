@@ -52,9 +52,8 @@ def test_probe_secrets(monkeypatch, caplog):
     print(caplog.text)
 
 
-@pytest.mark.xfail(strict=True, reason="known: errors.py advice names tiktok_default whatever the hook's connection")
 def test_config_error_names_the_hooks_own_connection(monkeypatch):
-    # The advice of a config/auth error names "tiktok_default" whatever connection the hook uses.
+    # The advice of a config/auth error named "tiktok_default" whatever connection the hook used.
     from tiktok_provider.errors import TikTokConfigError
     from tiktok_provider.hooks.tiktok import TikTokDisplayHook
 
@@ -64,3 +63,28 @@ def test_config_error_names_the_hooks_own_connection(monkeypatch):
     with pytest.raises(TikTokConfigError) as info:
         hook.access_token("acct-1")
     assert "tiktok_default" not in str(info.value)
+    assert "Fix the tiktok_unit connection" in str(info.value)
+
+
+def test_an_error_from_a_call_names_the_hooks_own_connection(monkeypatch):
+    from tiktok_provider.errors import TikTokConfigError, TikTokOAuthError
+
+    make = hook_factory(monkeypatch)
+    hook, *_ = make(host="http://api.example.com")  # a bearer token over plain http to a remote host
+    with pytest.raises(TikTokConfigError) as info:
+        hook.get_user_info("acct-1")
+    assert "Fix the tiktok_unit connection" in str(info.value) and "tiktok_default" not in str(info.value)
+    hook, *_ = make(fail(401, "invalid_client"))
+    with pytest.raises(TikTokOAuthError) as oauth:
+        hook.exchange_code("code", "https://app.example/cb")
+    assert "in the tiktok_unit connection" in str(oauth.value) and "tiktok_default" not in str(oauth.value)
+
+
+def test_a_redis_budget_url_with_a_password_is_masked_in_logs(monkeypatch):
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    make = hook_factory(monkeypatch)
+    hook, *_ = make(rate_budget="redis", rate_budget_redis_url="redis://:s3cr%40t-redis-pw@redis.internal:6379/3")
+    assert hook.config.rate_budget == "redis"
+    line = redact("budget store redis://:s3cr%40t-redis-pw@redis.internal:6379/3 said s3cr@t-redis-pw")
+    assert "s3cr%40t-redis-pw" not in line and "s3cr@t-redis-pw" not in line, line
