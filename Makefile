@@ -42,10 +42,10 @@ demo: bootstrap
 	$(PY) -m tiktok_tools.demo
 
 ## The whole suite, on TEST_WORKERS pytest-xdist workers (each with databases of its own; a test
-## file, or a folder sharing one stack, stays on one worker). TEST_WORKERS=0: one process.
+## file stays on one worker, so its module-scoped stack starts once). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ## The unit tier (no Postgres, no server) and the DAG parse checks: seconds; run it after every edit.
 test-fast: install

@@ -41,25 +41,14 @@ TIERS = {
 }
 
 
-#: Folders whose files share a session-scoped stack: under xdist, one worker runs all of them.
-SHARED_STACK_FOLDERS = {"accounts"}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier, from the folder it lives in, and with its xdist group.
-
-    ``make test`` runs the suite on two pytest-xdist workers with ``--dist loadgroup``: a group
-    is a test file (its module-scoped stacks and simulators start once, on one worker), or a
-    whole folder whose files share a session-scoped stack (``SHARED_STACK_FOLDERS``).
-    """
+    """Mark every test with its tier, from the folder it lives in."""
     root = os.path.dirname(__file__)
     for item in items:
-        relative = os.path.relpath(str(item.path), root)
-        folder = relative.split(os.sep)[0]
+        folder = os.path.relpath(str(item.path), root).split(os.sep)[0]
         tier = TIERS.get(folder)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
-        item.add_marker(pytest.mark.xdist_group(folder if folder in SHARED_STACK_FOLDERS else relative))
 
 
 #: Tables emptied between tests, children first.

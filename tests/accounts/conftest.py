@@ -38,10 +38,17 @@ CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 
 
 def _ui_port() -> int:
-    for port in UI_PORTS:
+    """The first free port of this session's share of 8090-8099.
+
+    Each pytest-xdist worker (``gw<i>`` of ``PYTEST_XDIST_WORKER_COUNT``) takes every n-th port
+    from 8090 + i: two workers starting their stacks at once never pick the same port.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index, count = int(worker.removeprefix("gw") or 0), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    for port in UI_PORTS[index::count]:
         if not up._port_in_use("127.0.0.1", port):
             return port
-    raise RuntimeError("no free port in 8090-8099 for the accounts UI stack")
+    raise RuntimeError(f"no free port in 8090-8099 (every {count}th from {8090 + index}) for the accounts UI stack")
 
 
 @dataclass
