@@ -392,8 +392,19 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
+class ListedPage:
+    """One video/list page as the warehouse loads it."""
+
+    videos: Sequence[Mapping[str, Any]]
+    #: The cursor the API returned with the page (the next one to request); None keeps the stored one.
+    cursor: int | None = None
+    #: Videos of the page that came without a usable id (not in ``videos``).
+    unidentified: int = 0
+
+
+@dataclass(frozen=True)
 class PageResult:
-    """What loading one video/list page did, and the checkpoint after it."""
+    """What loading video/list pages did, and the checkpoint after them."""
 
     inserted: int
     updated: int
@@ -964,19 +975,34 @@ class Warehouse:
         """
         Load one video/list page and advance the sync's checkpoint, in one transaction.
 
-        Upserts the videos (bringing back removed ones), writes today's snapshots of those carrying
-        counts, records their ids as seen by the sync, and moves the checkpoint (``cursor``,
-        ``pages + 1``, ``videos_seen``). A crash before the commit leaves nothing written; after
-        it, the resumed sync starts at the next page.
+        :meth:`load_video_pages` with one page.
 
         :param cursor: the cursor the API returned with this page (the next one to request);
             None keeps the stored cursor.
         :param unidentified: videos of this page that came without a usable id (not in ``videos``).
             Added up in the checkpoint with the page, so a retry still knows the sync met them.
         """
+        return self.load_video_pages(sync, [ListedPage(videos, cursor, unidentified)], captured_at=captured_at)
+
+    def load_video_pages(self, sync: SyncState, pages: Sequence[ListedPage], *, captured_at: datetime) -> PageResult:
+        """
+        Load consecutive video/list pages and advance the sync's checkpoint past the last, in one transaction.
+
+        Upserts the pages' videos (bringing back removed ones), writes today's snapshots of those
+        carrying counts, records their ids as seen by the sync, and moves the checkpoint (the last
+        cursor given, ``pages + len(pages)``, ``videos_seen``). A crash before the commit leaves
+        nothing of any of the pages written; after it, the resumed sync starts at the page after
+        the last. So pages are committed whole and in order, never one skipped.
+        """
         captured_at = _utc(captured_at, "captured_at")
-        if unidentified < 0:
-            raise ValueError(f"unidentified must not be negative, got {unidentified}")
+        if not pages:
+            raise ValueError("load_video_pages needs at least one page")
+        if any(page.unidentified < 0 for page in pages):
+            raise ValueError(f"unidentified must not be negative, got {[page.unidentified for page in pages]}")
+        videos = [video for page in pages for video in page.videos]
+        cursors = [page.cursor for page in pages if page.cursor is not None]
+        cursor = cursors[-1] if cursors else None
+        unidentified = sum(page.unidentified for page in pages)
         with self.engine.begin() as conn:
             # Lock the checkpoint before any video row: finish_sync takes them in the same order.
             if self._lock_unfinished_sync(conn, sync).listed_at is not None:
@@ -991,7 +1017,7 @@ class Warehouse:
                 .where(sync_state.c.sync_id == sync.sync_id)
                 .values(
                     cursor=func.coalesce(bindparam("new_cursor", cursor, type_=BigInteger), sync_state.c.cursor),
-                    pages=sync_state.c.pages + 1,
+                    pages=sync_state.c.pages + len(pages),
                     videos_seen=sync_state.c.videos_seen + tally.new_in_sync,
                     unidentified=sync_state.c.unidentified + unidentified,
                     updated_at=captured_at,

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from tiktok_pipeline.removals import POLICY
 from tiktok_provider.sanitize import clean_text
-from tiktok_warehouse.loads import FinishResult, RemovalResult, SyncNotActive, SyncState, Warehouse
+from tiktok_warehouse.loads import FinishResult, ListedPage, RemovalResult, SyncNotActive, SyncState, Warehouse
 from tiktok_warehouse.tokens import AccountNotFound
 
 pytestmark = pytest.mark.integration
@@ -521,6 +521,49 @@ def test_a_failure_after_the_upsert_leaves_neither_rows_nor_checkpoint(
             before["videos_seen"],
         )
     )
+
+
+def test_pages_loaded_together_commit_whole_with_the_checkpoint_past_the_last(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    sync = warehouse.begin_sync(account, "full", now=T0)
+    pages = [
+        ListedPage([make_video(i) for i in range(0, 5)], cursor=5000),
+        # a video repeated across the boundary counts once; a page without a cursor keeps the last one
+        ListedPage([make_video(i) for i in range(4, 9)], cursor=None, unidentified=1),
+        ListedPage([make_video(i) for i in range(9, 12)], cursor=3000),
+        ListedPage([], cursor=None),
+    ]
+    result = warehouse.load_video_pages(sync, pages, captured_at=T0)
+    assert (result.inserted, result.new_in_sync, result.snapshots_written) == (12, 12, 12)
+    assert (result.sync.cursor, result.sync.pages, result.sync.videos_seen, result.sync.unidentified) == (
+        3000,
+        4,
+        12,
+        1,
+    )
+    assert seen_count(wh_engine, sync.sync_id) == 12
+
+    # A failure anywhere in the next batch leaves none of its pages, and the checkpoint where it was.
+    bad = [{"id": make_video(99)["id"], "duration": 2**31 - 1, "height": 2**31}]
+    with pytest.raises(ValueError, match="height"):
+        warehouse.load_video_pages(
+            result.sync,
+            [ListedPage([make_video(i) for i in range(12, 20)], cursor=2000), ListedPage(bad, cursor=1000)],
+            captured_at=T0,
+        )
+    with crash_on(wh_engine, "UPDATE tiktok.sync_state"), pytest.raises(RuntimeError, match="simulated crash"):
+        warehouse.load_video_pages(
+            result.sync,
+            [ListedPage([make_video(i) for i in range(12, 16)], 2000), ListedPage([make_video(16)], 1000)],
+            captured_at=T0,
+        )
+    assert sorted(rows(wh_engine, account)) == sorted(make_video(i)["id"] for i in range(12))
+    assert seen_count(wh_engine, sync.sync_id) == 12
+    after = sync_row(wh_engine, sync.sync_id)
+    assert (after["cursor"], after["pages"], after["videos_seen"]) == (3000, 4, 12)
+    with pytest.raises(ValueError, match="at least one page"):
+        warehouse.load_video_pages(result.sync, [], captured_at=T0)
 
 
 def test_a_bad_row_at_the_end_of_a_page_leaves_nothing(
