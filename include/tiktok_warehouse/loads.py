@@ -19,8 +19,10 @@ Rules every load follows:
   concurrent writers take row locks in the same order and cannot deadlock each other. Rows are
   staged already sorted (in Python) and read back with a plain scan, which returns them in the
   order they were staged; an ORDER BY would re-sort a 100 MB batch on disk for nothing.
-* Small batches (one API page) travel as one JSON parameter; large ones are COPYed into a
-  temporary staging table. Either way a batch is a handful of statements, never one per row.
+* Small batches (a few API pages) travel as one JSON parameter and are written by one statement
+  (the videos, their snapshots and the sync's seen ids as data-modifying CTEs over the parsed JSON);
+  large ones are COPYed into a temporary staging table. Either way a batch is a handful of
+  statements, never one per row, and each statement is built once per shape and cached.
 * Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates, and integers
   must be within the provider's bounds: one sanitiser, :mod:`tiktok_provider.sanitize`.
 * The page batch (cleaned columns, JSON or COPY) is built here, beside the SQL it feeds.
@@ -48,6 +50,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from itertools import filterfalse, repeat
 from operator import contains, itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,7 +58,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
+    Integer,
     MetaData,
     Table,
     Text,
@@ -70,6 +75,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    table,
     true,
     tuple_,
     update,
@@ -524,41 +530,13 @@ def _stage_expr(src: FromClause, name: str) -> Any:
     return src.c[name]
 
 
-class _Batch:
-    """A batch of videos staged in the database: one source relation per group of fields carried."""
-
-    def __init__(self, conn: Connection, videos: Sequence[Mapping[str, Any]], *, copy: bool) -> None:
-        # (fields carried, source relation, its bind parameters, number of videos)
-        self.sources: list[tuple[tuple[str, ...], FromClause, dict[str, Any], int]] = []
-        for number, group in enumerate(prepare_videos(videos, clean_texts=not copy)):
-            if copy:
-                source, params = self._copy(conn, group, number), {}
-            else:
-                source, params = self._json(group, number)
-            self.sources.append((group.fields, source, params, len(group)))
-
-    @staticmethod
-    def _copy(conn: Connection, group: VideoGroup, number: int) -> FromClause:
-        stage = Table(
-            f"tiktok_video_stage_{number}",
-            MetaData(),
-            *(Column(name, STAGE_TYPES[name]) for name in group.columns),
-            prefixes=["TEMPORARY"],
-            postgresql_on_commit="DROP",
-        )
-        stage.create(conn)
-        copy_from(conn, stage.name, list(group.columns), copy_data(list(group.columns.values())))
-        return stage
-
-    @staticmethod
-    def _json(group: VideoGroup, number: int) -> tuple[FromClause, dict[str, Any]]:
-        param = f"videos_{number}"
-        source = (
-            func.jsonb_to_recordset(cast(bindparam(param, type_=Text), JSONB))
-            .table_valued(*(column(name, STAGE_TYPES[name]) for name in group.columns))
-            .render_derived(name="src", with_types=True)
-        )
-        return source, {param: json.dumps(group.rows())}
+# The statements of a load are built once per shape (the fields a group carries, JSON or COPY) and
+# cached; every value travels as a bind parameter. Building them is most of a small load's Python.
+_OPEN_ID = bindparam("open_id", type_=Text)
+_CAPTURED_AT = bindparam("captured_at", type_=DateTime(timezone=True))
+_DAY_START = bindparam("day_start", type_=DateTime(timezone=True))
+_SNAPSHOT_DATE = bindparam("snapshot_date", type_=Date)
+_SYNC_ID = bindparam("sync", type_=BigInteger)
 
 
 def _video_target_columns(present: tuple[str, ...]) -> list[str]:
@@ -568,35 +546,23 @@ def _video_target_columns(present: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _merge_videos(
-    conn: Connection,
-    src: FromClause,
-    params: dict[str, Any],
-    present: tuple[str, ...],
-    open_id: str,
-    captured_at: datetime,
-) -> tuple[int, int]:
-    """Upsert one staged group into ``videos``; return (inserted, updated)."""
+def _video_upsert(src: FromClause, present: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT of one staged group into ``videos``, returning whether each row was inserted.
+
+    Binds ``open_id``, ``captured_at`` and ``day_start`` (midnight UTC of the capture's day).
+    """
     names = _video_target_columns(present)
-    seen = bindparam("captured_at", captured_at, type_=DateTime(timezone=True))
-    selected = select(
-        src.c.id,
-        literal(open_id, Text),
-        *(_stage_expr(src, name) for name in names),
-        seen,
-        seen,
-    )
+    selected = select(src.c.id, _OPEN_ID, *(_stage_expr(src, name) for name in names), _CAPTURED_AT, _CAPTURED_AT)
     stmt = pg_insert(videos_table).from_select(["id", "open_id", *names, "first_seen_at", "last_seen_at"], selected)
     new = stmt.excluded
-    day_start = datetime.combine(captured_at.date(), time(0), UTC)
     changed = [
         videos_table.c.removed_at.is_not(None),
         videos_table.c.missing_since.is_not(None),
-        videos_table.c.last_seen_at < bindparam("day_start", day_start, type_=DateTime(timezone=True)),
+        videos_table.c.last_seen_at < _DAY_START,
     ]
     if names:
         changed.append(tuple_(*(videos_table.c[n] for n in names)).is_distinct_from(tuple_(*(new[n] for n in names))))
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[videos_table.c.id],
         set_={
             **{name: new[name] for name in names},
@@ -611,34 +577,20 @@ def _merge_videos(
             videos_table.c.last_seen_at <= new.last_seen_at,
         ),
     ).returning(literal_column("xmax = 0").label("inserted"))
-    merged = stmt.cte("merged")
-    inserted, written = conn.execute(
-        select(func.count().filter(merged.c.inserted), func.count()).select_from(merged), params
-    ).one()
-    return inserted, written - inserted
 
 
-def _merge_video_snapshots(
-    conn: Connection,
-    src: FromClause,
-    params: dict[str, Any],
-    present: tuple[str, ...],
-    captured_at: datetime,
-) -> int:
-    """Upsert today's engagement snapshot of one staged group's videos; return rows written."""
+def _snapshot_upsert(src: FromClause, present: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT of today's engagement snapshots of one staged group; None without counts.
+
+    Binds ``snapshot_date`` and ``captured_at``.
+    """
     counts = [name for name in COUNT_FIELDS if name in present]
     if not counts:
-        return 0
-    captured = bindparam("captured_at", captured_at, type_=DateTime(timezone=True))
-    selected = select(
-        src.c.id,
-        literal(captured_at.date()),
-        *(src.c[name] for name in counts),
-        captured,
-    )
+        return None
+    selected = select(src.c.id, _SNAPSHOT_DATE, *(src.c[name] for name in counts), _CAPTURED_AT)
     stmt = pg_insert(video_snapshots).from_select(["video_id", "snapshot_date", *counts, "captured_at"], selected)
     new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[video_snapshots.c.video_id, video_snapshots.c.snapshot_date],
         set_={**{name: new[name] for name in counts}, "captured_at": new.captured_at},
         where=and_(
@@ -646,18 +598,56 @@ def _merge_video_snapshots(
             video_snapshots.c.captured_at <= new.captured_at,
         ),
     )
-    return _rowcount(conn, stmt, params)
 
 
-def _record_seen(conn: Connection, src: FromClause, params: dict[str, Any], sync_id: int) -> int:
-    """Remember the staged ids as seen by the sync; return how many it had not seen before."""
-    selected = select(literal(sync_id, BigInteger), src.c.id)
-    stmt = (
+def _seen_insert(src: FromClause) -> Any:
+    """Remember the staged ids as seen by the sync (bind ``sync``); returns the ids it had not seen before."""
+    return (
         pg_insert(sync_seen_videos)
-        .from_select(["sync_id", "video_id"], selected)
+        .from_select(["sync_id", "video_id"], select(_SYNC_ID, src.c.id))
         .on_conflict_do_nothing(index_elements=[sync_seen_videos.c.sync_id, sync_seen_videos.c.video_id])
+        .returning(sync_seen_videos.c.video_id)
     )
-    return _rowcount(conn, stmt, params)
+
+
+def _counted(cte: Any, label: str) -> Any:
+    return select(func.count()).select_from(cte).scalar_subquery().label(label)
+
+
+@lru_cache(maxsize=64)
+def _json_load_statement(columns: tuple[str, ...], present: tuple[str, ...], seen: bool) -> Any:
+    """One statement for a group of videos sent as JSON: the videos, their snapshots, the sync's seen ids.
+
+    The JSON (bind ``videos``) is parsed once into a materialised CTE that each write reads. Returns
+    one row: ``inserted``, ``written`` (videos inserted or rewritten), ``snapshots``, ``new_in_sync``.
+    """
+    records = (
+        func.jsonb_to_recordset(cast(bindparam("videos", type_=Text), JSONB))
+        .table_valued(*(column(name, STAGE_TYPES[name]) for name in columns))
+        .render_derived(name="records", with_types=True)
+    )
+    src = select(records).cte("src").prefix_with("MATERIALIZED")
+    merged = _video_upsert(src, present).cte("merged")
+    counts = [func.count().filter(merged.c.inserted).label("inserted"), func.count().label("written")]
+    snapshots = _snapshot_upsert(src, present)
+    if snapshots is not None:
+        counts.append(_counted(snapshots.returning(video_snapshots.c.video_id).cte("snapshots"), "snapshots"))
+    if seen:
+        counts.append(_counted(_seen_insert(src).cte("seen"), "new_in_sync"))
+    return select(*counts).select_from(merged)
+
+
+@lru_cache(maxsize=64)
+def _copy_load_statements(stage: str, columns: tuple[str, ...], present: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    """The statements for a group COPYed into the temporary table ``stage``: videos, snapshots (or None), seen ids.
+
+    Apart, not in one statement: each reads the (large) stage once, as a plain scan in the order it
+    was staged.
+    """
+    src = table(stage, *(column(name, STAGE_TYPES[name]) for name in columns))
+    merged = _video_upsert(src, present).cte("merged")
+    videos = select(func.count().filter(merged.c.inserted).label("inserted"), func.count().label("written"))
+    return videos.select_from(merged), _snapshot_upsert(src, present), _seen_insert(src)
 
 
 @dataclass
@@ -672,6 +662,20 @@ class _Tally:
         return LoadResult(self.inserted, self.updated, self.unchanged, self.snapshots_written)
 
 
+def _stage(conn: Connection, group: VideoGroup, number: int) -> str:
+    """COPY a group into a temporary table dropped at commit; return its name."""
+    stage = Table(
+        f"tiktok_video_stage_{number}",
+        MetaData(),
+        *(Column(name, STAGE_TYPES[name]) for name in group.columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    stage.create(conn)
+    copy_from(conn, stage.name, list(group.columns), copy_data(list(group.columns.values())))
+    return stage.name
+
+
 def _load(
     conn: Connection,
     open_id: str,
@@ -681,21 +685,42 @@ def _load(
     copy: bool | None = None,
     sync_id: int | None = None,
 ) -> _Tally:
-    """Upsert videos (and their snapshots, and the sync's seen ids) inside the caller's transaction."""
+    """Upsert videos (and their snapshots, and the sync's seen ids) inside the caller's transaction.
+
+    Small batches travel as one JSON parameter, one statement a group of fields carried; large ones
+    (``copy``; by default above ``JSON_BATCH_LIMIT``) are COPYed into a temporary table first.
+    """
     if not isinstance(videos, Sequence):
         videos = list(videos)
     tally = _Tally()
     if not videos:
         return tally
-    batch = _Batch(conn, videos, copy=len(videos) > JSON_BATCH_LIMIT if copy is None else copy)
-    for present, src, params, total in batch.sources:
-        inserted, updated = _merge_videos(conn, src, params, present, open_id, captured_at)
+    copy = len(videos) > JSON_BATCH_LIMIT if copy is None else copy
+    params = {
+        "open_id": open_id,
+        "captured_at": captured_at,
+        "day_start": datetime.combine(captured_at.date(), time(0), UTC),
+        "snapshot_date": captured_at.date(),
+    }
+    for number, group in enumerate(prepare_videos(videos, clean_texts=not copy)):
+        columns = tuple(group.columns)
+        if copy:
+            stage = _stage(conn, group, number)
+            merge_videos, merge_snapshots, record_seen = _copy_load_statements(stage, columns, group.fields)
+            inserted, written = conn.execute(merge_videos, params).one()
+            if merge_snapshots is not None:
+                tally.snapshots_written += _rowcount(conn, merge_snapshots, params)
+            if sync_id is not None:
+                tally.new_in_sync += _rowcount(conn, record_seen, {"sync": sync_id})
+        else:
+            stmt = _json_load_statement(columns, group.fields, sync_id is not None)
+            row = conn.execute(stmt, {**params, "videos": json.dumps(group.rows()), "sync": sync_id}).one()
+            inserted, written = row.inserted, row.written
+            tally.snapshots_written += row._mapping.get("snapshots", 0)
+            tally.new_in_sync += row._mapping.get("new_in_sync", 0)
         tally.inserted += inserted
-        tally.updated += updated
-        tally.unchanged += total - inserted - updated
-        tally.snapshots_written += _merge_video_snapshots(conn, src, params, present, captured_at)
-        if sync_id is not None:
-            tally.new_in_sync += _record_seen(conn, src, params, sync_id)
+        tally.updated += written - inserted
+        tally.unchanged += len(group) - written
     return tally
 
 
@@ -761,6 +786,23 @@ def _mark_removals(
         )
         return RemovalResult(removed=0, held=confirmed)
     return RemovalResult(removed=_update_videos(conn, conditions, removed_at=at), held=0)
+
+
+#: Lock a sync's checkpoint row (bind ``sync``).
+_LOCK_SYNC = select(sync_state).where(sync_state.c.sync_id == _SYNC_ID).with_for_update()
+#: Move a sync's checkpoint past loaded pages (binds the counts to add, the new cursor or None).
+_ADVANCE_SYNC = (
+    update(sync_state)
+    .where(sync_state.c.sync_id == _SYNC_ID)
+    .values(
+        cursor=func.coalesce(bindparam("new_cursor", type_=BigInteger), sync_state.c.cursor),
+        pages=sync_state.c.pages + bindparam("add_pages", type_=Integer),
+        videos_seen=sync_state.c.videos_seen + bindparam("add_videos_seen", type_=Integer),
+        unidentified=sync_state.c.unidentified + bindparam("add_unidentified", type_=Integer),
+        updated_at=_CAPTURED_AT,
+    )
+    .returning(*sync_state.c)
+)
 
 
 def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
@@ -953,9 +995,7 @@ class Warehouse:
 
     @staticmethod
     def _lock_unfinished_sync(conn: Connection, sync: SyncState) -> Row[Any]:
-        row = conn.execute(
-            select(sync_state).where(sync_state.c.sync_id == sync.sync_id).with_for_update()
-        ).one_or_none()
+        row = conn.execute(_LOCK_SYNC, {"sync": sync.sync_id}).one_or_none()
         if row is None or row.finished_at is not None:
             raise SyncNotActive(
                 f"Sync {sync.sync_id} ({sync.mode}) of account {sync.open_id} is "
@@ -1013,16 +1053,15 @@ class Warehouse:
             tally = _load(conn, sync.open_id, videos, captured_at, sync_id=sync.sync_id)
             captures = record_captures(conn, sync.open_id, videos, captured_at, "list", self.young_days)
             row = conn.execute(
-                update(sync_state)
-                .where(sync_state.c.sync_id == sync.sync_id)
-                .values(
-                    cursor=func.coalesce(bindparam("new_cursor", cursor, type_=BigInteger), sync_state.c.cursor),
-                    pages=sync_state.c.pages + len(pages),
-                    videos_seen=sync_state.c.videos_seen + tally.new_in_sync,
-                    unidentified=sync_state.c.unidentified + unidentified,
-                    updated_at=captured_at,
-                )
-                .returning(*sync_state.c)
+                _ADVANCE_SYNC,
+                {
+                    "sync": sync.sync_id,
+                    "new_cursor": cursor,
+                    "add_pages": len(pages),
+                    "add_videos_seen": tally.new_in_sync,
+                    "add_unidentified": unidentified,
+                    "captured_at": captured_at,
+                },
             ).one()
         return PageResult(
             inserted=tally.inserted,
