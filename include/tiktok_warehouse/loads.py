@@ -21,8 +21,10 @@ Rules every load follows:
   order they were staged; an ORDER BY would re-sort a 100 MB batch on disk for nothing.
 * Small batches (a few API pages) travel as one JSON parameter and are written by one statement
   (the videos, their snapshots and the sync's seen ids as data-modifying CTEs over the parsed JSON);
-  large ones are COPYed into a temporary staging table. Either way a batch is a handful of
-  statements, never one per row, and each statement is built once per shape and cached.
+  large ones are COPYed into a temporary staging table and merged ``COPY_CHUNK`` videos at a
+  time, the next part cleaned and rendered in a background thread meanwhile, so the Python work
+  overlaps the database's. Either way a batch is a few statements (per part), never one per row,
+  and each statement is built once per shape and cached.
 * Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates, and integers
   must be within the provider's bounds: one sanitiser, :mod:`tiktok_provider.sanitize`.
 * The page batch (cleaned columns, JSON or COPY) is built here, beside the SQL it feeds.
@@ -48,6 +50,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
@@ -76,6 +79,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
     true,
     tuple_,
     update,
@@ -254,6 +258,16 @@ def prepare_videos(videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = T
         path passes False: ``copy_data`` does the same to the rendered batch at a fraction of the
         cost (one scan of the encoded bytes instead of one per value).
     """
+    return [group_columns(*group, clean_texts=clean_texts) for group in order_videos(videos)]
+
+
+def order_videos(
+    videos: Sequence[Mapping[str, Any]],
+) -> list[tuple[tuple[str, ...], list[str], list[Mapping[str, Any]]]]:
+    """Deduplicate ``videos`` by id (the last one wins), sort by id, group by fields carried.
+
+    :return: per group, (the fields carried, the ids, the videos), in id order.
+    """
     ids = [video.get("id") for video in videos]
     if set(map(type, ids)) != {str} or "" in ids or _contains_any(ids, ("\x00",)):
         ids = [_clean_id(i) for i in ids]
@@ -270,21 +284,30 @@ def prepare_videos(videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = T
             group_ids, group_videos = grouped.setdefault(fields_of[frozenset(video)], ([], []))
             group_ids.append(video_id)
             group_videos.append(video)
-    groups = []
-    for fields, (group_ids, group_videos) in grouped.items():
-        columns: dict[str, list[Any]] = {"id": group_ids}
-        for name in fields:
-            values = list(map(itemgetter(name), group_videos))
-            if name in INT_BOUNDS:
-                columns[name] = _clean_int_column(values, name, group_ids)
-            elif clean_texts:
-                columns[name] = _clean_text_column(values)
-            else:
-                columns[name] = values
-        if "cover_image_url" in columns:
-            columns["cover_expires"] = list(map(cover_expires_unix, columns["cover_image_url"]))
-        groups.append(VideoGroup(fields, columns))
-    return groups
+    return [(fields, group_ids, group_videos) for fields, (group_ids, group_videos) in grouped.items()]
+
+
+def stage_columns(fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The staging columns of a group carrying ``fields``: ``id``, the fields, ``cover_expires`` with the cover."""
+    return ("id", *fields, *(("cover_expires",) if "cover_image_url" in fields else ()))
+
+
+def group_columns(
+    fields: tuple[str, ...], ids: list[str], videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = True
+) -> VideoGroup:
+    """The clean columns of videos (in id order) that all carry ``fields`` (see :func:`prepare_videos`)."""
+    columns: dict[str, list[Any]] = {"id": ids}
+    for name in fields:
+        values = list(map(itemgetter(name), videos))
+        if name in INT_BOUNDS:
+            columns[name] = _clean_int_column(values, name, ids)
+        elif clean_texts:
+            columns[name] = _clean_text_column(values)
+        else:
+            columns[name] = values
+    if "cover_image_url" in columns:
+        columns["cover_expires"] = list(map(cover_expires_unix, columns["cover_image_url"]))
+    return VideoGroup(fields, columns)
 
 
 def _fields(keys: frozenset[str]) -> tuple[str, ...]:
@@ -662,18 +685,74 @@ class _Tally:
         return LoadResult(self.inserted, self.updated, self.unchanged, self.snapshots_written)
 
 
-def _stage(conn: Connection, group: VideoGroup, number: int) -> str:
-    """COPY a group into a temporary table dropped at commit; return its name."""
+#: A large batch is COPYed and merged this many videos at a time, while the next part is rendered
+#: for COPY in a background thread: the Python work overlaps the database's.
+COPY_CHUNK = 10_000
+
+
+def _create_stage(conn: Connection, columns: tuple[str, ...], number: int) -> str:
+    """Create the temporary table a group is COPYed into (dropped at commit); return its name."""
     stage = Table(
         f"tiktok_video_stage_{number}",
         MetaData(),
-        *(Column(name, STAGE_TYPES[name]) for name in group.columns),
+        *(Column(name, STAGE_TYPES[name]) for name in columns),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )
     stage.create(conn)
-    copy_from(conn, stage.name, list(group.columns), copy_data(list(group.columns.values())))
     return stage.name
+
+
+def _load_copied(
+    conn: Connection,
+    group: tuple[tuple[str, ...], list[str], list[Mapping[str, Any]]],
+    number: int,
+    params: dict[str, Any],
+    sync_id: int | None,
+    tally: _Tally,
+) -> tuple[int, int]:
+    """Stage and merge a large group ``COPY_CHUNK`` videos at a time; return (inserted, written).
+
+    The parts are in id order, so rows are still locked in id order. While one part is COPYed and
+    merged (the connection waits on the server, the GIL free), the next is cleaned and rendered.
+    A bad value in a later part fails the load after earlier parts were merged: the caller's
+    transaction rolls them back, so nothing of the batch is kept.
+    """
+    fields, ids, videos = group
+    columns = stage_columns(fields)
+    stage = _create_stage(conn, columns, number)
+    merge_videos, merge_snapshots, record_seen = _copy_load_statements(stage, columns, fields)
+    inserted = written = 0
+
+    def render(start: int) -> bytes:
+        end = start + COPY_CHUNK
+        part = group_columns(fields, ids[start:end], videos[start:end], clean_texts=False)
+        return copy_data(list(part.columns.values()))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiktok-copy") as pool:
+        rendering = pool.submit(render, 0)
+        for start in range(0, len(ids), COPY_CHUNK):
+            data = rendering.result()
+            if start + COPY_CHUNK < len(ids):
+                rendering = pool.submit(render, start + COPY_CHUNK)
+            if start:
+                conn.execute(text(f"TRUNCATE {stage}"))
+            copy_from(conn, stage, columns, data)
+            del data
+            part_inserted, part_written = conn.execute(merge_videos, params).one()
+            inserted += part_inserted
+            written += part_written
+            if merge_snapshots is not None:
+                tally.snapshots_written += _rowcount(conn, merge_snapshots, params)
+            if sync_id is not None:
+                tally.new_in_sync += _rowcount(conn, record_seen, {"sync": sync_id})
+    return inserted, written
+
+
+def _count(tally: _Tally, videos: int, inserted: int, written: int) -> None:
+    tally.inserted += inserted
+    tally.updated += written - inserted
+    tally.unchanged += videos - written
 
 
 def _load(
@@ -702,25 +781,17 @@ def _load(
         "day_start": datetime.combine(captured_at.date(), time(0), UTC),
         "snapshot_date": captured_at.date(),
     }
-    for number, group in enumerate(prepare_videos(videos, clean_texts=not copy)):
-        columns = tuple(group.columns)
-        if copy:
-            stage = _stage(conn, group, number)
-            merge_videos, merge_snapshots, record_seen = _copy_load_statements(stage, columns, group.fields)
-            inserted, written = conn.execute(merge_videos, params).one()
-            if merge_snapshots is not None:
-                tally.snapshots_written += _rowcount(conn, merge_snapshots, params)
-            if sync_id is not None:
-                tally.new_in_sync += _rowcount(conn, record_seen, {"sync": sync_id})
-        else:
-            stmt = _json_load_statement(columns, group.fields, sync_id is not None)
-            row = conn.execute(stmt, {**params, "videos": json.dumps(group.rows()), "sync": sync_id}).one()
-            inserted, written = row.inserted, row.written
-            tally.snapshots_written += row._mapping.get("snapshots", 0)
-            tally.new_in_sync += row._mapping.get("new_in_sync", 0)
-        tally.inserted += inserted
-        tally.updated += written - inserted
-        tally.unchanged += len(group) - written
+    if copy:
+        for number, group in enumerate(order_videos(videos)):
+            inserted, written = _load_copied(conn, group, number, params, sync_id, tally)
+            _count(tally, len(group[1]), inserted, written)
+        return tally
+    for group in prepare_videos(videos):
+        stmt = _json_load_statement(tuple(group.columns), group.fields, sync_id is not None)
+        row = conn.execute(stmt, {**params, "videos": json.dumps(group.rows()), "sync": sync_id}).one()
+        tally.snapshots_written += row._mapping.get("snapshots", 0)
+        tally.new_in_sync += row._mapping.get("new_in_sync", 0)
+        _count(tally, len(group), row.inserted, row.written)
     return tally
 
 

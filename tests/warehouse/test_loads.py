@@ -20,7 +20,16 @@ from sqlalchemy.engine import Engine
 
 from tiktok_pipeline.removals import POLICY
 from tiktok_provider.sanitize import clean_text
-from tiktok_warehouse.loads import FinishResult, ListedPage, RemovalResult, SyncNotActive, SyncState, Warehouse
+from tiktok_warehouse import loads
+from tiktok_warehouse.loads import (
+    FinishResult,
+    ListedPage,
+    LoadResult,
+    RemovalResult,
+    SyncNotActive,
+    SyncState,
+    Warehouse,
+)
 from tiktok_warehouse.tokens import AccountNotFound
 
 pytestmark = pytest.mark.integration
@@ -129,6 +138,31 @@ def test_same_input_again_writes_nothing(warehouse: Warehouse, wh_engine: Engine
     assert versions(rows(wh_engine, account)) == versions(videos_before)
     assert versions(snapshots(wh_engine, account)) == versions(snaps_before)
     assert {r["last_seen_at"] for r in rows(wh_engine, account).values()} == {T0}
+
+
+def test_a_large_batch_loads_in_parts_as_it_would_in_one(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY_CHUNK videos at a time, the next part rendered meanwhile: the same rows and counts, one transaction."""
+    monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+    first = [make_video(i) for i in range(30)]
+    assert asdict(warehouse.upsert_videos(account, first[:12], captured_at=T0)) == asdict(
+        LoadResult(inserted=12, snapshots_written=12)
+    )
+    batch = [dict(v, like_count=v["like_count"] + 1) if i % 3 == 0 else v for i, v in enumerate(first)]
+    batch = [*batch, {k: v for k, v in make_video(40).items() if k != "embed_html"}]  # a second group
+    result = warehouse.upsert_videos(account, batch[::-1], captured_at=T0 + HOUR)
+    assert (result.inserted, result.updated, result.unchanged, result.snapshots_written) == (19, 4, 8, 23)
+    stored = rows(wh_engine, account)
+    assert {i: r["like_count"] for i, r in stored.items()} == {v["id"]: v["like_count"] for v in batch}
+    assert len(snapshots(wh_engine, account)) == 31
+
+    # A bad value in the last part: the parts merged before it are rolled back with it.
+    before = versions(rows(wh_engine, account))
+    bad = [dict(v, view_count=v["view_count"] + 5) for v in batch[:30]] + [dict(make_video(50), height=2**31)]
+    with pytest.raises(ValueError, match="height"):
+        warehouse.upsert_videos(account, bad, captured_at=T0 + 2 * HOUR)
+    assert versions(rows(wh_engine, account)) == before
 
 
 def test_no_op_reload_updates_no_tuples_per_pg_stat(wh_url: str, account: str, make_video: Video) -> None:
@@ -309,8 +343,11 @@ def test_a_100k_video_load_is_a_handful_of_statements(
     batch = [make_video(i, create_time=int(T0.timestamp()) - 60 * i) for i in range(100_000)]
     result = Warehouse(engine, removals=POLICY).upsert_videos(account, batch, captured_at=T0)
     assert (result.inserted, result.snapshots_written) == (100_000, 100_000)
-    assert len(statements) <= 6, statements  # account check, CREATE TEMP, merge, snapshots
-    assert CountingCursor.calls <= 8  # ... plus the one COPY, through the driver itself
+    # Account check, CREATE TEMP; then per part of COPY_CHUNK videos: TRUNCATE, merge, snapshots.
+    parts = -(-100_000 // loads.COPY_CHUNK)
+    assert parts <= 10
+    assert len(statements) <= 3 + 3 * parts, statements
+    assert CountingCursor.calls <= 5 + 4 * parts  # ... plus one COPY a part, through the driver itself
     with engine.connect() as conn:
         assert (
             conn.execute(text("SELECT count(*) FROM tiktok.videos WHERE open_id = :o"), {"o": account}).scalar()
