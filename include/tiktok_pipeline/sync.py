@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -218,17 +219,20 @@ def sync_videos(
             hook.iter_video_pages(open_id, cursor=sync.cursor, fields=VIDEO_FIELDS),
             fetch_next=lambda page: page.has_more and within_window(page),
         )
-        for batch in batches:
-            # The pages that arrived while the last batch was written, in one transaction (at
-            # least one page: while the writes keep up, every page commits on its own).
-            result = warehouse.load_video_pages(
-                sync, [ListedPage(page.videos, page.cursor, page.skipped) for page in batch], captured_at=now
-            )
-            sync = result.sync
-            pages += len(batch)
-            unidentified += sum(page.skipped for page in batch)
-            for key in loaded:
-                loaded[key] += getattr(result, key)
+        # closing(): a failed write stops the fetch at once (and waits for the request under way),
+        # rather than whenever the generator is collected.
+        with closing(batches):
+            for batch in batches:
+                # The pages that arrived while the last batch was written, in one transaction (at
+                # least one page: while the writes keep up, every page commits on its own).
+                result = warehouse.load_video_pages(
+                    sync, [ListedPage(page.videos, page.cursor, page.skipped) for page in batch], captured_at=now
+                )
+                sync = result.sync
+                pages += len(batch)
+                unidentified += sum(page.skipped for page in batch)
+                for key in loaded:
+                    loaded[key] += getattr(result, key)
         # An incremental walk stops at the first page past its window: nothing is asked for after it.
         # What the listing should have met but did not becomes a removal suspect. None when
         # it met a video without a usable id (in any try: the checkpoint counts them), since

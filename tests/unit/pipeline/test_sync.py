@@ -139,3 +139,23 @@ def test_a_listing_commits_its_pages_with_the_crash_bound_of_uncommitted_pages(m
     assert max(map(len, wh.batches)) <= MAX_UNCOMMITTED_PAGES
     assert len(wh.batches) < 10, "pages fetched while one was written are committed together"
     assert wh.max_uncommitted <= MAX_UNCOMMITTED_PAGES
+
+
+def test_a_failed_write_stops_the_fetch_at_once(make_hook: Any) -> None:
+    hook, script, _, _ = make_hook(
+        *(page([str(100 - n)], cursor=1_000 - n, has_more=True) for n in range(30)),
+    )
+
+    class Broken(FakeWarehouse):
+        def load_video_pages(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.05)  # the fetch runs ahead meanwhile
+            raise RuntimeError("the warehouse went away")
+
+    with pytest.raises(RuntimeError, match="went away") as failed:
+        sync_videos(
+            hook, Broken(), OPEN_ID, mode="full", lookback_days=7, context={}, now=NOW, log=logging.getLogger("t")
+        )
+    # Even while the error (and with it the sync's frame) is still referenced: no fetch goes on.
+    assert not [t for t in threading.enumerate() if t.name.startswith("tiktok-prefetch")]
+    assert len(script.requests) <= MAX_UNCOMMITTED_PAGES
+    assert failed.traceback  # still held here
