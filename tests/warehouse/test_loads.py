@@ -165,6 +165,75 @@ def test_a_large_batch_loads_in_parts_as_it_would_in_one(
     assert versions(rows(wh_engine, account)) == before
 
 
+def test_a_first_load_copied_straight_in_stores_what_the_merge_would(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """None of the videos stored: COPY straight into the tables, the same rows as staging and merging."""
+    monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+    batch = [make_video(i) for i in range(20)]
+    batch[3] = {k: v for k, v in batch[3].items() if k not in ("embed_html", "like_count")}  # a second group
+    batch[5] = dict(batch[5], cover_image_url="https://p16.tiktokcdn.com/x.jpeg", create_time=0)  # no expiry
+
+    def load(straight: bool) -> tuple[LoadResult, dict[str, Any], dict[Any, Any]]:
+        with wh_engine.begin() as conn:
+            conn.execute(text("DELETE FROM tiktok.videos WHERE open_id = :o"), {"o": account})
+        if not straight:
+            monkeypatch.setattr(loads, "_copy_straight_in", lambda conn, rows: False)
+        result = warehouse.upsert_videos(account, batch, captured_at=T0)
+        monkeypatch.undo()
+        monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+        strip = ("xmin", "ctid")
+        stored = {k: {c: v for c, v in r.items() if c not in strip} for k, r in rows(wh_engine, account).items()}
+        snaps = {k: {c: v for c, v in r.items() if c not in strip} for k, r in snapshots(wh_engine, account).items()}
+        return result, stored, snaps
+
+    straight, merged = load(straight=True), load(straight=False)
+    assert straight == merged
+    assert asdict(straight[0]) == asdict(LoadResult(inserted=20, snapshots_written=20))
+    assert straight[1][batch[5]["id"]]["cover_expires_at"] is None
+    assert straight[1][batch[5]["id"]]["create_time"] == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("engine_fixture", ["wh_engine", "wh_engine_psycopg3"])
+def test_a_video_stored_meanwhile_sends_the_rest_through_the_merge(
+    engine_fixture: str,
+    request: pytest.FixtureRequest,
+    wh_engine: Engine,
+    account: str,
+    make_video: Video,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A concurrent load stores one of the videos after the check: that part's COPY rolls back, the merge takes over."""
+    warehouse = Warehouse(request.getfixturevalue(engine_fixture), removals=POLICY)
+    monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+    batch = [make_video(i) for i in range(20)]
+    raced = batch[9]  # in the second part
+    copy_straight_in = loads._copy_straight_in
+    calls = []
+
+    def racing(conn: Any, rows_: Any) -> bool:
+        calls.append(rows_)
+        if len(calls) == 2:
+            with wh_engine.begin() as other:
+                other.execute(
+                    text(
+                        "INSERT INTO tiktok.videos (id, open_id, title, first_seen_at, last_seen_at)"
+                        " VALUES (:id, :o, 'raced', :t, :t)"
+                    ),
+                    {"id": raced["id"], "o": account, "t": T0 - HOUR},
+                )
+        return copy_straight_in(conn, rows_)
+
+    monkeypatch.setattr(loads, "_copy_straight_in", racing)
+    result = warehouse.upsert_videos(account, batch, captured_at=T0)
+    assert len(calls) == 2  # the third part is merged without trying
+    assert (result.inserted, result.updated, result.unchanged, result.snapshots_written) == (19, 1, 0, 20)
+    stored = rows(wh_engine, account)
+    assert {i: r["title"] for i, r in stored.items()} == {v["id"]: v["title"] for v in batch}
+    assert stored[raced["id"]]["first_seen_at"] == T0 - HOUR
+    assert len(snapshots(wh_engine, account)) == 20
+
+
 def test_no_op_reload_updates_no_tuples_per_pg_stat(wh_url: str, account: str, make_video: Video) -> None:
     """The same check through Postgres' own counters, on one backend so its stats can be flushed."""
     engine = create_engine(wh_url, pool_size=1, max_overflow=0)
@@ -178,7 +247,8 @@ def test_no_op_reload_updates_no_tuples_per_pg_stat(wh_url: str, account: str, m
             return tuple(
                 conn.execute(
                     text(
-                        "SELECT n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE schemaname = 'tiktok'"
+                        # inserts too: a COPY tried and rolled back would have written (and left dead) rows
+                        "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE schemaname = 'tiktok'"
                         " AND relname IN ('videos', 'video_snapshots') ORDER BY relname"
                     )
                 ).scalars()
