@@ -11,8 +11,9 @@ an hour or more on, finds it missing again. One that comes back is restored and 
 
 **Triggered with `mode = whole_history`** (old name `full`, still accepted): walks each
 account's whole history. This is not Airflow's *Backfill* (a range of past dates). The cursor is committed with
-every page, so a retry after a crash continues from the last committed page instead of starting
-over; when the walk completes, every stored video it did not meet is confirmed the same way.
+the pages it stores (each page, or the few that arrived during the last write), so a retry after a
+crash continues from the last committed page instead of starting over, asking again for at most 8
+pages; when the walk completes, every stored video it did not meet is confirmed the same way.
 
 Re-running or clearing any task leaves the warehouse as one clean run would.
 """
@@ -43,7 +44,7 @@ from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 SYNC_DOC = """
 ### sync_videos
 Pages through one account's videos (`POST /v2/video/list/`, 20 a call) into `tiktok.videos` and
-`tiktok.video_snapshots`, committing the cursor with each page (`tiktok.sync_state`).
+`tiktok.video_snapshots`, committing the cursor with the pages it stores (`tiktok.sync_state`).
 
 **On failure:**
 - 429 / 5xx / timeouts are retried with backoff. A retry **resumes** from the last committed page.

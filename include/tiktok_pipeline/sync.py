@@ -1,24 +1,28 @@
 """What a video-list run does for one account: its window, resuming, paging into the warehouse.
 
-``mode="full"`` walks the whole history, committing the cursor with every page, so a retry after a
-crash resumes from the last committed page. ``mode="incremental"`` walks newest first until it
+``mode="full"`` walks the whole history, committing the cursor with the pages it stores, so a retry
+after a crash resumes from the last committed page. ``mode="incremental"`` walks newest first until it
 passes ``lookback_days`` (a resumed sync: the window it started with). What the walk should have
 met but did not is handed to :mod:`tiktok_pipeline.removals`.
 
-**Prefetch, and what a crash costs.** While one page is being written, the next is fetched in a
-background thread (:func:`prefetched`: one page ahead at most, one request in flight per hook).
-A page's cursor is committed in the same transaction as its rows, and a page is never skipped: a
-crash (or SIGKILL) at any point costs **0 pages lost and at most 2 pages re-requested** -- the
-page being written when it died (its transaction rolls back) and the one prefetched behind it;
-the retry resumes at the last committed cursor and fetches them again. (Without prefetch it was
-at most 1: overlapping the next request with the current write costs one page more.) An
-incremental walk does not prefetch past its window, so it asks for no page more than before.
+**Prefetch, and what a crash costs.** Pages are fetched in a background thread
+(:func:`prefetched_batches`: one request in flight per hook) while the pages before them are
+written; the write takes every page that has arrived meanwhile and commits them, with the cursor
+of the last, in one transaction. While the writes keep up, each page commits on its own; when they
+fall behind, several go together. The fetch never runs more than :data:`MAX_UNCOMMITTED_PAGES`
+pages ahead of the last commit, and a page is never skipped: a crash (or SIGKILL) at any point
+costs **0 pages lost and at most MAX_UNCOMMITTED_PAGES (8) pages re-requested** -- those asked
+for and not yet committed when it died; the retry resumes at the last committed cursor and
+fetches them again. A fetch error (after its retries) is raised only after the pages before it
+are committed. An incremental walk does not fetch past its window, so it asks for no page more
+than before.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,36 +61,96 @@ def run_mode(value: str, *, log: Any = None) -> str:
 T = TypeVar("T")
 _END = object()
 
+#: At most this many video/list pages are fetched and not yet committed at any moment, so a crash
+#: (or SIGKILL) re-requests at most this many pages. The fetch runs ahead of the writes by up to
+#: this many pages, and the writes commit whatever has arrived in one transaction.
+MAX_UNCOMMITTED_PAGES = 8
 
-def prefetched(items: Iterable[T], *, fetch_next: Callable[[T], bool] = lambda item: True) -> Iterator[T]:
-    """Yield ``items`` while the next one is produced in a background thread, one item ahead at most.
+
+class _Failed:
+    """The error the source raised, carried to the caller's thread."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetched_batches(
+    items: Iterable[T],
+    *,
+    fetch_next: Callable[[T], bool] = lambda item: True,
+    ahead: int = MAX_UNCOMMITTED_PAGES,
+) -> Iterator[list[T]]:
+    """Yield ``items`` in batches while later ones are produced in a background thread.
+
+    Each batch is every item produced since the previous batch was taken (at least one). An item
+    counts as *outstanding* from before it is asked for until the caller asks for the batch after
+    the one that held it (for a sync: until that batch is committed); at most ``ahead`` are
+    outstanding at once, so the source never runs more than ``ahead`` items past what the caller
+    has finished with.
 
     The source iterator only ever runs in that one thread, one ``next()`` at a time, so a hook
-    behind it has one request in flight; its errors are raised here, in the caller's thread, when
-    the caller asks for the item that failed. ``fetch_next(item)`` false: nothing more is fetched
-    after ``item`` (an incremental walk past its window). When the caller stops early (break or an
-    exception), the request under way is waited for -- nothing is left running that could use the
-    hook alongside the caller -- and the source is closed.
+    behind it has one request in flight; its errors are raised here, in the caller's thread, after
+    the items produced before them have been yielded. ``fetch_next(item)`` false: nothing more is
+    asked for after ``item`` (an incremental walk past its window). When the caller stops early
+    (break or an exception), the request under way is waited for -- nothing is left running that
+    could use the hook alongside the caller -- and the source is closed.
     """
+    if ahead < 1:
+        raise ValueError(f"ahead must be at least 1, got {ahead}")
     source = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiktok-prefetch") as pool:
-        try:
-            future = pool.submit(next, source, _END)
-            while True:
-                item = future.result()
-                if item is _END:
+    ready: list[Any] = []
+    changed = threading.Condition()
+    state = {"free": ahead, "stop": False}
+
+    def produce() -> None:
+        while True:
+            with changed:
+                while state["free"] == 0 and not state["stop"]:
+                    changed.wait()
+                if state["stop"]:
                     return
-                more = fetch_next(item)
-                if more:
-                    future = pool.submit(next, source, _END)
-                yield item
-                if not more:
-                    return
-        finally:
-            pool.shutdown(wait=True)
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+                state["free"] -= 1
+            try:
+                item: Any = next(source, _END)
+                last = item is _END or not fetch_next(item)
+            except BaseException as exc:  # handed to the caller's thread
+                item, last = _Failed(exc), True
+            with changed:
+                ready.append(item)
+                if last and item is not _END:
+                    ready.append(_END)
+                changed.notify_all()
+            if last:
+                return
+
+    thread = threading.Thread(target=produce, name="tiktok-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with changed:
+                while not ready:
+                    changed.wait()
+                taken = list(ready)
+                ready.clear()
+            batch = [item for item in taken if item is not _END and not isinstance(item, _Failed)]
+            if batch:
+                yield batch
+                with changed:  # the caller is back: the batch is done with
+                    state["free"] += len(batch)
+                    changed.notify_all()
+            failed = [item for item in taken if isinstance(item, _Failed)]
+            if failed:
+                raise failed[0].exc
+            if _END in taken:
+                return
+    finally:
+        with changed:
+            state["stop"] = True
+            changed.notify_all()
+        thread.join()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def requested_window(mode: str, lookback_days: int, now: datetime) -> datetime | None:
@@ -146,25 +210,30 @@ def sync_videos(
             f"; it covers videos since {sync.window_start}, as when it started" if window_start else "",
         )
     if sync.listed_at is None:
+        from tiktok_warehouse.loads import ListedPage
 
         def within_window(page: Any) -> bool:
             return window_ms is None or page.cursor is None or page.cursor >= window_ms
 
-        pages_in = prefetched(
+        batches = prefetched_batches(
             hook.iter_video_pages(open_id, cursor=sync.cursor, fields=VIDEO_FIELDS),
             fetch_next=lambda page: page.has_more and within_window(page),
         )
-        for page in pages_in:
-            result = warehouse.load_video_page(
-                sync, page.videos, cursor=page.cursor, captured_at=now, unidentified=page.skipped
-            )
-            sync = result.sync
-            pages += 1
-            unidentified += page.skipped
-            for key in loaded:
-                loaded[key] += getattr(result, key)
-            if not within_window(page):
-                break  # incremental: past the window (nothing was prefetched after it)
+        # closing(): a failed write stops the fetch at once (and waits for the request under way),
+        # rather than whenever the generator is collected.
+        with closing(batches):
+            for batch in batches:
+                # The pages that arrived while the last batch was written, in one transaction (at
+                # least one page: while the writes keep up, every page commits on its own).
+                result = warehouse.load_video_pages(
+                    sync, [ListedPage(page.videos, page.cursor, page.skipped) for page in batch], captured_at=now
+                )
+                sync = result.sync
+                pages += len(batch)
+                unidentified += sum(page.skipped for page in batch)
+                for key in loaded:
+                    loaded[key] += getattr(result, key)
+        # An incremental walk stops at the first page past its window: nothing is asked for after it.
         # What the listing should have met but did not becomes a removal suspect. None when
         # it met a video without a usable id (in any try: the checkpoint counts them), since
         # that video and its page would be taken for deleted.

@@ -90,8 +90,9 @@ def record_captures(
     """Keep the counts of the videos in ``rows`` posted within ``young_days`` before ``captured_at``.
 
     ``rows`` are video objects as the API returns them (``id``, ``create_time`` in Unix seconds,
-    the four counts); those without an id or create_time are skipped. One INSERT ... SELECT; a
-    retried task (same ``captured_at``) inserts nothing twice. Returns the rows inserted.
+    the four counts); those without an id or create_time are skipped. One INSERT ... SELECT, none
+    when no video is young; a retried task (same ``captured_at``) inserts nothing twice. Returns
+    the rows inserted.
     """
     if source not in CAPTURE_SOURCES:
         raise ValueError(f"source must be one of {CAPTURE_SOURCES}, got {source!r}")
@@ -99,13 +100,20 @@ def record_captures(
         raise ValueError("captured_at must be timezone-aware")
     if young_days <= 0:
         return 0
+    # Only videos that may be young travel (the SQL keeps exactly those within young_days): a
+    # backfill's pages of older videos cost no statement. A day of slack either side of the window.
+    newest = captured_at.timestamp() + 86_400
+    oldest = captured_at.timestamp() - (young_days + 1) * 86_400
     payload = [
         {
-            "id": row.get("id") if isinstance(row.get("id"), str) else None,
-            "create_time": _number(row.get("create_time")),
+            "id": row["id"],
+            "create_time": create_time,
             **{name: _number(row.get(name)) for name in _COUNTS},
         }
         for row in rows
+        if isinstance(row.get("id"), str)
+        and (create_time := _number(row.get("create_time"))) is not None
+        and oldest <= create_time <= newest
     ]
     if not payload:
         return 0

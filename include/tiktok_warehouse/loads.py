@@ -19,8 +19,15 @@ Rules every load follows:
   concurrent writers take row locks in the same order and cannot deadlock each other. Rows are
   staged already sorted (in Python) and read back with a plain scan, which returns them in the
   order they were staged; an ORDER BY would re-sort a 100 MB batch on disk for nothing.
-* Small batches (one API page) travel as one JSON parameter; large ones are COPYed into a
-  temporary staging table. Either way a batch is a handful of statements, never one per row.
+* Small batches (a few API pages) travel as one JSON parameter and are written by one statement
+  (the videos, their snapshots and the sync's seen ids as data-modifying CTEs over the parsed JSON);
+  large ones are COPYed into a temporary staging table and merged ``COPY_CHUNK`` videos at a
+  time, the next part cleaned and rendered in a background thread meanwhile, so the Python work
+  overlaps the database's. A large batch none of whose videos is stored (a first load) skips the
+  staging: its rows are COPYed straight into ``videos`` and ``video_snapshots``, each part under a
+  savepoint, and a part that meets a video stored meanwhile is rolled back and merged instead.
+  Either way a batch is a few statements (per part), never one per row, and each statement is
+  built once per shape and cached.
 * Text loses NUL characters (Postgres text cannot hold them) and unpaired surrogates, and integers
   must be within the provider's bounds: one sanitiser, :mod:`tiktok_provider.sanitize`.
 * The page batch (cleaned columns, JSON or COPY) is built here, beside the SQL it feeds.
@@ -46,8 +53,10 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from itertools import filterfalse, repeat
 from operator import contains, itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,11 +64,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
+    Integer,
     MetaData,
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     cast,
     column,
@@ -70,6 +82,8 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    table,
+    text,
     true,
     tuple_,
     update,
@@ -248,6 +262,16 @@ def prepare_videos(videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = T
         path passes False: ``copy_data`` does the same to the rendered batch at a fraction of the
         cost (one scan of the encoded bytes instead of one per value).
     """
+    return [group_columns(*group, clean_texts=clean_texts) for group in order_videos(videos)]
+
+
+def order_videos(
+    videos: Sequence[Mapping[str, Any]],
+) -> list[tuple[tuple[str, ...], list[str], list[Mapping[str, Any]]]]:
+    """Deduplicate ``videos`` by id (the last one wins), sort by id, group by fields carried.
+
+    :return: per group, (the fields carried, the ids, the videos), in id order.
+    """
     ids = [video.get("id") for video in videos]
     if set(map(type, ids)) != {str} or "" in ids or _contains_any(ids, ("\x00",)):
         ids = [_clean_id(i) for i in ids]
@@ -264,21 +288,30 @@ def prepare_videos(videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = T
             group_ids, group_videos = grouped.setdefault(fields_of[frozenset(video)], ([], []))
             group_ids.append(video_id)
             group_videos.append(video)
-    groups = []
-    for fields, (group_ids, group_videos) in grouped.items():
-        columns: dict[str, list[Any]] = {"id": group_ids}
-        for name in fields:
-            values = list(map(itemgetter(name), group_videos))
-            if name in INT_BOUNDS:
-                columns[name] = _clean_int_column(values, name, group_ids)
-            elif clean_texts:
-                columns[name] = _clean_text_column(values)
-            else:
-                columns[name] = values
-        if "cover_image_url" in columns:
-            columns["cover_expires"] = list(map(cover_expires_unix, columns["cover_image_url"]))
-        groups.append(VideoGroup(fields, columns))
-    return groups
+    return [(fields, group_ids, group_videos) for fields, (group_ids, group_videos) in grouped.items()]
+
+
+def stage_columns(fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The staging columns of a group carrying ``fields``: ``id``, the fields, ``cover_expires`` with the cover."""
+    return ("id", *fields, *(("cover_expires",) if "cover_image_url" in fields else ()))
+
+
+def group_columns(
+    fields: tuple[str, ...], ids: list[str], videos: Sequence[Mapping[str, Any]], *, clean_texts: bool = True
+) -> VideoGroup:
+    """The clean columns of videos (in id order) that all carry ``fields`` (see :func:`prepare_videos`)."""
+    columns: dict[str, list[Any]] = {"id": ids}
+    for name in fields:
+        values = list(map(itemgetter(name), videos))
+        if name in INT_BOUNDS:
+            columns[name] = _clean_int_column(values, name, ids)
+        elif clean_texts:
+            columns[name] = _clean_text_column(values)
+        else:
+            columns[name] = values
+    if "cover_image_url" in columns:
+        columns["cover_expires"] = list(map(cover_expires_unix, columns["cover_image_url"]))
+    return VideoGroup(fields, columns)
 
 
 def _fields(keys: frozenset[str]) -> tuple[str, ...]:
@@ -337,7 +370,8 @@ def copy_from(conn: Connection, table: str, column_names: Sequence[str], data: b
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if hasattr(cursor, "copy_expert"):  # psycopg2
-            cursor.copy_expert(sql, io.BytesIO(data), size=1 << 20)
+            # One read of the whole buffer: each read takes the GIL back from a thread rendering the next part.
+            cursor.copy_expert(sql, io.BytesIO(data), size=max(len(data), 1 << 16))
         else:  # psycopg 3
             with cursor.copy(sql) as copy:
                 copy.write(data)
@@ -392,8 +426,19 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
+class ListedPage:
+    """One video/list page as the warehouse loads it."""
+
+    videos: Sequence[Mapping[str, Any]]
+    #: The cursor the API returned with the page (the next one to request); None keeps the stored one.
+    cursor: int | None = None
+    #: Videos of the page that came without a usable id (not in ``videos``).
+    unidentified: int = 0
+
+
+@dataclass(frozen=True)
 class PageResult:
-    """What loading one video/list page did, and the checkpoint after it."""
+    """What loading video/list pages did, and the checkpoint after them."""
 
     inserted: int
     updated: int
@@ -513,41 +558,13 @@ def _stage_expr(src: FromClause, name: str) -> Any:
     return src.c[name]
 
 
-class _Batch:
-    """A batch of videos staged in the database: one source relation per group of fields carried."""
-
-    def __init__(self, conn: Connection, videos: Sequence[Mapping[str, Any]], *, copy: bool) -> None:
-        # (fields carried, source relation, its bind parameters, number of videos)
-        self.sources: list[tuple[tuple[str, ...], FromClause, dict[str, Any], int]] = []
-        for number, group in enumerate(prepare_videos(videos, clean_texts=not copy)):
-            if copy:
-                source, params = self._copy(conn, group, number), {}
-            else:
-                source, params = self._json(group, number)
-            self.sources.append((group.fields, source, params, len(group)))
-
-    @staticmethod
-    def _copy(conn: Connection, group: VideoGroup, number: int) -> FromClause:
-        stage = Table(
-            f"tiktok_video_stage_{number}",
-            MetaData(),
-            *(Column(name, STAGE_TYPES[name]) for name in group.columns),
-            prefixes=["TEMPORARY"],
-            postgresql_on_commit="DROP",
-        )
-        stage.create(conn)
-        copy_from(conn, stage.name, list(group.columns), copy_data(list(group.columns.values())))
-        return stage
-
-    @staticmethod
-    def _json(group: VideoGroup, number: int) -> tuple[FromClause, dict[str, Any]]:
-        param = f"videos_{number}"
-        source = (
-            func.jsonb_to_recordset(cast(bindparam(param, type_=Text), JSONB))
-            .table_valued(*(column(name, STAGE_TYPES[name]) for name in group.columns))
-            .render_derived(name="src", with_types=True)
-        )
-        return source, {param: json.dumps(group.rows())}
+# The statements of a load are built once per shape (the fields a group carries, JSON or COPY) and
+# cached; every value travels as a bind parameter. Building them is most of a small load's Python.
+_OPEN_ID = bindparam("open_id", type_=Text)
+_CAPTURED_AT = bindparam("captured_at", type_=DateTime(timezone=True))
+_DAY_START = bindparam("day_start", type_=DateTime(timezone=True))
+_SNAPSHOT_DATE = bindparam("snapshot_date", type_=Date)
+_SYNC_ID = bindparam("sync", type_=BigInteger)
 
 
 def _video_target_columns(present: tuple[str, ...]) -> list[str]:
@@ -557,35 +574,23 @@ def _video_target_columns(present: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _merge_videos(
-    conn: Connection,
-    src: FromClause,
-    params: dict[str, Any],
-    present: tuple[str, ...],
-    open_id: str,
-    captured_at: datetime,
-) -> tuple[int, int]:
-    """Upsert one staged group into ``videos``; return (inserted, updated)."""
+def _video_upsert(src: FromClause, present: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT of one staged group into ``videos``, returning whether each row was inserted.
+
+    Binds ``open_id``, ``captured_at`` and ``day_start`` (midnight UTC of the capture's day).
+    """
     names = _video_target_columns(present)
-    seen = bindparam("captured_at", captured_at, type_=DateTime(timezone=True))
-    selected = select(
-        src.c.id,
-        literal(open_id, Text),
-        *(_stage_expr(src, name) for name in names),
-        seen,
-        seen,
-    )
+    selected = select(src.c.id, _OPEN_ID, *(_stage_expr(src, name) for name in names), _CAPTURED_AT, _CAPTURED_AT)
     stmt = pg_insert(videos_table).from_select(["id", "open_id", *names, "first_seen_at", "last_seen_at"], selected)
     new = stmt.excluded
-    day_start = datetime.combine(captured_at.date(), time(0), UTC)
     changed = [
         videos_table.c.removed_at.is_not(None),
         videos_table.c.missing_since.is_not(None),
-        videos_table.c.last_seen_at < bindparam("day_start", day_start, type_=DateTime(timezone=True)),
+        videos_table.c.last_seen_at < _DAY_START,
     ]
     if names:
         changed.append(tuple_(*(videos_table.c[n] for n in names)).is_distinct_from(tuple_(*(new[n] for n in names))))
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[videos_table.c.id],
         set_={
             **{name: new[name] for name in names},
@@ -600,34 +605,20 @@ def _merge_videos(
             videos_table.c.last_seen_at <= new.last_seen_at,
         ),
     ).returning(literal_column("xmax = 0").label("inserted"))
-    merged = stmt.cte("merged")
-    inserted, written = conn.execute(
-        select(func.count().filter(merged.c.inserted), func.count()).select_from(merged), params
-    ).one()
-    return inserted, written - inserted
 
 
-def _merge_video_snapshots(
-    conn: Connection,
-    src: FromClause,
-    params: dict[str, Any],
-    present: tuple[str, ...],
-    captured_at: datetime,
-) -> int:
-    """Upsert today's engagement snapshot of one staged group's videos; return rows written."""
+def _snapshot_upsert(src: FromClause, present: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT of today's engagement snapshots of one staged group; None without counts.
+
+    Binds ``snapshot_date`` and ``captured_at``.
+    """
     counts = [name for name in COUNT_FIELDS if name in present]
     if not counts:
-        return 0
-    captured = bindparam("captured_at", captured_at, type_=DateTime(timezone=True))
-    selected = select(
-        src.c.id,
-        literal(captured_at.date()),
-        *(src.c[name] for name in counts),
-        captured,
-    )
+        return None
+    selected = select(src.c.id, _SNAPSHOT_DATE, *(src.c[name] for name in counts), _CAPTURED_AT)
     stmt = pg_insert(video_snapshots).from_select(["video_id", "snapshot_date", *counts, "captured_at"], selected)
     new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[video_snapshots.c.video_id, video_snapshots.c.snapshot_date],
         set_={**{name: new[name] for name in counts}, "captured_at": new.captured_at},
         where=and_(
@@ -635,18 +626,56 @@ def _merge_video_snapshots(
             video_snapshots.c.captured_at <= new.captured_at,
         ),
     )
-    return _rowcount(conn, stmt, params)
 
 
-def _record_seen(conn: Connection, src: FromClause, params: dict[str, Any], sync_id: int) -> int:
-    """Remember the staged ids as seen by the sync; return how many it had not seen before."""
-    selected = select(literal(sync_id, BigInteger), src.c.id)
-    stmt = (
+def _seen_insert(src: FromClause) -> Any:
+    """Remember the staged ids as seen by the sync (bind ``sync``); returns the ids it had not seen before."""
+    return (
         pg_insert(sync_seen_videos)
-        .from_select(["sync_id", "video_id"], selected)
+        .from_select(["sync_id", "video_id"], select(_SYNC_ID, src.c.id))
         .on_conflict_do_nothing(index_elements=[sync_seen_videos.c.sync_id, sync_seen_videos.c.video_id])
+        .returning(sync_seen_videos.c.video_id)
     )
-    return _rowcount(conn, stmt, params)
+
+
+def _counted(cte: Any, label: str) -> Any:
+    return select(func.count()).select_from(cte).scalar_subquery().label(label)
+
+
+@lru_cache(maxsize=64)
+def _json_load_statement(columns: tuple[str, ...], present: tuple[str, ...], seen: bool) -> Any:
+    """One statement for a group of videos sent as JSON: the videos, their snapshots, the sync's seen ids.
+
+    The JSON (bind ``videos``) is parsed once into a materialised CTE that each write reads. Returns
+    one row: ``inserted``, ``written`` (videos inserted or rewritten), ``snapshots``, ``new_in_sync``.
+    """
+    records = (
+        func.jsonb_to_recordset(cast(bindparam("videos", type_=Text), JSONB))
+        .table_valued(*(column(name, STAGE_TYPES[name]) for name in columns))
+        .render_derived(name="records", with_types=True)
+    )
+    src = select(records).cte("src").prefix_with("MATERIALIZED")
+    merged = _video_upsert(src, present).cte("merged")
+    counts = [func.count().filter(merged.c.inserted).label("inserted"), func.count().label("written")]
+    snapshots = _snapshot_upsert(src, present)
+    if snapshots is not None:
+        counts.append(_counted(snapshots.returning(video_snapshots.c.video_id).cte("snapshots"), "snapshots"))
+    if seen:
+        counts.append(_counted(_seen_insert(src).cte("seen"), "new_in_sync"))
+    return select(*counts).select_from(merged)
+
+
+@lru_cache(maxsize=64)
+def _copy_load_statements(stage: str, columns: tuple[str, ...], present: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    """The statements for a group COPYed into the temporary table ``stage``: videos, snapshots (or None), seen ids.
+
+    Apart, not in one statement: each reads the (large) stage once, as a plain scan in the order it
+    was staged.
+    """
+    src = table(stage, *(column(name, STAGE_TYPES[name]) for name in columns))
+    merged = _video_upsert(src, present).cte("merged")
+    videos = select(func.count().filter(merged.c.inserted).label("inserted"), func.count().label("written"))
+    return videos.select_from(merged), _snapshot_upsert(src, present), _seen_insert(src)
 
 
 @dataclass
@@ -661,6 +690,169 @@ class _Tally:
         return LoadResult(self.inserted, self.updated, self.unchanged, self.snapshots_written)
 
 
+#: A large batch is COPYed and merged this many videos at a time, while the next part is rendered
+#: for COPY in a background thread: the Python work overlaps the database's.
+COPY_CHUNK = 10_000
+
+
+def _create_stage(conn: Connection, columns: tuple[str, ...], number: int) -> str:
+    """Create the temporary table a group is COPYed into (dropped at commit); return its name."""
+    stage = Table(
+        f"tiktok_video_stage_{number}",
+        MetaData(),
+        *(Column(name, STAGE_TYPES[name]) for name in columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    stage.create(conn)
+    return stage.name
+
+
+#: Whether any of the ids (bind ``ids``: joined by commas) is stored: none, and a batch can be COPYed
+#: straight in. One text parameter, not an array of 100k: a fraction of the cost to send and parse.
+#: An id holding a comma only makes the answer wrong in the safe direction or costs a savepoint.
+_ANY_STORED = select(exists().where(videos_table.c.id == any_(func.string_to_array(bindparam("ids", type_=Text), ","))))
+_UNIQUE_VIOLATION = "23505"
+
+
+def _timestamps(values: Sequence[int | None]) -> list[str | None]:
+    """Unix seconds as timestamptz input, exactly what ``to_timestamp`` makes of them."""
+    seen: dict[int, str] = {}
+    out: list[str | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        elif value in seen:
+            out.append(seen[value])
+        else:
+            out.append(seen.setdefault(value, datetime.fromtimestamp(value, UTC).isoformat()))
+    return out
+
+
+def _direct_rows(part: VideoGroup, params: dict[str, Any]) -> tuple[list[str], bytes, list[str], bytes | None]:
+    """A group of videos none of which is stored, rendered for COPY straight into ``videos`` and ``video_snapshots``.
+
+    The very rows the INSERT of the merge would write for them (``first_seen_at`` = ``last_seen_at``
+    = the capture time, the cover's expiry parsed, the create time converted as ``to_timestamp``).
+    """
+    n = len(part)
+    captured = params["captured_at"].isoformat()
+    names = _video_target_columns(part.fields)
+    values: list[Sequence[Any]] = [part.columns["id"], [params["open_id"]] * n]
+    for name in names:
+        if name == "create_time":
+            values.append(_timestamps(part.columns["create_time"]))
+        elif name == "cover_expires_at":
+            values.append(_timestamps(part.columns["cover_expires"]))
+        else:
+            values.append(part.columns[name])
+    values += [[captured] * n, [captured] * n]
+    video_columns = ["id", "open_id", *names, "first_seen_at", "last_seen_at"]
+    counts = [name for name in COUNT_FIELDS if name in part.fields]
+    if not counts:
+        return video_columns, copy_data(values), [], None
+    snapshot_values = [
+        part.columns["id"],
+        [params["snapshot_date"].isoformat()] * n,
+        *(part.columns[name] for name in counts),
+        [captured] * n,
+    ]
+    return (
+        video_columns,
+        copy_data(values),
+        ["video_id", "snapshot_date", *counts, "captured_at"],
+        copy_data(snapshot_values),
+    )
+
+
+def _copy_straight_in(conn: Connection, rows: tuple[list[str], bytes, list[str], bytes | None]) -> bool:
+    """COPY rendered rows into ``videos`` (and ``video_snapshots``) under a savepoint.
+
+    :return: False (the savepoint rolled back) when one of the videos was stored meanwhile.
+    """
+    video_columns, videos, snapshot_columns, snapshots = rows
+    try:
+        with conn.begin_nested():
+            copy_from(conn, "tiktok.videos", video_columns, videos)
+            if snapshots is not None:
+                copy_from(conn, "tiktok.video_snapshots", snapshot_columns, snapshots)
+    except Exception as exc:
+        # Raised by the driver itself (COPY goes around SQLAlchemy): psycopg 3 and psycopg2 spell it apart.
+        if getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION or getattr(exc, "pgcode", None) == _UNIQUE_VIOLATION:
+            return False
+        raise
+    return True
+
+
+def _load_copied(
+    conn: Connection,
+    group: tuple[tuple[str, ...], list[str], list[Mapping[str, Any]]],
+    number: int,
+    params: dict[str, Any],
+    sync_id: int | None,
+    tally: _Tally,
+) -> tuple[int, int]:
+    """Load a large group ``COPY_CHUNK`` videos at a time; return (inserted, written).
+
+    While one part is written (the connection waits on the server, the GIL free), the next is
+    cleaned and rendered in a background thread. When none of the group's videos is stored (a
+    first load), the parts are COPYed straight into ``videos`` and ``video_snapshots``: the rows
+    the merge would insert, without staging them or the INSERT's conflict checks. Otherwise (or
+    from the part where a concurrent load stored one of them meanwhile: its COPY is rolled back to
+    a savepoint) each part is COPYed into a temporary table and merged. The parts are in id order,
+    so rows are still locked in id order. A bad value in a later part fails the load after earlier
+    parts were written: the caller's transaction rolls them back, so nothing of the batch is kept.
+    """
+    fields, ids, videos = group
+    columns = stage_columns(fields)
+    direct = sync_id is None and not conn.execute(_ANY_STORED, {"ids": ",".join(ids)}).scalar_one()
+    stage: str | None = None
+    inserted = written = 0
+
+    def render(start: int, direct: bool) -> tuple[VideoGroup, Any]:
+        end = start + COPY_CHUNK
+        part = group_columns(fields, ids[start:end], videos[start:end], clean_texts=False)
+        if direct:
+            return part, _direct_rows(part, params)
+        return part, copy_data(list(part.columns.values()))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiktok-copy") as pool:
+        rendering = pool.submit(render, 0, direct)
+        for start in range(0, len(ids), COPY_CHUNK):
+            part, data = rendering.result()
+            if start + COPY_CHUNK < len(ids):
+                rendering = pool.submit(render, start + COPY_CHUNK, direct)
+            if isinstance(data, tuple):  # rendered to go straight in
+                if direct and _copy_straight_in(conn, data):
+                    inserted += len(part)
+                    written += len(part)
+                    tally.snapshots_written += len(part) if data[3] is not None else 0
+                    continue
+                direct = False  # from here on, stage and merge
+                data = copy_data(list(part.columns.values()))
+            if stage is None:
+                stage = _create_stage(conn, columns, number)
+            else:
+                conn.execute(text(f"TRUNCATE {stage}"))
+            merge_videos, merge_snapshots, record_seen = _copy_load_statements(stage, columns, fields)
+            copy_from(conn, stage, columns, data)
+            del data
+            part_inserted, part_written = conn.execute(merge_videos, params).one()
+            inserted += part_inserted
+            written += part_written
+            if merge_snapshots is not None:
+                tally.snapshots_written += _rowcount(conn, merge_snapshots, params)
+            if sync_id is not None:
+                tally.new_in_sync += _rowcount(conn, record_seen, {"sync": sync_id})
+    return inserted, written
+
+
+def _count(tally: _Tally, videos: int, inserted: int, written: int) -> None:
+    tally.inserted += inserted
+    tally.updated += written - inserted
+    tally.unchanged += videos - written
+
+
 def _load(
     conn: Connection,
     open_id: str,
@@ -670,21 +862,34 @@ def _load(
     copy: bool | None = None,
     sync_id: int | None = None,
 ) -> _Tally:
-    """Upsert videos (and their snapshots, and the sync's seen ids) inside the caller's transaction."""
+    """Upsert videos (and their snapshots, and the sync's seen ids) inside the caller's transaction.
+
+    Small batches travel as one JSON parameter, one statement a group of fields carried; large ones
+    (``copy``; by default above ``JSON_BATCH_LIMIT``) are COPYed into a temporary table first.
+    """
     if not isinstance(videos, Sequence):
         videos = list(videos)
     tally = _Tally()
     if not videos:
         return tally
-    batch = _Batch(conn, videos, copy=len(videos) > JSON_BATCH_LIMIT if copy is None else copy)
-    for present, src, params, total in batch.sources:
-        inserted, updated = _merge_videos(conn, src, params, present, open_id, captured_at)
-        tally.inserted += inserted
-        tally.updated += updated
-        tally.unchanged += total - inserted - updated
-        tally.snapshots_written += _merge_video_snapshots(conn, src, params, present, captured_at)
-        if sync_id is not None:
-            tally.new_in_sync += _record_seen(conn, src, params, sync_id)
+    copy = len(videos) > JSON_BATCH_LIMIT if copy is None else copy
+    params = {
+        "open_id": open_id,
+        "captured_at": captured_at,
+        "day_start": datetime.combine(captured_at.date(), time(0), UTC),
+        "snapshot_date": captured_at.date(),
+    }
+    if copy:
+        for number, group in enumerate(order_videos(videos)):
+            inserted, written = _load_copied(conn, group, number, params, sync_id, tally)
+            _count(tally, len(group[1]), inserted, written)
+        return tally
+    for group in prepare_videos(videos):
+        stmt = _json_load_statement(tuple(group.columns), group.fields, sync_id is not None)
+        row = conn.execute(stmt, {**params, "videos": json.dumps(group.rows()), "sync": sync_id}).one()
+        tally.snapshots_written += row._mapping.get("snapshots", 0)
+        tally.new_in_sync += row._mapping.get("new_in_sync", 0)
+        _count(tally, len(group), row.inserted, row.written)
     return tally
 
 
@@ -750,6 +955,23 @@ def _mark_removals(
         )
         return RemovalResult(removed=0, held=confirmed)
     return RemovalResult(removed=_update_videos(conn, conditions, removed_at=at), held=0)
+
+
+#: Lock a sync's checkpoint row (bind ``sync``).
+_LOCK_SYNC = select(sync_state).where(sync_state.c.sync_id == _SYNC_ID).with_for_update()
+#: Move a sync's checkpoint past loaded pages (binds the counts to add, the new cursor or None).
+_ADVANCE_SYNC = (
+    update(sync_state)
+    .where(sync_state.c.sync_id == _SYNC_ID)
+    .values(
+        cursor=func.coalesce(bindparam("new_cursor", type_=BigInteger), sync_state.c.cursor),
+        pages=sync_state.c.pages + bindparam("add_pages", type_=Integer),
+        videos_seen=sync_state.c.videos_seen + bindparam("add_videos_seen", type_=Integer),
+        unidentified=sync_state.c.unidentified + bindparam("add_unidentified", type_=Integer),
+        updated_at=_CAPTURED_AT,
+    )
+    .returning(*sync_state.c)
+)
 
 
 def _sync_state(row: Row[Any], *, resumed: bool) -> SyncState:
@@ -942,9 +1164,7 @@ class Warehouse:
 
     @staticmethod
     def _lock_unfinished_sync(conn: Connection, sync: SyncState) -> Row[Any]:
-        row = conn.execute(
-            select(sync_state).where(sync_state.c.sync_id == sync.sync_id).with_for_update()
-        ).one_or_none()
+        row = conn.execute(_LOCK_SYNC, {"sync": sync.sync_id}).one_or_none()
         if row is None or row.finished_at is not None:
             raise SyncNotActive(
                 f"Sync {sync.sync_id} ({sync.mode}) of account {sync.open_id} is "
@@ -964,19 +1184,34 @@ class Warehouse:
         """
         Load one video/list page and advance the sync's checkpoint, in one transaction.
 
-        Upserts the videos (bringing back removed ones), writes today's snapshots of those carrying
-        counts, records their ids as seen by the sync, and moves the checkpoint (``cursor``,
-        ``pages + 1``, ``videos_seen``). A crash before the commit leaves nothing written; after
-        it, the resumed sync starts at the next page.
+        :meth:`load_video_pages` with one page.
 
         :param cursor: the cursor the API returned with this page (the next one to request);
             None keeps the stored cursor.
         :param unidentified: videos of this page that came without a usable id (not in ``videos``).
             Added up in the checkpoint with the page, so a retry still knows the sync met them.
         """
+        return self.load_video_pages(sync, [ListedPage(videos, cursor, unidentified)], captured_at=captured_at)
+
+    def load_video_pages(self, sync: SyncState, pages: Sequence[ListedPage], *, captured_at: datetime) -> PageResult:
+        """
+        Load consecutive video/list pages and advance the sync's checkpoint past the last, in one transaction.
+
+        Upserts the pages' videos (bringing back removed ones), writes today's snapshots of those
+        carrying counts, records their ids as seen by the sync, and moves the checkpoint (the last
+        cursor given, ``pages + len(pages)``, ``videos_seen``). A crash before the commit leaves
+        nothing of any of the pages written; after it, the resumed sync starts at the page after
+        the last. So pages are committed whole and in order, never one skipped.
+        """
         captured_at = _utc(captured_at, "captured_at")
-        if unidentified < 0:
-            raise ValueError(f"unidentified must not be negative, got {unidentified}")
+        if not pages:
+            raise ValueError("load_video_pages needs at least one page")
+        if any(page.unidentified < 0 for page in pages):
+            raise ValueError(f"unidentified must not be negative, got {[page.unidentified for page in pages]}")
+        videos = [video for page in pages for video in page.videos]
+        cursors = [page.cursor for page in pages if page.cursor is not None]
+        cursor = cursors[-1] if cursors else None
+        unidentified = sum(page.unidentified for page in pages)
         with self.engine.begin() as conn:
             # Lock the checkpoint before any video row: finish_sync takes them in the same order.
             if self._lock_unfinished_sync(conn, sync).listed_at is not None:
@@ -987,16 +1222,15 @@ class Warehouse:
             tally = _load(conn, sync.open_id, videos, captured_at, sync_id=sync.sync_id)
             captures = record_captures(conn, sync.open_id, videos, captured_at, "list", self.young_days)
             row = conn.execute(
-                update(sync_state)
-                .where(sync_state.c.sync_id == sync.sync_id)
-                .values(
-                    cursor=func.coalesce(bindparam("new_cursor", cursor, type_=BigInteger), sync_state.c.cursor),
-                    pages=sync_state.c.pages + 1,
-                    videos_seen=sync_state.c.videos_seen + tally.new_in_sync,
-                    unidentified=sync_state.c.unidentified + unidentified,
-                    updated_at=captured_at,
-                )
-                .returning(*sync_state.c)
+                _ADVANCE_SYNC,
+                {
+                    "sync": sync.sync_id,
+                    "new_cursor": cursor,
+                    "add_pages": len(pages),
+                    "add_videos_seen": tally.new_in_sync,
+                    "add_unidentified": unidentified,
+                    "captured_at": captured_at,
+                },
             ).one()
         return PageResult(
             inserted=tally.inserted,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
 import pytest
 from chaos_support import SETTINGS, Child, reset_data, rows, run_child, run_inline, wait_until, warehouse_contents
+
+from tiktok_pipeline.sync import MAX_UNCOMMITTED_PAGES
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +53,12 @@ def role_backends(role: str) -> list[int]:
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()
+
+
+def committed_pages(engine: Any, open_id: str) -> int:
+    """The pages the account's unfinished sync has committed (0 before it starts)."""
+    found = rows(engine, "SELECT pages FROM tiktok.sync_state WHERE open_id = :o AND finished_at IS NULL", o=open_id)
+    return found[0][0] if found else 0
 
 
 def unfinished_pages(engine: Any, open_id: str) -> int:
@@ -95,13 +102,19 @@ def test_backfill_killed_with_sigkill_at_several_points_resumes_to_a_clean_runs_
     spec = {"operator": "video_list", "kwargs": {"open_id": open_id, "mode": "full"}}
     sim.admin.reset_stats()
     kills = 0
-    # (pages answered since the child started, extra delay): while it handles the answer (before
-    # its commit), and after the commit while the next request is on the wire.
-    for answered, delay in ((1, 0.0), (2, 0.08)):
+    # (pages asked for since the child started, whether to wait for a commit): while it handles
+    # the answer (before its commit), and after a commit while the next request is on the wire.
+    for answered, after_a_commit in ((1, False), (2, True)):
         before = list_requests(sim)
+        pages_before = committed_pages(clean_warehouse, open_id)
         child = Child(spec)
         wait_until(lambda: list_requests(sim) >= before + answered, timeout=60, interval=0.002)  # noqa: B023
-        time.sleep(delay)
+        if after_a_commit:
+            wait_until(
+                lambda: committed_pages(clean_warehouse, open_id) > pages_before,  # noqa: B023
+                timeout=60,
+                interval=0.002,
+            )
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait() == -signal.SIGKILL
         kills += 1
@@ -131,8 +144,10 @@ def test_backfill_killed_with_sigkill_at_several_points_resumes_to_a_clean_runs_
     assert summary["pages_total"] == 10
     cursors = [r["body"]["cursor"] for r in sim.admin.requests(endpoint="video_list", open_id=open_id)]
     refetched = len(cursors) - len(set(cursors))
-    # Per kill: the page being written (rolled back) and the one prefetched behind it, no more.
-    assert refetched <= 2 * kills, f"at most two pages fetched twice per kill ({kills} kills): {cursors}"
+    # Per kill: the pages asked for and not yet committed (being written, or fetched ahead), no more.
+    assert refetched <= MAX_UNCOMMITTED_PAGES * kills, (
+        f"at most {MAX_UNCOMMITTED_PAGES} pages fetched twice per kill ({kills} kills): {cursors}"
+    )
     assert len(set(cursors)) == 10
     after_kills = warehouse_contents(clean_warehouse)
     assert {r[0] for r in after_kills["videos"]} == set(ids)
@@ -194,10 +209,12 @@ def test_postgres_dropping_the_task_mid_batch_fails_it_cleanly_and_the_retry_com
     restart = os.environ.get("TIKTOK_CHAOS_PG_RESTART") == "1"
     try:
         wait_until(lambda: waiting_backends(dag_role["role"]), timeout=60)
-        # Mid-batch: nothing of page 3 is visible, pages 1-2 are committed.
+        # Mid-batch: nothing of page 3 (nor of the pages written with it) is visible; the pages
+        # before that batch are committed (page 3 may share a transaction with the pages before it).
+        committed = unfinished_pages(clean_warehouse, open_id)
+        assert committed <= 2
         visible = {r[0]: r[1:] for r in rows(clean_warehouse, "SELECT id, view_count, like_count FROM tiktok.videos")}
-        assert all(visible[i] == before[i] for i in page3)
-        assert unfinished_pages(clean_warehouse, open_id) == 2
+        assert all(visible[i] == before[i] for i in ids[PAGE * committed :])
         if restart:
             restart_postgres()
         else:
@@ -219,15 +236,15 @@ def test_postgres_dropping_the_task_mid_batch_fails_it_cleanly_and_the_retry_com
     assert "terminat" in outcome["error"] or "server closed the connection" in outcome["error"]
 
     after = {r[0]: r[1:] for r in rows(clean_warehouse, "SELECT id, view_count, like_count FROM tiktok.videos")}
-    assert all(after[i] == before[i] for i in page3), "no half-written batch is visible"
-    assert all(after[i] == (truth[i]["view_count"], truth[i]["like_count"]) for i in ids[: 2 * PAGE])
-    assert unfinished_pages(clean_warehouse, open_id) == 2
+    assert all(after[i] == before[i] for i in ids[PAGE * committed :]), "no half-written batch is visible"
+    assert all(after[i] == (truth[i]["view_count"], truth[i]["like_count"]) for i in ids[: PAGE * committed])
+    assert unfinished_pages(clean_warehouse, open_id) == committed
 
     retry = run_child(spec)
     assert retry.process.returncode == 0, retry.stderr[-3000:]
     summary = retry.outcome()["result"]
     assert summary["resumed"] is True
-    assert summary["pages"] == 4
+    assert summary["pages"] == 6 - committed
     stored = rows(
         clean_warehouse,
         "SELECT id, view_count, like_count, comment_count, share_count, title, duration FROM tiktok.videos",

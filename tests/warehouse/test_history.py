@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from tiktok_warehouse.history import record_captures
@@ -81,6 +81,28 @@ def test_only_young_videos_are_kept_once(wh_engine: Engine, new_account: Callabl
         ("7100000000000000002", T0, 9_000, "list"),
         ("7100000000000000006", T0, None, "list"),
     ]
+
+
+def test_a_page_of_older_videos_costs_no_statement(wh_engine: Engine, new_account: Callable[..., str]) -> None:
+    open_id = new_account()
+    old = [video(f"73000000000000000{i:02d}", T0 - timedelta(days=16 + i), 100) for i in range(20)]
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(wh_engine, "before_cursor_execute", count)
+    try:
+        with wh_engine.begin() as conn:
+            assert record_captures(conn, open_id, old, T0, "list", 14) == 0
+            assert not [s for s in statements if "video_captures" in s]
+            # One young video among them: the statement runs, and keeps only that one.
+            young = video("7300000000000000099", T0 - HOUR, 5)
+            assert record_captures(conn, open_id, [*old, young], T0, "list", 14) == 1
+            assert len([s for s in statements if "video_captures" in s]) == 1
+    finally:
+        event.remove(wh_engine, "before_cursor_execute", count)
+    assert captures(wh_engine, open_id) == [("7300000000000000099", T0, 5, "list")]
 
 
 def test_bad_arguments_are_refused(wh_engine: Engine, new_account: Callable[..., str]) -> None:

@@ -20,7 +20,16 @@ from sqlalchemy.engine import Engine
 
 from tiktok_pipeline.removals import POLICY
 from tiktok_provider.sanitize import clean_text
-from tiktok_warehouse.loads import FinishResult, RemovalResult, SyncNotActive, SyncState, Warehouse
+from tiktok_warehouse import loads
+from tiktok_warehouse.loads import (
+    FinishResult,
+    ListedPage,
+    LoadResult,
+    RemovalResult,
+    SyncNotActive,
+    SyncState,
+    Warehouse,
+)
 from tiktok_warehouse.tokens import AccountNotFound
 
 pytestmark = pytest.mark.integration
@@ -131,6 +140,100 @@ def test_same_input_again_writes_nothing(warehouse: Warehouse, wh_engine: Engine
     assert {r["last_seen_at"] for r in rows(wh_engine, account).values()} == {T0}
 
 
+def test_a_large_batch_loads_in_parts_as_it_would_in_one(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY_CHUNK videos at a time, the next part rendered meanwhile: the same rows and counts, one transaction."""
+    monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+    first = [make_video(i) for i in range(30)]
+    assert asdict(warehouse.upsert_videos(account, first[:12], captured_at=T0)) == asdict(
+        LoadResult(inserted=12, snapshots_written=12)
+    )
+    batch = [dict(v, like_count=v["like_count"] + 1) if i % 3 == 0 else v for i, v in enumerate(first)]
+    batch = [*batch, {k: v for k, v in make_video(40).items() if k != "embed_html"}]  # a second group
+    result = warehouse.upsert_videos(account, batch[::-1], captured_at=T0 + HOUR)
+    assert (result.inserted, result.updated, result.unchanged, result.snapshots_written) == (19, 4, 8, 23)
+    stored = rows(wh_engine, account)
+    assert {i: r["like_count"] for i, r in stored.items()} == {v["id"]: v["like_count"] for v in batch}
+    assert len(snapshots(wh_engine, account)) == 31
+
+    # A bad value in the last part: the parts merged before it are rolled back with it.
+    before = versions(rows(wh_engine, account))
+    bad = [dict(v, view_count=v["view_count"] + 5) for v in batch[:30]] + [dict(make_video(50), height=2**31)]
+    with pytest.raises(ValueError, match="height"):
+        warehouse.upsert_videos(account, bad, captured_at=T0 + 2 * HOUR)
+    assert versions(rows(wh_engine, account)) == before
+
+
+def test_a_first_load_copied_straight_in_stores_what_the_merge_would(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """None of the videos stored: COPY straight into the tables, the same rows as staging and merging."""
+    monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+    batch = [make_video(i) for i in range(20)]
+    batch[3] = {k: v for k, v in batch[3].items() if k not in ("embed_html", "like_count")}  # a second group
+    batch[5] = dict(batch[5], cover_image_url="https://p16.tiktokcdn.com/x.jpeg", create_time=0)  # no expiry
+
+    def load(straight: bool) -> tuple[LoadResult, dict[str, Any], dict[Any, Any]]:
+        with wh_engine.begin() as conn:
+            conn.execute(text("DELETE FROM tiktok.videos WHERE open_id = :o"), {"o": account})
+        if not straight:
+            monkeypatch.setattr(loads, "_copy_straight_in", lambda conn, rows: False)
+        result = warehouse.upsert_videos(account, batch, captured_at=T0)
+        monkeypatch.undo()
+        monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+        strip = ("xmin", "ctid")
+        stored = {k: {c: v for c, v in r.items() if c not in strip} for k, r in rows(wh_engine, account).items()}
+        snaps = {k: {c: v for c, v in r.items() if c not in strip} for k, r in snapshots(wh_engine, account).items()}
+        return result, stored, snaps
+
+    straight, merged = load(straight=True), load(straight=False)
+    assert straight == merged
+    assert asdict(straight[0]) == asdict(LoadResult(inserted=20, snapshots_written=20))
+    assert straight[1][batch[5]["id"]]["cover_expires_at"] is None
+    assert straight[1][batch[5]["id"]]["create_time"] == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("engine_fixture", ["wh_engine", "wh_engine_psycopg3"])
+def test_a_video_stored_meanwhile_sends_the_rest_through_the_merge(
+    engine_fixture: str,
+    request: pytest.FixtureRequest,
+    wh_engine: Engine,
+    account: str,
+    make_video: Video,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A concurrent load stores one of the videos after the check: that part's COPY rolls back, the merge takes over."""
+    warehouse = Warehouse(request.getfixturevalue(engine_fixture), removals=POLICY)
+    monkeypatch.setattr(loads, "COPY_CHUNK", 7)
+    batch = [make_video(i) for i in range(20)]
+    raced = batch[9]  # in the second part
+    copy_straight_in = loads._copy_straight_in
+    calls = []
+
+    def racing(conn: Any, rows_: Any) -> bool:
+        calls.append(rows_)
+        if len(calls) == 2:
+            with wh_engine.begin() as other:
+                other.execute(
+                    text(
+                        "INSERT INTO tiktok.videos (id, open_id, title, first_seen_at, last_seen_at)"
+                        " VALUES (:id, :o, 'raced', :t, :t)"
+                    ),
+                    {"id": raced["id"], "o": account, "t": T0 - HOUR},
+                )
+        return copy_straight_in(conn, rows_)
+
+    monkeypatch.setattr(loads, "_copy_straight_in", racing)
+    result = warehouse.upsert_videos(account, batch, captured_at=T0)
+    assert len(calls) == 2  # the third part is merged without trying
+    assert (result.inserted, result.updated, result.unchanged, result.snapshots_written) == (19, 1, 0, 20)
+    stored = rows(wh_engine, account)
+    assert {i: r["title"] for i, r in stored.items()} == {v["id"]: v["title"] for v in batch}
+    assert stored[raced["id"]]["first_seen_at"] == T0 - HOUR
+    assert len(snapshots(wh_engine, account)) == 20
+
+
 def test_no_op_reload_updates_no_tuples_per_pg_stat(wh_url: str, account: str, make_video: Video) -> None:
     """The same check through Postgres' own counters, on one backend so its stats can be flushed."""
     engine = create_engine(wh_url, pool_size=1, max_overflow=0)
@@ -144,7 +247,8 @@ def test_no_op_reload_updates_no_tuples_per_pg_stat(wh_url: str, account: str, m
             return tuple(
                 conn.execute(
                     text(
-                        "SELECT n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE schemaname = 'tiktok'"
+                        # inserts too: a COPY tried and rolled back would have written (and left dead) rows
+                        "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE schemaname = 'tiktok'"
                         " AND relname IN ('videos', 'video_snapshots') ORDER BY relname"
                     )
                 ).scalars()
@@ -309,8 +413,11 @@ def test_a_100k_video_load_is_a_handful_of_statements(
     batch = [make_video(i, create_time=int(T0.timestamp()) - 60 * i) for i in range(100_000)]
     result = Warehouse(engine, removals=POLICY).upsert_videos(account, batch, captured_at=T0)
     assert (result.inserted, result.snapshots_written) == (100_000, 100_000)
-    assert len(statements) <= 6, statements  # account check, CREATE TEMP, merge, snapshots
-    assert CountingCursor.calls <= 8  # ... plus the one COPY, through the driver itself
+    # Account check, CREATE TEMP; then per part of COPY_CHUNK videos: TRUNCATE, merge, snapshots.
+    parts = -(-100_000 // loads.COPY_CHUNK)
+    assert parts <= 10
+    assert len(statements) <= 3 + 3 * parts, statements
+    assert CountingCursor.calls <= 5 + 4 * parts  # ... plus one COPY a part, through the driver itself
     with engine.connect() as conn:
         assert (
             conn.execute(text("SELECT count(*) FROM tiktok.videos WHERE open_id = :o"), {"o": account}).scalar()
@@ -521,6 +628,49 @@ def test_a_failure_after_the_upsert_leaves_neither_rows_nor_checkpoint(
             before["videos_seen"],
         )
     )
+
+
+def test_pages_loaded_together_commit_whole_with_the_checkpoint_past_the_last(
+    warehouse: Warehouse, wh_engine: Engine, account: str, make_video: Video
+) -> None:
+    sync = warehouse.begin_sync(account, "full", now=T0)
+    pages = [
+        ListedPage([make_video(i) for i in range(0, 5)], cursor=5000),
+        # a video repeated across the boundary counts once; a page without a cursor keeps the last one
+        ListedPage([make_video(i) for i in range(4, 9)], cursor=None, unidentified=1),
+        ListedPage([make_video(i) for i in range(9, 12)], cursor=3000),
+        ListedPage([], cursor=None),
+    ]
+    result = warehouse.load_video_pages(sync, pages, captured_at=T0)
+    assert (result.inserted, result.new_in_sync, result.snapshots_written) == (12, 12, 12)
+    assert (result.sync.cursor, result.sync.pages, result.sync.videos_seen, result.sync.unidentified) == (
+        3000,
+        4,
+        12,
+        1,
+    )
+    assert seen_count(wh_engine, sync.sync_id) == 12
+
+    # A failure anywhere in the next batch leaves none of its pages, and the checkpoint where it was.
+    bad = [{"id": make_video(99)["id"], "duration": 2**31 - 1, "height": 2**31}]
+    with pytest.raises(ValueError, match="height"):
+        warehouse.load_video_pages(
+            result.sync,
+            [ListedPage([make_video(i) for i in range(12, 20)], cursor=2000), ListedPage(bad, cursor=1000)],
+            captured_at=T0,
+        )
+    with crash_on(wh_engine, "UPDATE tiktok.sync_state"), pytest.raises(RuntimeError, match="simulated crash"):
+        warehouse.load_video_pages(
+            result.sync,
+            [ListedPage([make_video(i) for i in range(12, 16)], 2000), ListedPage([make_video(16)], 1000)],
+            captured_at=T0,
+        )
+    assert sorted(rows(wh_engine, account)) == sorted(make_video(i)["id"] for i in range(12))
+    assert seen_count(wh_engine, sync.sync_id) == 12
+    after = sync_row(wh_engine, sync.sync_id)
+    assert (after["cursor"], after["pages"], after["videos_seen"]) == (3000, 4, 12)
+    with pytest.raises(ValueError, match="at least one page"):
+        warehouse.load_video_pages(result.sync, [], captured_at=T0)
 
 
 def test_a_bad_row_at_the_end_of_a_page_leaves_nothing(

@@ -6,11 +6,21 @@ pipeline asks, in which order, and what it does with the answers.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tiktok_warehouse.loads import ConfirmResult, FinishResult, PageResult, QueryResult, RemovalResult, SyncState
+from tiktok_warehouse.loads import (
+    ConfirmResult,
+    FinishResult,
+    ListedPage,
+    PageResult,
+    QueryResult,
+    RemovalResult,
+    SyncState,
+)
 
 
 class FakeWarehouse:
@@ -24,13 +34,23 @@ class FakeWarehouse:
         stale: list[str] | None = None,
         recheck: list[str] | None = None,
         confirmed: list[str] | None = None,
+        write_seconds: float = 0.0,
+        requested: Callable[[], int] | None = None,
     ) -> None:
+        """
+        :param write_seconds: how long each page batch takes to "commit".
+        :param requested: how many video/list pages have been asked for so far (to check the crash bound).
+        """
         self.calls: list[tuple[str, Any]] = []
         self.suspects = suspects or []
         self.stale = stale or []
         self.recheck = recheck or []
         self.confirmed = confirmed or []
         self.pages: list[list[str]] = []
+        self.batches: list[list[list[str]]] = []
+        self.write_seconds = write_seconds
+        self.requested = requested
+        self.max_uncommitted = 0
 
     # -- profiles
     def upsert_account_profile(self, open_id: str, user: dict, *, now: datetime) -> None:
@@ -55,23 +75,28 @@ class FakeWarehouse:
             resumed=False,
         )
 
-    def load_video_page(
-        self, sync: SyncState, videos: list, *, cursor: int | None, captured_at: datetime, unidentified: int = 0
-    ) -> PageResult:
-        self.pages.append([v["id"] for v in videos])
+    def load_video_pages(self, sync: SyncState, pages: list[ListedPage], *, captured_at: datetime) -> PageResult:
+        if self.requested is not None:  # pages asked for and not committed, this batch included
+            self.max_uncommitted = max(self.max_uncommitted, self.requested() - len(self.pages))
+        if self.write_seconds:
+            time.sleep(self.write_seconds)
+        self.batches.append([[v["id"] for v in page.videos] for page in pages])
+        self.pages += self.batches[-1]
+        videos = sum(len(page.videos) for page in pages)
+        cursors = [page.cursor for page in pages if page.cursor is not None]
         sync = replace(
             sync,
-            cursor=cursor,
-            pages=sync.pages + 1,
-            videos_seen=sync.videos_seen + len(videos),
-            unidentified=sync.unidentified + unidentified,
+            cursor=cursors[-1] if cursors else sync.cursor,
+            pages=sync.pages + len(pages),
+            videos_seen=sync.videos_seen + videos,
+            unidentified=sync.unidentified + sum(page.unidentified for page in pages),
         )
         return PageResult(
-            inserted=len(videos),
+            inserted=videos,
             updated=0,
             unchanged=0,
-            snapshots_written=len(videos),
-            new_in_sync=len(videos),
+            snapshots_written=videos,
+            new_in_sync=videos,
             sync=sync,
         )
 
