@@ -307,8 +307,10 @@ def group_columns(
             columns[name] = _clean_int_column(values, name, ids)
         elif clean_texts:
             columns[name] = _clean_text_column(values)
-        else:
+        elif set(map(type, values)) <= {str, _NONE}:
             columns[name] = values
+        else:  # a number or a boolean where text belongs: stored as its text, as the JSON path does
+            columns[name] = [clean_text(v) for v in values]
     if "cover_image_url" in columns:
         columns["cover_expires"] = list(map(cover_expires_unix, columns["cover_image_url"]))
     return VideoGroup(fields, columns)

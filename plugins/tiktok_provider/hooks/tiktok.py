@@ -110,10 +110,15 @@ class TikTokDisplayHook(BaseHook):
         config = TikTokConnectionConfig.from_connection(self.get_connection(self.tiktok_conn_id))
         mask(config.client_secret)
         mask(config.token_encryption_key)
-        redis_password = urlsplit(config.rate_budget_redis_url or "").password
-        if redis_password:  # a budget store's URL with its password: never in a log line either
-            mask(redis_password)
-            mask(unquote(redis_password))
+        redis_url = urlsplit(config.rate_budget_redis_url or "")
+        # redis-py takes the password from the URL's user part or from a ?password= parameter.
+        raw_query = [part.partition("=") for part in redis_url.query.split("&")]
+        redis_passwords = [redis_url.password, *(value for key, _, value in raw_query if key == "password")]
+        if any(redis_passwords):  # a budget store's URL with its password: never in a log line either
+            for password in filter(None, redis_passwords):
+                mask(password)
+                mask(unquote(password.replace("+", " ")))
+                mask(unquote(password))
             mask(config.rate_budget_redis_url)
         return config
 

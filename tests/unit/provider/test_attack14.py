@@ -88,3 +88,15 @@ def test_a_redis_budget_url_with_a_password_is_masked_in_logs(monkeypatch):
     assert hook.config.rate_budget == "redis"
     line = redact("budget store redis://:s3cr%40t-redis-pw@redis.internal:6379/3 said s3cr@t-redis-pw")
     assert "s3cr%40t-redis-pw" not in line and "s3cr@t-redis-pw" not in line, line
+
+
+def test_attack13_a_redis_url_password_in_the_query_is_masked_too(monkeypatch):
+    # redis-py reads ?password= (and a user-less "redis://:pw@" is not the only spelling): the
+    # password is just as secret there.
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    make = hook_factory(monkeypatch)
+    hook, *_ = make(rate_budget="redis", rate_budget_redis_url="rediss://redis.internal:6379/3?password=q-s3cr%2Bt-pw")
+    assert hook.config.rate_budget == "redis"
+    line = redact("budget store said q-s3cr+t-pw / q-s3cr%2Bt-pw")
+    assert "q-s3cr+t-pw" not in line and "q-s3cr%2Bt-pw" not in line, line
