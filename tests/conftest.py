@@ -41,14 +41,24 @@ TIERS = {
 }
 
 
+#: Folders whose files start whole Airflow stacks or benchmarks: run first, so that under
+#: pytest-xdist (``make test``, a file per worker at a time) the longest files never start last.
+SLOW_FOLDERS = ("bench", "deploy", "accounts", "chaos")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier, from the folder it lives in."""
+    """Mark every test with its tier, from the folder it lives in; put the slow folders first."""
     root = os.path.dirname(__file__)
+
+    def folder(item: pytest.Item) -> str:
+        return os.path.relpath(str(item.path), root).split(os.sep)[0]
+
     for item in items:
-        folder = os.path.relpath(str(item.path), root).split(os.sep)[0]
-        tier = TIERS.get(folder)
+        tier = TIERS.get(folder(item))
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+    # A stable sort: each file's tests stay together and in order.
+    items.sort(key=lambda item: SLOW_FOLDERS.index(f) if (f := folder(item)) in SLOW_FOLDERS else len(SLOW_FOLDERS))
 
 
 #: Tables emptied between tests, children first.

@@ -249,7 +249,9 @@ def test_postgres_connections_killed_mid_run_are_survived(
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert killed == seen == 4
+    # Every process had its budget session; the kill ends those open at that moment (a process
+    # starved of CPU may be between two sessions: at least one is ended mid-run, in every run).
+    assert seen == 4 and killed >= 1, (seen, killed)
     assert sum(r["calls"] for r in results) == 240
     logs = "".join(r["log"] for r in results)
     # an ended session is not an outage: each process opened a fresh one at once, and paced on it
