@@ -114,11 +114,10 @@ class TikTokDisplayHook(BaseHook):
         # redis-py takes the password from the URL's user part or from a ?password= parameter.
         raw_query = [part.partition("=") for part in redis_url.query.split("&")]
         redis_passwords = [redis_url.password, *(value for key, _, value in raw_query if key == "password")]
-        if any(redis_passwords):  # a budget store's URL with its password: never in a log line either
-            for password in filter(None, redis_passwords):
-                mask(password)
-                mask(unquote(password.replace("+", " ")))
-                mask(unquote(password))
+        for password in filter(None, redis_passwords):  # a budget store's password: never in a log line
+            mask(password)
+            mask(unquote(password.replace("+", " ")))
+            mask(unquote(password))
             mask(config.rate_budget_redis_url)
         return config
 
