@@ -61,6 +61,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: SLOW_FOLDERS.index(f) if (f := folder(item)) in SLOW_FOLDERS else len(SLOW_FOLDERS))
 
 
+#: Folders whose files share a stack started once (a package-scoped fixture): under pytest-xdist
+#: all of a folder's files go to one worker, which stops the stack after the folder's last test.
+SHARED_STACK_FOLDERS = ("accounts",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, except that each of :data:`SHARED_STACK_FOLDERS` is one unit of work.
+
+    File by file, two workers would each start (and keep) their own accounts stack: an API server,
+    a scheduler, a DAG processor and a triggerer apiece, on a machine of two cores.
+    """
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedStackScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            parts = scope.split("/")
+            if len(parts) > 2 and parts[0] == "tests" and parts[1] in SHARED_STACK_FOLDERS:
+                return "/".join(parts[:2])
+            return scope
+
+    return SharedStackScheduling(config, log)
+
+
 #: Tables emptied between tests, children first.
 WAREHOUSE_TABLES = (
     "cover_archive",

@@ -3,7 +3,9 @@
 It has databases, an AIRFLOW_HOME and ports of its own (the simulator's and the log servers' are
 free ports), three UI users (``admin``, ``user``: may trigger DAGs, ``viewer``: read-only), and
 ``[tiktok_accounts] public_base_url`` set, so the OAuth redirect_uri is the configured one. It is
-stopped with ``python -m tiktok_tools.up stop`` and its databases dropped, even when tests fail.
+started once for this folder (package scope; under pytest-xdist the folder's files all go to one
+worker, see ``pytest_xdist_make_scheduler`` in tests/conftest.py), and stopped after the folder's
+last test with ``python -m tiktok_tools.up stop``, its databases dropped, even when tests fail.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def accounts_stack(home: Path) -> Iterator[AccountsStack]:
         drop_databases(SETTINGS.pg_server, airflow_db, warehouse_db)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AccountsStack]:
     reuse = os.environ.get("TIKTOK_ACCOUNTS_REUSE_STACK")
     if reuse:  # while developing: "UI URL,simulator URL,AIRFLOW_HOME,warehouse database" of a running `make up`
