@@ -72,33 +72,49 @@ def test_a_refresh_answer_dripped_past_the_lease_does_not_get_the_account_marked
 ) -> None:
     """A holds the lease; TikTok rotates at once but its answer trickles in for longer than the lease.
 
-    B takes the lease over and presents the rotated-away token: TikTok says invalid_grant.
+    B takes the lease over and presents the rotated-away token: TikTok says invalid_grant. The
+    rest of A's answer arrives 2 s after that, so B must wait for A to store the rotated token.
+
+    Each step waits for the one before (A's request, the lease running out in the database, B's
+    request), not for a fixed time: on a starved machine a fixed drip ran past A's cutoff, and
+    then A rightly gave up and B rightly condemned the token TikTok had rotated away.
     """
     import threading
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sqlalchemy import text
 
     from tiktok_pipeline.hooks import display_hook
 
     before = connected(hook, clean_warehouse)
     answer = json.dumps(rotated_answer(before.open_id)).encode()
     seen: list[str] = []
+    b_asked = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
             seen.append(body)
-            if len(seen) == 1:  # rotate, then drip the answer: one byte every 0.5 s for the last 36
+            if len(seen) == 1:  # rotate, then drip the answer (a byte every 0.5 s) until B has asked
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(answer[:-36])
+                sent = len(answer) - 64
+                self.wfile.write(answer[:sent])
                 self.wfile.flush()
-                for i in range(36, 0, -1):
-                    time.sleep(0.5)
-                    self.wfile.write(answer[-i : len(answer) - i + 1])
+                while sent < len(answer) - 5 and not b_asked.wait(0.5):
+                    self.wfile.write(answer[sent : sent + 1])
                     self.wfile.flush()
+                    sent += 1
+                for _ in range(4):  # B has its invalid_grant: A's answer ends 2 s later, B must wait for it
+                    time.sleep(0.5)
+                    self.wfile.write(answer[sent : sent + 1])
+                    self.wfile.flush()
+                    sent += 1
+                self.wfile.write(answer[sent:])
+                self.wfile.flush()
             else:  # the old refresh token is dead now
                 err = json.dumps({"error": "invalid_grant", "error_description": "rotated", "log_id": LOG_ID})
                 self.send_response(200)
@@ -106,6 +122,7 @@ def test_a_refresh_answer_dripped_past_the_lease_does_not_get_the_account_marked
                 self.send_header("Content-Length", str(len(err)))
                 self.end_headers()
                 self.wfile.write(err.encode())
+                b_asked.set()
 
         def log_message(self, *args: object) -> None:
             pass
@@ -131,12 +148,26 @@ def test_a_refresh_answer_dripped_past_the_lease_does_not_get_the_account_marked
     a = threading.Thread(target=worker, args=("A", hooks[0]))
     started = time.monotonic()
     a.start()
-    time.sleep(13)  # past A's 12 s lease, while A still reads its answer
-    worker("B", hooks[1])
+    lease_over = text(
+        "SELECT refresh_lease_until IS NOT NULL AND refresh_lease_until <= now() FROM tiktok.accounts "
+        "WHERE open_id = :open_id"
+    )
+
+    def lease_ran_out() -> bool:
+        with clean_warehouse.connect() as conn:
+            return bool(conn.execute(lease_over, {"open_id": before.open_id}).scalar())
+
+    while not (seen and lease_ran_out()):
+        assert time.monotonic() - started < 60, f"A's lease did not run out: {outcome}, {len(seen)} requests"
+        time.sleep(0.2)
+    worker("B", hooks[1])  # past A's lease, while A still reads its answer
     a.join()
     server.shutdown()
     print("A took", round(time.monotonic() - started, 1), "s; lease", hooks[0].refresh_lease, outcome, len(seen))
+    assert len(seen) == 2, "B did not present the rotated-away token: the case was not exercised"
     assert outcome == {"A": "ok", "B": "ok"}, outcome
+    stored = hook.token_store.get(before.open_id)
+    assert (stored.status, stored.refresh_token) == ("active", json.loads(answer)["refresh_token"])
 
 
 def drip_server(body: bytes, *, head: int, every: float) -> tuple[Any, str]:
