@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tiktok_sim.testing import DEFAULT_REDIRECT_URI, DEFAULT_SCOPES
@@ -43,6 +44,10 @@ def connect_sim_account(
         account = admin.create_account(videos=videos, display_name=display_name)
     else:
         account = admin.account(open_id)
+    return _connect(admin, hook, account, scopes)
+
+
+def _connect(admin: Any, hook: Any, account: dict[str, Any], scopes: Iterable[str] | str = DEFAULT_SCOPES) -> str:
     conf = connect_conf(admin, account["open_id"], scopes)
     grant = hook.exchange_code(conf["auth_code"], conf["redirect_uri"])
     hook.token_store.save_grant(grant, display_name=account.get("display_name"))
@@ -52,6 +57,20 @@ def connect_sim_account(
 def connect_sim_accounts(admin: Any, hook: Any, videos: Sequence[int]) -> list[str]:
     """Create one account per entry of ``videos``, connect each through ``hook``; return their open_ids."""
     return [connect_sim_account(admin, hook, videos=count) for count in videos]
+
+
+def connect_existing_sim_accounts(
+    admin: Any, hook: Any, accounts: Sequence[dict[str, Any]], *, threads: int = 4
+) -> list[str]:
+    """Connect each of ``accounts`` (as ``admin.accounts()`` lists them) through one hook; return their open_ids.
+
+    ``threads`` codes are in flight at once: each is minted just before it is spent, so none can
+    expire waiting in a queue, however many accounts there are.
+    """
+    if threads <= 1 or len(accounts) <= 1:
+        return [_connect(admin, hook, account) for account in accounts]
+    with ThreadPoolExecutor(threads, thread_name_prefix="connect") as pool:
+        return list(pool.map(lambda account: _connect(admin, hook, account), accounts))
 
 
 def simulator_connections(sim: Any, *, encryption_key: str, warehouse_uri: str, **extra: Any) -> dict[str, str]:

@@ -428,18 +428,29 @@ def points_at_simulator(conn: Any, s: local_settings.Settings) -> bool:
 
 
 def connect_simulator_accounts(s: local_settings.Settings) -> list[str]:
-    """Connect every simulator account (as tiktok_connect_account does); return their display names."""
+    """Connect every simulator account, as if its owner had approved; return their display names.
+
+    The connect DAG's steps through one hook: check the token store once, then for each account
+    exchange a freshly minted code and store the grant. The profile is left to the first
+    ``tiktok_profile_snapshot`` run, so ``--sim-accounts 2000`` connects in minutes, not an hour.
+    """
     from tiktok_pipeline.common import TIKTOK_CONN_ID
-    from tiktok_pipeline.connect import connect_account
+    from tiktok_pipeline.hooks import display_hook
     from tiktok_sim.testing import SimulatorAdmin
-    from tiktok_tools.simaccounts import connect_conf
+    from tiktok_tools.simaccounts import connect_existing_sim_accounts
 
     admin = SimulatorAdmin(s.sim_url)
-    names = []
-    for account in admin.accounts():
-        result = connect_account(connect_conf(admin, account["open_id"]), tiktok_conn_id=TIKTOK_CONN_ID)
-        names.append(printable(result.get("display_name") or result["open_id"], limit=40))
-    return names
+    hook = display_hook(TIKTOK_CONN_ID, priority="interactive")
+    hook.token_store.check_ready()
+    accounts = admin.accounts()
+    connect_existing_sim_accounts(admin, hook, accounts)
+    return [printable(account.get("display_name") or account["open_id"], limit=40) for account in accounts]
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    """The first ``shown`` names, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -470,7 +481,7 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
         start_simulator(stack, conn, accounts=accounts, videos=videos)
         if points_at_simulator(conn, s):
             connected = connect_simulator_accounts(s)
-            sim_note = f"{len(connected)} simulated accounts connected ({', '.join(connected)})"
+            sim_note = f"{len(connected)} simulated accounts connected ({_names(connected)})"
         else:
             sim_note = f"tiktok_default points at {conn.host}, so no simulated account was connected"
         env = _child_environment()
