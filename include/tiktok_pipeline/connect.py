@@ -55,7 +55,7 @@ def connect_account(
     from airflow.sdk.log import mask_secret
 
     from tiktok_pipeline.hooks import display_hook
-    from tiktok_provider.errors import TokenStoreError, failing_fast
+    from tiktok_provider.errors import TikTokError, TokenStoreError, failing_fast
 
     code = (params.get("auth_code") or "").strip()
     redirect_uri = (params.get("redirect_uri") or "").strip()
@@ -111,10 +111,17 @@ def connect_account(
         ) from None
 
     with failing_fast():  # a retryable error brought no tokens back, so nothing is lost by trying again
-        if code:
-            grant = hook.exchange_code(code, redirect_uri, params.get("code_verifier") or None)
-        else:
-            grant = hook.refresh_grant(refresh_token)
+        try:
+            if code:
+                grant = hook.exchange_code(code, redirect_uri, params.get("code_verifier") or None)
+            else:
+                grant = hook.refresh_grant(refresh_token)
+        except TikTokError as exc:
+            if not exc.reauth_required:
+                raise
+            # Its own advice is for a stored account's refresh ("now marked reauth_required"): here
+            # nothing is stored yet, so nothing was marked.
+            raise AirflowFailException(_refused(exc, redirect_uri=redirect_uri, variable=variable)) from None
 
     # From here on TikTok has spent the credential: no Airflow retry (it would spend it again).
     try:
@@ -133,6 +140,23 @@ def connect_account(
     user, scopes = _profile(hook, grant)
     log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
     return {"open_id": grant.open_id, "display_name": user.get("display_name"), "scopes": scopes}
+
+
+def _refused(exc: Any, *, redirect_uri: str, variable: str) -> str:
+    """What to say when TikTok refuses the credential a connect run presented (invalid_grant and the like)."""
+    said = f"{exc.code or type(exc).__name__}: {exc.message} [log_id={exc.log_id or 'none'}]"
+    if variable:
+        return (
+            f"TikTok refused the refresh token in Variable {variable!r} ({said}): it was revoked, has expired or "
+            "was rotated already. Nothing was stored and no account was changed; the Variable is kept. Connect the "
+            "account with a new authorization code instead."
+        )
+    return (
+        f"TikTok refused the authorization code ({said}): it has expired (codes live minutes), was used already, "
+        f"or was issued for another redirect_uri than {redirect_uri!r} or another app. Nothing was stored and no "
+        "account was changed. Have the account's owner authorize the app again, and trigger this DAG with the new "
+        "auth_code straight away."
+    )
 
 
 def _strings(value: Any) -> Iterator[str]:
