@@ -12,7 +12,7 @@ def test_accounts_connected_on_several_threads_through_one_hook_each_get_their_o
 
     accounts = [sim.admin.create_account(videos=0, display_name=f"Creator {n}") for n in range(12)]
 
-    connected = connect_existing_sim_accounts(sim.admin, hook, accounts, threads=4)
+    connected = connect_existing_sim_accounts(sim, hook.token_store, accounts, threads=4)
 
     wanted = [account["open_id"] for account in accounts]
     assert connected == wanted  # in the order given, whatever order the threads finished in

@@ -427,23 +427,22 @@ def points_at_simulator(conn: Any, s: local_settings.Settings) -> bool:
     return (host.hostname, host.port) == (s.sim_host, s.sim_port)
 
 
-def connect_simulator_accounts(s: local_settings.Settings) -> list[str]:
+def connect_simulator_accounts(s: local_settings.Settings, conn: Any) -> list[str]:
     """Connect every simulator account, as if its owner had approved; return their display names.
 
-    The connect DAG's steps through one hook: check the token store once, then for each account
-    exchange a freshly minted code and store the grant. The profile is left to the first
-    ``tiktok_profile_snapshot`` run, so ``--sim-accounts 2000`` connects in minutes, not an hour.
+    The grants go into the token store of ``conn``'s hook (checked first, as the connect DAG
+    does); the profiles are left to the first ``tiktok_profile_snapshot`` run.
     """
     from tiktok_pipeline.common import TIKTOK_CONN_ID
     from tiktok_pipeline.hooks import display_hook
-    from tiktok_sim.testing import SimulatorAdmin
+    from tiktok_sim import testing
     from tiktok_tools.simaccounts import connect_existing_sim_accounts
 
-    admin = SimulatorAdmin(s.sim_url)
-    hook = display_hook(TIKTOK_CONN_ID, priority="interactive")
-    hook.token_store.check_ready()
-    accounts = admin.accounts()
-    connect_existing_sim_accounts(admin, hook, accounts)
+    store = display_hook(TIKTOK_CONN_ID).token_store
+    store.check_ready()
+    sim = testing.connect(s.sim_url, conn.login or "", conn.password or "")
+    accounts = sim.admin.accounts()
+    connect_existing_sim_accounts(sim, store, accounts)
     return [printable(account.get("display_name") or account["open_id"], limit=40) for account in accounts]
 
 
@@ -480,7 +479,7 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
     try:
         start_simulator(stack, conn, accounts=accounts, videos=videos)
         if points_at_simulator(conn, s):
-            connected = connect_simulator_accounts(s)
+            connected = connect_simulator_accounts(s, conn)
             sim_note = f"{len(connected)} simulated accounts connected ({_names(connected)})"
         else:
             sim_note = f"tiktok_default points at {conn.host}, so no simulated account was connected"
