@@ -77,6 +77,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadFileScheduling
 
+    # Units in collection order (slow folders first, see pytest_collection_modifyitems), not
+    # xdist's default of files with the most tests first, which started the chaos files last.
+    config.option.loadscopereorder = False
+
     class SharedStackScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)

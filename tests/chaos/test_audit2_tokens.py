@@ -219,7 +219,9 @@ def test_a_trickled_token_answer_is_given_up_at_the_cutoff_not_read_forever(hook
         took = time.monotonic() - started
     finally:
         server.shutdown()
-    assert 1.9 <= took < 2.6, took
+    # Read to the end, the answer would take 20 s; the cutoff ends it at 2 s. The upper bound leaves
+    # room for a loaded machine (ci6: 2.97 s at load 5) and still fails a read that ignores the cutoff.
+    assert 1.9 <= took < 10, took
 
 
 def test_a_code_exchange_answer_naming_no_account_fails_clearly_and_stores_nothing(hook, fake, clean_warehouse) -> None:

@@ -8,8 +8,9 @@ accounts, e.g. 2,000 of them::
     make bench FIG=accounts2000          # = python -m tiktok_tools.bench.bench_accounts
 
 It sets the simulator's limit to ``--limit`` requests a minute per endpoint (600, TikTok's),
-resets its counters, waits until no DAG run is queued or running, unpauses and triggers
-``tiktok_profile_snapshot`` through the REST API, and waits for the run. The API bound is the
+unpauses ``tiktok_profile_snapshot``, waits for any run that creates (the day's scheduled run)
+and one rate window after it, resets the simulator's counters, triggers a run through the REST
+API and waits for it. The API bound is the
 time the limit alone needs for the run's ``user/info`` calls (N accounts: N / limit minutes).
 It prints the run's wall time, wall ÷ bound, and Airflow's overhead share: the part of the wall
 time above the bound, and, of it, the time no snapshot task was running at all (scheduling,
@@ -62,19 +63,31 @@ def measure(*, limit: int, timeout: float) -> dict[str, Any]:
     admin = SimulatorAdmin(stack.settings.sim_url)
     accounts = len(admin.accounts())
     admin.set_config(rate_limit=limit, rate_window=60)
-    admin.reset_stats()
-    requests.post(f"{stack.settings.sim_url}/_sim/ratelimit/reset", timeout=10).raise_for_status()
     requests.patch(f"{api}/dags/{DAG_ID}", json={"is_paused": False}, headers=headers, timeout=10).raise_for_status()
-    # Alone on the scheduler: a scheduled run of this DAG (max_active_runs=1) would hold ours back, and
-    # one of another DAG would share the pool and the CPU.
+    # Alone on the scheduler and on the API: unpausing makes the scheduler create the day's scheduled
+    # run, which would snapshot every account first (our run would then find them all done and skip
+    # them; so it went in the first measurement). So: wait until the scheduler has created any due
+    # run, then until no run of any DAG is queued or running, then one rate window more if one was.
     waited = time.time()
+    while time.time() - waited < timeout:
+        dag = requests.get(f"{api}/dags/{DAG_ID}", headers=headers, timeout=10).json()
+        if (_ts(dag.get("next_dagrun_run_after")) or 0) > time.time():
+            break
+        time.sleep(2)
+    was_busy = False
     while time.time() - waited < timeout:
         busy = requests.get(
             f"{api}/dags/~/dagRuns", params={"state": ["queued", "running"]}, headers=headers, timeout=10
         ).json()["total_entries"]
         if not busy:
             break
+        was_busy = True
         time.sleep(2)
+    if was_busy:
+        print(f"waited {time.time() - waited:.0f}s for earlier runs; now one rate window for their calls to age out")
+        time.sleep(admin.config()["rate_window"] + 1)
+    admin.reset_stats()
+    requests.post(f"{stack.settings.sim_url}/_sim/ratelimit/reset", timeout=10).raise_for_status()
     began = time.time()
     answer = requests.post(
         f"{api}/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}}, headers=headers, timeout=30
