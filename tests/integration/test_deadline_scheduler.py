@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,11 @@ def _airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.timeout(400)
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
 def test_a_missed_deadline_sends_the_alert_through_scheduler_and_triggerer(test_databases: Any, tmp_path: Path) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -84,13 +90,14 @@ def test_a_missed_deadline_sends_the_alert_through_scheduler_and_triggerer(test_
                 time.sleep(2)
             messages = receiver.json()
         finally:
+            # Each process leads a session of its own: signal the whole group, or the scheduler's
+            # LocalExecutor workers and log server outlive it (ci6 found them idle minutes later).
             for proc in procs:
-                proc.terminate()
+                _signal_group(proc, signal.SIGTERM)
             for proc in procs:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                _signal_group(proc, signal.SIGKILL)
             files.close()
     tails = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in logs}
     assert triggered, tails
