@@ -43,7 +43,8 @@ demo: bootstrap
 
 ## The whole suite, on TEST_WORKERS pytest-xdist workers (each with databases of its own; a test
 ## file stays on one worker, so its module-scoped stack starts once). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+## Three on CI's two cores: most of the slow tests wait on a scheduler, a stack or a rate window.
+TEST_WORKERS ?= 3
 test: install
 	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 

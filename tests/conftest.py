@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TIKTOK_AIRFLOW_DB", "airflow_test")
 os.environ.setdefault("TIKTOK_WAREHOUSE_DB", "tiktok_test")
-#: Under pytest-xdist (``make test`` runs two workers), each worker has databases of its own.
+#: Under pytest-xdist (``make test`` runs three workers), each worker has databases of its own.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER and not os.environ["TIKTOK_AIRFLOW_DB"].endswith(f"_{WORKER}"):
     # The controller's Airflow URL (set below, inherited) names its database, not the worker's.
@@ -70,7 +70,7 @@ SHARED_STACK_FOLDERS = ("accounts",)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile``, except that each of :data:`SHARED_STACK_FOLDERS` is one unit of work.
 
-    File by file, two workers would each start (and keep) their own accounts stack: an API server,
+    File by file, several workers would each start (and keep) their own accounts stack: an API server,
     a scheduler, a DAG processor and a triggerer apiece, on a machine of two cores.
     """
     if config.getoption("dist") != "loadfile":
