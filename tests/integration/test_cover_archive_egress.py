@@ -4,6 +4,7 @@ the archive refusing it unless it is the API host or listed, redirects included,
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tiktok_pipeline.archive import ArchiveSettings, CoverArchiver, CoverItem
+from tiktok_pipeline.egress import HostPolicy
 from tiktok_sim.covers import image
 from tiktok_warehouse.tokens import TokenGrant, TokenStore
 
@@ -139,7 +141,10 @@ def test_a_name_is_judged_by_the_address_it_connects_to(
     assert server.paths == ["/cover.jpeg"]
 
 
-@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "[::ffff:127.0.0.1]", "0"])
+SPELLINGS = ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "[::ffff:127.0.0.1]", "0"]
+
+
+@pytest.mark.parametrize("host", SPELLINGS)
 def test_every_spelling_of_a_loopback_address_is_refused(
     clean_warehouse: Any, tmp_path: Path, account: str, server: Server, host: str
 ) -> None:
@@ -147,6 +152,24 @@ def test_every_spelling_of_a_loopback_address_is_refused(
     [(_, why)] = result.refused
     assert why.startswith(f"host {host.strip('[]')} is ") and "not a public address" in why
     assert "loopback" in why or "unspecified" in why
+    assert server.paths == [] and result.failed == []
+
+
+@pytest.mark.parametrize("host", [*SPELLINGS, "localhost"])
+def test_the_connected_address_is_checked_even_past_the_literal_check(
+    clean_warehouse: Any,
+    tmp_path: Path,
+    account: str,
+    server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+) -> None:
+    # Without the early check of literals, each spelling still reaches the socket's peer check:
+    # whatever the resolver made of the host, the address connected to is what is judged.
+    monkeypatch.setattr(HostPolicy, "check_literal", lambda self, host, port: None)
+    result = archive_one(clean_warehouse, tmp_path, account, server.url(host))
+    [(_, why)] = result.refused
+    assert re.match(rf"host {re.escape(host.strip('[]'))} resolved to (127\.0\.0\.1|::1|::ffff:7f00:1), ", why), why
     assert server.paths == [] and result.failed == []
 
 
