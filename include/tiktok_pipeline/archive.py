@@ -12,14 +12,19 @@ S3 / GCS / Azure through their providers -- and recorded in ``tiktok.cover_archi
 - **Changed?** The URL changes every 6 hours even when the image does not, so it cannot tell. The
   archive keeps the CDN's ``ETag`` and asks again with ``If-None-Match``: an unchanged cover
   answers 304 and costs no body. Without an ETag it downloads and compares the SHA-256.
-- **Untrusted content**: only ``http(s)`` links; no redirect to another host (redirects are
+- **Untrusted content**: only ``http(s)`` links; only from public addresses -- never loopback,
+  private, link-local (cloud metadata), multicast or another special-purpose address, checked on
+  the address actually connected to, every redirect too (:mod:`tiktok_pipeline.egress`), unless
+  the host is the TikTok connection's API host and port or listed in
+  ``cover_archive_private_hosts``; no redirect to another host (redirects are
   followed by hand, same scheme and host only, at most :data:`MAX_REDIRECTS`); a size cap
   (``Content-Length`` and the bytes actually read, default 5 MiB); images only -- the declared
   ``Content-Type`` must be an image type TikTok serves and the magic bytes must be JPEG, PNG,
   WebP, GIF or HEIC/HEIF; connect and read timeouts and a deadline for the whole download
   (``deadline_seconds``, default 60; checked between pieces of the body); paced (a minimum gap
   between downloads) and retried a bounded number of times on connection errors, 429 and 5xx. A refused or failed
-  download is logged with the video id (or open_id) and the reason, and the others go on.
+  download is logged with the video id (or open_id), the account and the reason (never the link's
+  query string: it carries a signature), and the others go on; a refusal is never retried.
 
 Configuration (``airflow.cfg`` section ``[tiktok]``, or ``AIRFLOW__TIKTOK__...``):
 
@@ -28,6 +33,8 @@ Configuration (``airflow.cfg`` section ``[tiktok]``, or ``AIRFLOW__TIKTOK__...``
 - ``cover_archive_conn_id``: the Airflow connection of the storage (e.g. an ``aws`` connection);
   none for a local folder.
 - ``cover_archive_max_bytes`` (default 5 MiB), ``cover_archive_pace_seconds`` (default 0.02).
+- ``cover_archive_private_hosts``: non-public hosts covers may come from besides the API host,
+  comma-separated ``host`` (any port) or ``host:port``; default none.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from tiktok_pipeline.egress import BlockedAddress, GuardedAdapter, HostPolicy
+
 log = logging.getLogger(__name__)
 
 CONFIG_SECTION = "tiktok"
@@ -59,6 +68,7 @@ DEFAULT_WORKERS = 4
 DEFAULT_DEADLINE_SECONDS = 60.0
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
+PRIVATE_HOSTS_OPTION = "cover_archive_private_hosts"
 
 #: Declared content types accepted, and the sniffed type each stands for.
 DECLARED_TYPES: dict[str, str] = {
@@ -129,6 +139,9 @@ class ArchiveSettings:
     #: The longest one download (all its redirects and its body) may take: the read timeout only
     #: bounds each wait for a next piece, so a body trickling in slowly would hold the task for ever.
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+    #: Hosts (``host`` or ``host:port``) fetched from although their address is not public; the
+    #: API host is added by :class:`CoverArchiver` (its ``api_url``).
+    private_hosts: frozenset[str] = frozenset()
 
 
 def default_base() -> str:
@@ -148,11 +161,17 @@ def archive_settings() -> ArchiveSettings:
     pace = float(option("cover_archive_pace_seconds") or DEFAULT_PACE_SECONDS)
     if not 0 < max_bytes <= 100 * 1024 * 1024 or not 0 <= pace <= 60:
         raise ValueError("cover_archive_max_bytes must be in (0, 100 MiB] and cover_archive_pace_seconds in [0, 60]")
+    private_hosts = frozenset(h.strip() for h in option(PRIVATE_HOSTS_OPTION).split(",") if h.strip())
+    try:
+        HostPolicy.of(private_hosts)
+    except ValueError as exc:
+        raise ValueError(f"[{CONFIG_SECTION}] {PRIVATE_HOSTS_OPTION}: {exc}") from None
     return ArchiveSettings(
         base=option("cover_archive_path") or default_base(),
         conn_id=option("cover_archive_conn_id") or None,
         max_bytes=max_bytes,
         pace_seconds=pace,
+        private_hosts=private_hosts,
     )
 
 
@@ -212,25 +231,36 @@ class ArchiveResult:
         }
 
 
+def _blocked(exc: BlockedAddress) -> Refused:
+    """The refusal of a link to a non-public address: the host and its class, never the rest of the link."""
+    return Refused(f"{exc}; if the host is yours, list it in [{CONFIG_SECTION}] {PRIVATE_HOSTS_OPTION}")
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme.lower(), (parts.netloc or "").lower()
 
 
 class CoverArchiver:
-    """Download, check and store covers; record them in the warehouse."""
+    """Download, check and store covers; record them in the warehouse.
+
+    :param api_url: the TikTok connection's base URL: its host and port may serve covers from a
+        non-public address (the simulator serves its covers itself); ``None`` allows no such host.
+    """
 
     def __init__(
         self,
         engine: Engine,
         settings: ArchiveSettings,
         *,
+        api_url: str | None = None,
         session_factory: Callable[[], requests.Session] = requests.Session,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.settings = settings
+        self.policy = HostPolicy.of(settings.private_hosts, api_url=api_url)
         self._session_factory = session_factory
         self._local = threading.local()
         self._sleep = sleep
@@ -266,6 +296,9 @@ class CoverArchiver:
         if session is None:
             session = self._session_factory()
             session.headers["User-Agent"] = "tiktok-pipeline-cover-archive"
+            adapter = GuardedAdapter(self.policy)  # public addresses only, checked on every connect
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.session = session
         return session
 
@@ -290,17 +323,27 @@ class CoverArchiver:
                 response = self.session.get(
                     url, headers=headers, timeout=self.settings.timeout, allow_redirects=False, stream=True
                 )
+            except BlockedAddress as exc:
+                raise _blocked(exc) from None
             except requests.RequestException as exc:
                 raise Retryable(type(exc).__name__) from None
             with response:
                 if response.is_redirect:
                     target = urljoin(url, response.headers.get("Location", ""))
+                    self._check_url(target)  # so a redirect to a private address says so
                     if _origin(target) != origin:
                         raise Refused(f"redirect to another host ({_origin(target)[1] or 'none'})")
                     url = target
                     continue
                 return self._read(response, etag, deadline)
         raise Refused(f"more than {MAX_REDIRECTS} redirects")
+
+    def _check_url(self, url: str) -> None:
+        """Refuse a link whose host spells a non-public address (a name is checked when connected)."""
+        try:
+            self.policy.check_url(url)
+        except BlockedAddress as exc:
+            raise _blocked(exc) from None
 
     def _read(self, response: requests.Response, etag: str | None, deadline: float) -> Downloaded:
         status = response.status_code
@@ -458,16 +501,17 @@ class CoverArchiver:
         known_sha = current.get((item.kind, item.subject_id), (None, None))[0]
         if isinstance(error, Refused):
             result.refused.append((item.subject_id, str(error)))
-            log.warning("Not archiving the %s of %s: %s", item.kind, item.subject_id, error)
+            log.warning("Not archiving the %s of %s: %s (account %s)", item.kind, item.subject_id, error, item.open_id)
             return
         if error is not None or got is None:
             result.failed.append((item.subject_id, str(error)))
             log.warning(
-                "Could not download the %s of %s after %d tries: %s",
+                "Could not download the %s of %s after %d tries: %s (account %s)",
                 item.kind,
                 item.subject_id,
                 self.settings.retries + 1,
                 error,
+                item.open_id,
             )
             return
         if got.body is None:

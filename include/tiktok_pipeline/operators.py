@@ -219,14 +219,17 @@ class _TikTokToPostgresOperator(BaseOperator):
                     self.log.warning("The reconnect alert for %s was not sent", self.open_id, exc_info=True)
             raise
 
-    def _archive(self, engine: Any, items: list[Any], now: datetime) -> dict[str, Any]:
-        """Archive covers/avatars; a failure is logged and counted, never fails or undoes the load."""
+    def _archive(self, engine: Any, items: list[Any], now: datetime, *, api_url: str) -> dict[str, Any]:
+        """Archive covers/avatars; a failure is logged and counted, never fails or undoes the load.
+
+        :param api_url: the TikTok connection's base URL (its host may serve covers from a private address).
+        """
         if not items or engine is None:
             return {"checked": 0}
         from tiktok_pipeline.archive import CoverArchiver, archive_settings
 
         try:
-            result = CoverArchiver(engine, archive_settings()).archive(items, now=now)
+            result = CoverArchiver(engine, archive_settings(), api_url=api_url).archive(items, now=now)
         except Exception as exc:
             self.log.warning(
                 "Cover archive of %s failed (%s: %s); the load stands: %s",
@@ -308,7 +311,9 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
             written = warehouse.upsert_profile_snapshot(self.open_id, user, captured_at=captured_at)
         from tiktok_pipeline.archive import avatar_items
 
-        archive = self._archive(warehouse.engine, avatar_items(self.open_id, user), captured_at)
+        archive = self._archive(
+            warehouse.engine, avatar_items(self.open_id, user), captured_at, api_url=hook.config.base_url
+        )
         logical = context.get("logical_date")
         if logical is not None and logical.date() != captured_at.date():
             self.log.info(
@@ -446,7 +451,9 @@ class TikTokVideoQueryToPostgresOperator(_TikTokToPostgresOperator):
             )
         from tiktok_pipeline.archive import cover_items
 
-        archive = self._archive(warehouse.engine, cover_items(self.open_id, done.answers), now)
+        archive = self._archive(
+            warehouse.engine, cover_items(self.open_id, done.answers), now, api_url=hook.config.base_url
+        )
         self.log.info(
             "Cover refresh of %s: %d queried (%d pending or recently removed), %d updated, %d restored; "
             "%d left out: %d newly pending, %d confirmed removed, %d held",

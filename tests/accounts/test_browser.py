@@ -66,9 +66,8 @@ def archive_covers_and_early_views(stack: AccountsStack, open_id: str, archive_d
             {"o": open_id},
         ).all()
     videos = [{"id": r[0], "cover_image_url": r[1]} for r in rows]
-    result = CoverArchiver(stack.engine, ArchiveSettings(base=f"file://{archive_dir}")).archive(
-        cover_items(open_id, videos), now=datetime.now(UTC)
-    )
+    archiver = CoverArchiver(stack.engine, ArchiveSettings(base=f"file://{archive_dir}"), api_url=stack.sim_url)
+    result = archiver.archive(cover_items(open_id, videos), now=datetime.now(UTC))
     assert result.new_versions == len(rows) and not result.failed, result.summary()
     with stack.engine.begin() as conn:
         for n, (video_id, _, posted) in enumerate(rows):

@@ -114,7 +114,7 @@ def archived(engine: Any, open_id: str) -> list[Any]:
 
 
 def run_the_archive(sim: Any, engine: Any, account: ConnectedAccount, settings: ArchiveSettings) -> None:
-    archiver = CoverArchiver(engine, settings)
+    archiver = CoverArchiver(engine, settings, api_url=sim.base_url)  # the simulator serves its covers itself
     items = listed_covers(account)
     assert len(items) == 1000
 
@@ -199,7 +199,9 @@ def test_hostile_answers_are_refused_and_logged(
     )
     videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
     items = cover_items(connected.open_id, videos)
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1))
+    archiver = CoverArchiver(
+        clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1), api_url=sim.base_url
+    )
     sim.admin.fail_next("cdn", fault)  # only the first download gets it
     with caplog.at_level(logging.WARNING, logger="tiktok_pipeline.archive"):
         result = archiver.archive(items, now=T0)
@@ -222,6 +224,7 @@ def test_same_host_redirect_is_followed_and_errors_are_retried(
     archiver = CoverArchiver(
         clean_warehouse,
         ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, retries=2, workers=1),
+        api_url=sim.base_url,
         sleep=sleeps.append,
     )
     sim.admin.set_faults("cdn", queue=[("samehost_redirect", 1), ("pass", 1), ("internal_error", 2)])
@@ -241,7 +244,9 @@ def test_avatar_is_archived_once_per_content(
     TokenStore(clean_warehouse, encryption_key).save_grant(
         TokenGrant(connected.open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), datetime.now(UTC))
     )
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1))
+    archiver = CoverArchiver(
+        clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1), api_url=sim.base_url
+    )
     fields = "avatar_url,avatar_url_100,avatar_large_url"
     user = connected.api.user_info(fields).json()["data"]["user"]
     assert archiver.archive(avatar_items(connected.open_id, user), now=T0).new_versions == 1
@@ -261,7 +266,9 @@ def test_without_etags_changes_are_found_by_content(
     )
     videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
     items = cover_items(connected.open_id, videos)
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
+    archiver = CoverArchiver(
+        clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0), api_url=sim.base_url
+    )
     sim.admin.set_config(cdn_etag=False)
     try:
         assert archiver.archive(items, now=T0).new_versions == 4
@@ -288,7 +295,7 @@ def test_a_trickling_download_is_cut_off_at_its_deadline(
     )
     videos = connected.api.video_list("id,cover_image_url", max_count=20).json()["data"]["videos"]
     settings = ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1, retries=0, deadline_seconds=2)
-    archiver = CoverArchiver(clean_warehouse, settings)
+    archiver = CoverArchiver(clean_warehouse, settings, api_url=sim.base_url)
     sim.admin.fail_next("cdn", "trickle")
     started = time.monotonic()
     result = archiver.archive(cover_items(connected.open_id, videos), now=T0)

@@ -8,6 +8,7 @@ import pytest
 
 from tiktok_pipeline import archive
 from tiktok_pipeline.archive import avatar_items, cover_items, sniff
+from tiktok_pipeline.egress import HostPolicy
 from tiktok_sim.covers import JPEG, image
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
@@ -112,3 +113,25 @@ def test_pace_spaces_downloads(tmp_path) -> None:
     for _ in range(3):
         archiver._pace()
     assert slept == [0.5, 0.5]
+
+
+def test_a_refusal_names_the_host_and_its_class_never_the_query() -> None:
+    archiver = archive.CoverArchiver.__new__(archive.CoverArchiver)
+    archiver.policy = HostPolicy()  # nothing allowed
+    with pytest.raises(archive.Refused) as refused:
+        archiver._check_url("http://169.254.169.254/latest/meta-data/iam?x-signature=SECRET&x-expires=1")
+    text = str(refused.value)
+    assert text.startswith("host 169.254.169.254 is not a public address (link-local)")
+    assert "cover_archive_private_hosts" in text
+    assert "SECRET" not in text and "meta-data" not in text
+    archiver._check_url("https://p16-sign.tiktokcdn-us.com/obj?x-signature=SECRET")  # a name: on connect
+
+
+def test_private_hosts_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW__TIKTOK__COVER_ARCHIVE_PRIVATE_HOSTS", raising=False)
+    assert archive.archive_settings().private_hosts == frozenset()
+    monkeypatch.setenv("AIRFLOW__TIKTOK__COVER_ARCHIVE_PRIVATE_HOSTS", " minio.internal, 10.0.0.5:9000 ,,")
+    assert archive.archive_settings().private_hosts == {"minio.internal", "10.0.0.5:9000"}
+    monkeypatch.setenv("AIRFLOW__TIKTOK__COVER_ARCHIVE_PRIVATE_HOSTS", "minio.internal:nine")
+    with pytest.raises(ValueError, match=r"\[tiktok\] cover_archive_private_hosts: not a host or host:port"):
+        archive.archive_settings()

@@ -34,7 +34,8 @@ def measure(engine: Any, sim: Any, hook: Any, open_id: str, *, workdir: Path | N
 
     ids = sim.admin.video_ids(open_id)
     with tempfile.TemporaryDirectory(dir=workdir) as folder:
-        archiver = CoverArchiver(engine, ArchiveSettings(base=f"file://{folder}/covers", pace_seconds=0))
+        settings = ArchiveSettings(base=f"file://{folder}/covers", pace_seconds=0)
+        archiver = CoverArchiver(engine, settings, api_url=hook.config.base_url)  # as the operators do
         runs = []
         for _run in range(2):
             # What the cover refresh does: video/query for the ids, 20 a call ...
