@@ -159,6 +159,7 @@ class _TikTokToPostgresOperator(BaseOperator):
         ``AirflowFailException`` when no retry can help any of them, else with a retryable error.
         """
         accounts = list(self.accounts or ())
+        label = self.account_name  # "accounts 51-100 of 2000": the grid renders it again when the task ends
         warehouse = warehouse_of(self._hook(context))
         results: list[dict[str, Any]] = []
         skipped: list[str] = []
@@ -177,7 +178,7 @@ class _TikTokToPostgresOperator(BaseOperator):
                     self.log.error("Account %s (%s) failed: %s: %s", name, self.open_id, type(exc).__name__, exc)
                     failed.append((name, self.open_id, exc))
         finally:
-            self.open_id = self.account_name = None
+            self.open_id, self.account_name = None, label
         summary = _add_up(results)
         summary.update(batch_accounts=len(accounts), batch_done=len(results), batch_skipped=len(skipped))
         self.log.info(
@@ -296,6 +297,12 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
         self.fields = fields
         #: Read by the *TikTok profile* link when the task ends (never a template field).
         self.profile_deep_link: str | None = None
+
+    def _execute_batch(self, context: Context) -> dict[str, Any]:
+        try:
+            return super()._execute_batch(context)
+        finally:
+            self.profile_deep_link = None  # a batch's task has no one profile to link to, not its last account's
 
     def execute_account(self, context: Context) -> dict[str, Any]:
         hook = self._hook(context)

@@ -242,7 +242,10 @@ def failure_alert(context: Mapping[str, Any], *, secrets: Iterable[str] = ()) ->
     endpoint = details.get("endpoint") or getattr(task, "endpoint", None) or ""
     keep = [v for v in (open_id, details.get("log_id")) if v]
     clean = lambda value: redact(value, secrets=secrets, keep=keep)[:MAX_TEXT]  # noqa: E731
-    account = f"{clean(name)} ({open_id})" if name and name != open_id else (open_id or "")
+    if name and open_id and name != open_id:
+        account = f"{clean(name)} ({open_id})"
+    else:  # one of them, or neither: a batch task has its label ("accounts 1-50 of 2000") and no open_id
+        account = open_id or (clean(name) if name else "")
     who = f" for {account}" if account else ""
     advice = details.get("advice") or ADVICE.get(str(details.get("error")), DEFAULT_ADVICE)
     alert = Alert(

@@ -249,3 +249,19 @@ def test_an_operator_takes_one_account_or_a_batch_not_both() -> None:
         operators.TikTokUserInfoToPostgresOperator(task_id="s", open_id=OPEN_ID, accounts=[])
     with pytest.raises(TypeError):
         operators.TikTokUserInfoToPostgresOperator(task_id="s")
+
+
+def test_a_batch_keeps_its_label_for_the_grid_and_links_to_no_single_profile(wire: Any) -> None:
+    """Airflow renders the map index again when the task ends: it must still name the batch, whatever happened."""
+    from canned_tiktok import Canned
+
+    link = "https://www.tiktok.com/@ada"
+    wire(user(profile_deep_link=link), Canned(200, {"data": {}, "error": {"code": "ok", "message": "", "log_id": "x"}}))
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}] * 2
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", accounts=accounts, account_name="accounts 1-2 of 2", fields=["display_name"]
+    )
+    with pytest.raises(AirflowFailException, match="1 of 2 accounts failed"):
+        op.execute({})
+    assert (op.account_name, op.open_id) == ("accounts 1-2 of 2", None)
+    assert op.profile_deep_link is None, "a batch's task has no one profile to link to"

@@ -82,6 +82,18 @@ def test_failure_alert_reads_the_airflow_fail_exception_the_operators_raise() ->
     assert "authorize the app again" in alert.next_step
 
 
+def test_a_batch_tasks_alert_names_the_batch_not_a_missing_open_id() -> None:
+    """A batch task ends with no account of its own (open_id None) and its label as the name."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ctx = _context(AirflowFailException("1 of 2 accounts failed (...): Ana (x): ..."), name="accounts 1-2 of 2")
+    ctx["task"].open_id = None
+    alert = failure_alert(ctx)
+    assert alert.facts["Account"] == "accounts 1-2 of 2"
+    assert alert.title == "TikTok task failed for accounts 1-2 of 2: tiktok_profile_snapshot.snapshot_profile"
+    assert "None" not in alert.text()
+
+
 def test_creator_text_in_the_name_is_kept_as_data_and_scrubbed_of_token_shapes() -> None:
     name = "{{ conn.tiktok_default.password }} " + ACCESS
     alert = failure_alert(_context(RuntimeError("boom"), name=name))
