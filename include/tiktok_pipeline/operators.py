@@ -70,6 +70,23 @@ def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
     return totals
 
 
+#: The most one failed account's error takes in a batch's failure message.
+BRIEF_ERROR = 600
+
+
+def _failure_text(exc: BaseException, open_id: str, name: str) -> str:
+    """One failed account's error in a batch's failure: at most BRIEF_ERROR characters, cut in the middle.
+
+    The end of an error says TikTok's ``log_id`` and what to do next, so a long message from TikTok
+    loses its middle, never those. The account, which the batch names already, is not said twice.
+    """
+    text = str(exc).removeprefix(f"Account {account_label(open_id, name)}: ")
+    if len(text) > BRIEF_ERROR:
+        head = BRIEF_ERROR // 4
+        text = f"{text[:head]} [...] {text[len(text) - (BRIEF_ERROR - head - 7) :]}"
+    return f"{type(exc).__name__}: {text}"
+
+
 def max_covers_setting() -> int | None:
     """``[tiktok] max_covers_per_account``: stale covers one refresh asks for at most (default: all)."""
     from airflow.configuration import conf
@@ -189,7 +206,7 @@ class _TikTokToPostgresOperator(BaseOperator):
             len(failed),
         )
         if failed:
-            listed = "; ".join(f"{name} ({oid}): {type(exc).__name__}: {str(exc)[:300]}" for name, oid, exc in failed)
+            listed = "; ".join(f"{name} ({oid}): {_failure_text(exc, oid, name)}" for name, oid, exc in failed)
             message = (
                 f"{len(failed)} of {len(accounts)} accounts failed (the others are stored; clearing this task "
                 f"redoes only what is not done): {listed}"

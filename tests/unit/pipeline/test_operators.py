@@ -265,3 +265,18 @@ def test_a_batch_keeps_its_label_for_the_grid_and_links_to_no_single_profile(wir
         op.execute({})
     assert (op.account_name, op.open_id) == ("accounts 1-2 of 2", None)
     assert op.profile_deep_link is None, "a batch's task has no one profile to link to"
+
+
+def test_a_batch_failure_keeps_each_accounts_log_id_and_next_step_however_long_tiktoks_message(wire: Any) -> None:
+    from canned_tiktok import Canned
+
+    wordy = Canned(200, {"data": {}, "error": {"code": "invalid_params", "message": "x" * 2000, "log_id": "log-long"}})
+    wire(wordy, wordy)
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}, {"open_id": OPEN_ID, "account_name": "Ada again"}]
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
+    with pytest.raises(AirflowFailException) as failure:
+        op.execute({})
+    message = str(failure.value)
+    assert message.count("[log_id=log-long]") == 2, message
+    assert message.count(errors.TikTokInvalidParams.advice) == 2, message
+    assert len(message) < 2000, "TikTok's own text is cut, not what we say about it"
