@@ -54,13 +54,17 @@ DEFAULT_LOOKBACK_DAYS = 7
 
 
 def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summaries of a batch's accounts added up (numbers summed, dicts of numbers merged)."""
+    """The summaries of a batch's accounts added up (numbers summed, dicts of numbers merged, flags counted).
+
+    A flag becomes how many accounts had it: ``written`` (a profile snapshot written) is what the
+    profile Asset's ``rows`` counts (:data:`tiktok_pipeline.assets.ROWS`).
+    """
     totals: dict[str, Any] = {}
     for result in results:
         for key, value in result.items():
-            if isinstance(value, bool) or key == "cursor":
+            if key == "cursor":
                 continue
-            if isinstance(value, int):
+            if isinstance(value, int):  # a bool too: True counts 1
                 totals[key] = totals.get(key, 0) + value
             elif isinstance(value, dict):
                 bucket = totals.setdefault(key, {})
