@@ -228,11 +228,17 @@ class _TikTokToPostgresOperator(BaseOperator):
 
     @contextmanager
     def _reconnect_alert(self) -> Iterator[None]:
-        """Tell on-call once when the account must be reconnected; the error goes on as it was."""
+        """Tell on-call once when the account must be reconnected; the error goes on as it was.
+
+        Not for an account already marked (``TikTokAccountNotActive``): the task that marked it told
+        on-call, and a batch retried for another account's sake meets it again in every try.
+        """
+        from tiktok_provider.errors import TikTokAccountNotActive
+
         try:
             yield
         except Exception as exc:
-            if getattr(exc, "reauth_required", False):
+            if getattr(exc, "reauth_required", False) and not isinstance(exc, TikTokAccountNotActive):
                 try:
                     from tiktok_provider.notifications.tiktok import alert_reconnect_needed
 

@@ -280,3 +280,29 @@ def test_a_batch_failure_keeps_each_accounts_log_id_and_next_step_however_long_t
     assert message.count("[log_id=log-long]") == 2, message
     assert message.count(errors.TikTokInvalidParams.advice) == 2, message
     assert len(message) < 2000, "TikTok's own text is cut, not what we say about it"
+
+
+def test_on_call_hears_of_a_refused_account_when_it_is_refused_not_again_each_time_it_is_met(
+    wire: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch retried for another account's sake meets a reauth_required account in every try (a new process)."""
+    from dataclasses import replace
+
+    from canned_tiktok import Canned, account
+
+    refused = Canned(
+        200, {"error": "invalid_grant", "error_description": "Refresh token has been revoked.", "log_id": "L"}
+    )
+    wire(fail(401, "access_token_invalid"), refused)
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["display_name"])
+    caplog.set_level("WARNING")
+    with pytest.raises(AirflowFailException, match="authorize the app again"):
+        op.execute({})
+    assert "TikTok account needs reconnecting" in caplog.text  # (no tiktok_alerts connection: logged unsent)
+
+    caplog.clear()
+    _, script, _, _ = wire(tokens=replace(account(), status="reauth_required"))
+    with pytest.raises(AirflowFailException, match=r"status is 'reauth_required'.*Nothing was sent to TikTok"):
+        op.execute({})
+    assert script.requests == []
+    assert "TikTok account needs reconnecting" not in caplog.text, "on-call was told when it was marked"
