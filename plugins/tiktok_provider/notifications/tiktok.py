@@ -240,7 +240,10 @@ def failure_alert(context: Mapping[str, Any], *, secrets: Iterable[str] = ()) ->
     name = getattr(task, "account_name", None)
     # the error's own endpoint, else the one the operator reads (its ``endpoint`` attribute)
     endpoint = details.get("endpoint") or getattr(task, "endpoint", None) or ""
-    keep = [v for v in (open_id, details.get("log_id")) if v]
+    # Every log_id the message names (a batch's names one per failed account): "log_id=<34 characters>"
+    # is a long run of key-like characters, which redact() would hide.
+    log_ids = [i for i in _MESSAGE_LOG_ID.findall(str(details.get("message") or "")) if i != "none"]
+    keep = [v for v in (open_id, details.get("log_id"), *log_ids, *(f"log_id={i}" for i in log_ids)) if v]
     clean = lambda value: redact(value, secrets=secrets, keep=keep)[:MAX_TEXT]  # noqa: E731
     if name and open_id and name != open_id:
         account = f"{clean(name)} ({open_id})"
