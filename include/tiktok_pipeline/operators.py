@@ -381,11 +381,17 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     endpoint = "/v2/video/list/"
 
     def done_in_run(self, warehouse: Any, context: Any) -> bool:
-        """A sync of this mode finished since the run's start (``run_after``)."""
+        """A sync of this mode listed and finished since the run's start (``run_after``).
+
+        Listed, too: a sync whose listing ended in an earlier run is finished by the next one
+        before it lists afresh (:func:`~tiktok_pipeline.sync.sync_videos`), and if that listing
+        fails, the finished stale sync is all this run has recorded for the account.
+        """
         since = _run_after(context)
         return since is not None and _exists(
             warehouse,
-            "SELECT 1 FROM tiktok.sync_state WHERE open_id = :o AND mode = :mode AND finished_at >= :since",
+            "SELECT 1 FROM tiktok.sync_state WHERE open_id = :o AND mode = :mode AND finished_at >= :since "
+            "AND listed_at >= :since",
             o=self.open_id,
             mode=run_mode(self.mode),
             since=since,
