@@ -208,7 +208,8 @@ def _error_details(exc: BaseException | None) -> dict[str, Any]:
         details["endpoint"] = None if m.group(1) == "API" else m.group(1)
     if m := _MESSAGE_LOG_ID.search(message):
         details["log_id"] = None if m.group(1) == "none" else m.group(1)
-        details["advice"] = message[m.end() :].lstrip(". ").strip() or None
+        # after "[log_id=...]. ", or "[log_id=...]): " where a message put TikTok's answer in parentheses
+        details["advice"] = message[m.end() :].lstrip(".): ").strip() or None
     if m := _MESSAGE_CODE.search(message):
         details["code"], details["http_status"] = m.group(1), m.group(2)
     for name in ADVICE:

@@ -110,6 +110,19 @@ def test_every_log_id_in_a_batch_failure_reaches_on_call() -> None:
     assert ACCESS not in alert.text()
 
 
+def test_a_refused_connect_runs_alert_says_the_next_step_as_a_sentence() -> None:
+    """The connect run's refusal puts TikTok's answer, log_id included, in parentheses mid-sentence."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tiktok_pipeline.connect import _refused
+
+    refused = TikTokReauthRequired("Authorization code is expired.", code="invalid_grant", log_id="L7")
+    message = _refused(refused, redirect_uri="https://a.test/cb", variable="")
+    alert = failure_alert(_context(AirflowFailException(message)))
+    assert alert.facts["TikTok log_id"] == "L7"
+    assert alert.next_step.startswith("it has expired (codes live minutes)"), alert.next_step
+
+
 def test_creator_text_in_the_name_is_kept_as_data_and_scrubbed_of_token_shapes() -> None:
     name = "{{ conn.tiktok_default.password }} " + ACCESS
     alert = failure_alert(_context(RuntimeError("boom"), name=name))
