@@ -78,13 +78,13 @@ def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
 BRIEF_ERROR = 600
 
 
-def _failure_text(exc: BaseException, open_id: str, name: str) -> str:
+def _failure_text(exc: BaseException, who: str) -> str:
     """One failed account's error in a batch's failure: at most BRIEF_ERROR characters, cut in the middle.
 
     The end of an error says TikTok's ``log_id`` and what to do next, so a long message from TikTok
     loses its middle, never those. The account, which the batch names already, is not said twice.
     """
-    text = str(exc).removeprefix(f"Account {account_label(open_id, name)}: ")
+    text = str(exc).removeprefix(f"Account {who}: ")
     if len(text) > BRIEF_ERROR:
         head = BRIEF_ERROR // 4
         text = f"{text[:head]} [...] {text[len(text) - (BRIEF_ERROR - head - 7) :]}"
@@ -184,20 +184,21 @@ class _TikTokToPostgresOperator(BaseOperator):
         warehouse = warehouse_of(self._hook(context))
         results: list[dict[str, Any]] = []
         skipped: list[str] = []
-        failed: list[tuple[str, str, BaseException]] = []
+        failed: list[tuple[str, BaseException]] = []
         try:
             for account in accounts:
                 self.open_id, self.account_name = account["open_id"], account.get("account_name")
-                name = self.account_name or self.open_id
+                # As the per-account errors name it: the display name on one line, and the open_id.
+                who = account_label(self.open_id, self.account_name)
                 try:
                     if self.done_in_run(warehouse, context):
-                        self.log.info("Account %s (%s): already done in this run; skipped", name, self.open_id)
+                        self.log.info("Account %s: already done in this run; skipped", who)
                         skipped.append(self.open_id)
                         continue
                     results.append(self.execute_account(context))
                 except Exception as exc:
-                    self.log.error("Account %s (%s) failed: %s: %s", name, self.open_id, type(exc).__name__, exc)
-                    failed.append((name, self.open_id, exc))
+                    self.log.error("Account %s failed: %s: %s", who, type(exc).__name__, exc)
+                    failed.append((who, exc))
         finally:
             self.open_id, self.account_name = None, label
         summary = _add_up(results)
@@ -210,12 +211,12 @@ class _TikTokToPostgresOperator(BaseOperator):
             len(failed),
         )
         if failed:
-            listed = "; ".join(f"{name} ({oid}): {_failure_text(exc, oid, name)}" for name, oid, exc in failed)
+            listed = "; ".join(f"{who}: {_failure_text(exc, who)}" for who, exc in failed)
             message = (
                 f"{len(failed)} of {len(accounts)} accounts failed (the others are stored; clearing this task "
                 f"redoes only what is not done): {listed}"
             )
-            if all(isinstance(exc, AirflowFailException) for _, _, exc in failed):
+            if all(isinstance(exc, AirflowFailException) for _, exc in failed):
                 raise AirflowFailException(message)
             raise AirflowException(message)
         return summary

@@ -578,6 +578,8 @@ def test_above_the_threshold_accounts_run_in_batches_and_a_clear_redoes_only_the
 
     from receivers import http_receiver
 
+    from tiktok_provider.errors import account_label
+
     monkeypatch.setenv("AIRFLOW__TIKTOK__BATCH_ACCOUNTS_ABOVE", "2")
     monkeypatch.setenv("AIRFLOW__TIKTOK__ACCOUNTS_PER_BATCH", "3")
     ids = [connect_via_dag(videos=1) for _ in range(5)]
@@ -597,7 +599,8 @@ def test_above_the_threshold_accounts_run_in_batches_and_a_clear_redoes_only_the
     ]
     failures = [m for m in messages if failed in json.dumps(m)]
     assert failures, messages
-    assert "1 of 3 accounts failed" in json.dumps(failures) and name in json.dumps(failures, ensure_ascii=False)
+    named = account_label(failed, name)  # as every failure names an account: one line, with its open_id
+    assert "1 of 3 accounts failed" in json.dumps(failures) and named in json.dumps(failures, ensure_ascii=False)
     assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 5
 
     # Clearing: the same run again (dag.test replaces a run of the same logical date).

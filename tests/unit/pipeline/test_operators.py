@@ -227,7 +227,8 @@ def test_a_batch_runs_every_account_and_fails_at_the_end_naming_the_failed_ones(
         {"open_id": OPEN_ID, "account_name": "Ada again"},
     ]
     op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
-    with pytest.raises(AirflowFailException, match=r"1 of 3 accounts failed.*Bob <b> \(nobody\): AirflowFailException"):
+    named = r"'Bob <b>' \(open_id nobody\): AirflowFailException"  # as the account's own error names it
+    with pytest.raises(AirflowFailException, match=r"1 of 3 accounts failed.*" + named):
         op.execute({})
     assert len(script.requests) == 2  # the account after the failed one was still done
     assert [name for name, _ in wh.calls].count("profile_snapshot") == 2
@@ -306,3 +307,25 @@ def test_on_call_hears_of_a_refused_account_when_it_is_refused_not_again_each_ti
         op.execute({})
     assert script.requests == []
     assert "TikTok account needs reconnecting" not in caplog.text, "on-call was told when it was marked"
+
+
+def test_a_batch_names_its_accounts_on_one_line_whatever_their_display_names(
+    wire: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A display name is creator text: a line break in it must not forge a line of the task's log."""
+    _, _, store, _ = wire()
+    forged = "Bob\n[2026-12-06] INFO - Batch of 2 accounts: 2 done"
+
+    def get(open_id: str) -> Any:
+        raise errors.AccountNotFound(open_id)
+
+    store.get = get
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", accounts=[{"open_id": "nobody", "account_name": forged}], fields=["display_name"]
+    )
+    caplog.set_level("INFO")
+    with pytest.raises(AirflowFailException) as failure:
+        op.execute({})
+    assert "\n" not in str(failure.value)
+    assert "Bob [2026-12-06] INFO" in str(failure.value)
+    assert not [r for r in caplog.records if "\n" in r.getMessage()]
