@@ -72,12 +72,18 @@ def _int(result: Mapping[str, Any], key: str) -> int:
 
 #: The rows of each asset one account task's summary (its return value) reports.
 ROWS: dict[str, Any] = {
-    PROFILE_SNAPSHOTS.name: lambda r: 1 if r.get("written") is True else 0,
+    # One account's summary says written=True; a batch's, how many of its accounts wrote one.
+    PROFILE_SNAPSHOTS.name: lambda r: 1 if r.get("written") is True else _int(r, "written"),
     VIDEOS.name: lambda r: _int(r, "inserted") + _int(r, "updated"),
     # The video sync's summary does not carry snapshots_written yet (LoadResult has it): 0 until it does.
     VIDEO_SNAPSHOTS.name: lambda r: _int(r, "snapshots_written"),
     VIDEO_COVERS.name: lambda r: _int(r, "updated"),
 }
+
+
+def accounts_in(results: Iterable[Mapping[str, Any]]) -> int:
+    """How many accounts the per-account tasks' summaries cover: one each, or a batch's ``batch_accounts``."""
+    return sum(_int(result, "batch_accounts") or 1 for result in results)
 
 
 def event_extra(results: Iterable[Any], asset: Asset, *, now: datetime | None = None) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def event_extra(results: Iterable[Any], asset: Asset, *, now: datetime | None = 
     count = ROWS.get(asset.name, lambda r: 0)
     rows = sum(count(result) for result in results)
     return {
-        "accounts": len(results),
+        "accounts": accounts_in(results),
         "rows": rows,
         "snapshot_date": (now or datetime.now(UTC)).date().isoformat(),
     }

@@ -443,9 +443,11 @@ task in the grid, read its log, follow its runbook, and clear it. This task then
 
 def summarize(results: Any, *, log: Any) -> dict[str, Any]:
     """Add up the per-account summaries returned by the transfer operators."""
+    from tiktok_pipeline.assets import accounts_in
+
     # Index, don't iterate: iterating a lazy XCom sequence probes one past its end (and logs an error).
     results = [r for r in (results[i] for i in range(len(results))) if isinstance(r, dict)]
-    totals: dict[str, Any] = {"accounts": len(results)}
+    totals: dict[str, Any] = {"accounts": accounts_in(results)}
     for result in results:
         for key, value in result.items():
             if isinstance(value, bool) or key == "cursor":

@@ -54,13 +54,17 @@ DEFAULT_LOOKBACK_DAYS = 7
 
 
 def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summaries of a batch's accounts added up (numbers summed, dicts of numbers merged)."""
+    """The summaries of a batch's accounts added up (numbers summed, dicts of numbers merged, flags counted).
+
+    A flag becomes how many accounts had it: ``written`` (a profile snapshot written) is what the
+    profile Asset's ``rows`` counts (:data:`tiktok_pipeline.assets.ROWS`).
+    """
     totals: dict[str, Any] = {}
     for result in results:
         for key, value in result.items():
-            if isinstance(value, bool) or key == "cursor":
+            if key == "cursor":
                 continue
-            if isinstance(value, int):
+            if isinstance(value, int):  # a bool too: True counts 1
                 totals[key] = totals.get(key, 0) + value
             elif isinstance(value, dict):
                 bucket = totals.setdefault(key, {})
@@ -68,6 +72,23 @@ def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
                     if isinstance(count, int) and not isinstance(count, bool):
                         bucket[inner] = bucket.get(inner, 0) + count
     return totals
+
+
+#: The most one failed account's error takes in a batch's failure message.
+BRIEF_ERROR = 600
+
+
+def _failure_text(exc: BaseException, who: str) -> str:
+    """One failed account's error in a batch's failure: at most BRIEF_ERROR characters, cut in the middle.
+
+    The end of an error says TikTok's ``log_id`` and what to do next, so a long message from TikTok
+    loses its middle, never those. The account, which the batch names already, is not said twice.
+    """
+    text = str(exc).removeprefix(f"Account {who}: ")
+    if len(text) > BRIEF_ERROR:
+        head = BRIEF_ERROR // 4
+        text = f"{text[:head]} [...] {text[len(text) - (BRIEF_ERROR - head - 7) :]}"
+    return f"{type(exc).__name__}: {text}"
 
 
 def max_covers_setting() -> int | None:
@@ -159,25 +180,27 @@ class _TikTokToPostgresOperator(BaseOperator):
         ``AirflowFailException`` when no retry can help any of them, else with a retryable error.
         """
         accounts = list(self.accounts or ())
+        label = self.account_name  # "accounts 51-100 of 2000": the grid renders it again when the task ends
         warehouse = warehouse_of(self._hook(context))
         results: list[dict[str, Any]] = []
         skipped: list[str] = []
-        failed: list[tuple[str, str, BaseException]] = []
+        failed: list[tuple[str, BaseException]] = []
         try:
             for account in accounts:
                 self.open_id, self.account_name = account["open_id"], account.get("account_name")
-                name = self.account_name or self.open_id
+                # As the per-account errors name it: the display name on one line, and the open_id.
+                who = account_label(self.open_id, self.account_name)
                 try:
                     if self.done_in_run(warehouse, context):
-                        self.log.info("Account %s (%s): already done in this run; skipped", name, self.open_id)
+                        self.log.info("Account %s: already done in this run; skipped", who)
                         skipped.append(self.open_id)
                         continue
                     results.append(self.execute_account(context))
                 except Exception as exc:
-                    self.log.error("Account %s (%s) failed: %s: %s", name, self.open_id, type(exc).__name__, exc)
-                    failed.append((name, self.open_id, exc))
+                    self.log.error("Account %s failed: %s: %s", who, type(exc).__name__, exc)
+                    failed.append((who, exc))
         finally:
-            self.open_id = self.account_name = None
+            self.open_id, self.account_name = None, label
         summary = _add_up(results)
         summary.update(batch_accounts=len(accounts), batch_done=len(results), batch_skipped=len(skipped))
         self.log.info(
@@ -188,12 +211,12 @@ class _TikTokToPostgresOperator(BaseOperator):
             len(failed),
         )
         if failed:
-            listed = "; ".join(f"{name} ({oid}): {type(exc).__name__}: {str(exc)[:300]}" for name, oid, exc in failed)
+            listed = "; ".join(f"{who}: {_failure_text(exc, who)}" for who, exc in failed)
             message = (
                 f"{len(failed)} of {len(accounts)} accounts failed (the others are stored; clearing this task "
                 f"redoes only what is not done): {listed}"
             )
-            if all(isinstance(exc, AirflowFailException) for _, _, exc in failed):
+            if all(isinstance(exc, AirflowFailException) for _, exc in failed):
                 raise AirflowFailException(message)
             raise AirflowException(message)
         return summary
@@ -206,11 +229,17 @@ class _TikTokToPostgresOperator(BaseOperator):
 
     @contextmanager
     def _reconnect_alert(self) -> Iterator[None]:
-        """Tell on-call once when the account must be reconnected; the error goes on as it was."""
+        """Tell on-call once when the account must be reconnected; the error goes on as it was.
+
+        Not for an account already marked (``TikTokAccountNotActive``): the task that marked it told
+        on-call, and a batch retried for another account's sake meets it again in every try.
+        """
+        from tiktok_provider.errors import TikTokAccountNotActive
+
         try:
             yield
         except Exception as exc:
-            if getattr(exc, "reauth_required", False):
+            if getattr(exc, "reauth_required", False) and not isinstance(exc, TikTokAccountNotActive):
                 try:
                     from tiktok_provider.notifications.tiktok import alert_reconnect_needed
 
@@ -300,6 +329,12 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
         #: Read by the *TikTok profile* link when the task ends (never a template field).
         self.profile_deep_link: str | None = None
 
+    def _execute_batch(self, context: Context) -> dict[str, Any]:
+        try:
+            return super()._execute_batch(context)
+        finally:
+            self.profile_deep_link = None  # a batch's task has no one profile to link to, not its last account's
+
     def execute_account(self, context: Context) -> dict[str, Any]:
         hook = self._hook(context)
         with _failing_fast(self), self._reconnect_alert():
@@ -352,11 +387,17 @@ class TikTokVideoListToPostgresOperator(_TikTokToPostgresOperator):
     endpoint = "/v2/video/list/"
 
     def done_in_run(self, warehouse: Any, context: Any) -> bool:
-        """A sync of this mode finished since the run's start (``run_after``)."""
+        """A sync of this mode listed and finished since the run's start (``run_after``).
+
+        Listed, too: a sync whose listing ended in an earlier run is finished by the next one
+        before it lists afresh (:func:`~tiktok_pipeline.sync.sync_videos`), and if that listing
+        fails, the finished stale sync is all this run has recorded for the account.
+        """
         since = _run_after(context)
         return since is not None and _exists(
             warehouse,
-            "SELECT 1 FROM tiktok.sync_state WHERE open_id = :o AND mode = :mode AND finished_at >= :since",
+            "SELECT 1 FROM tiktok.sync_state WHERE open_id = :o AND mode = :mode AND finished_at >= :since "
+            "AND listed_at >= :since",
             o=self.open_id,
             mode=run_mode(self.mode),
             since=since,

@@ -24,6 +24,12 @@ ERRORS: dict[str, tuple[str, str]] = {
         "`reauth_required`. Not retried.",
         RECONNECT + ".",
     ),
+    "TikTokAccountNotActive": (
+        "The account's status is not `active` (`reauth_required`: marked earlier, and on-call was told "
+        "then; `disabled`; `disconnected`), so nothing was sent to TikTok. Not retried.",
+        "`reauth_required`: " + RECONNECT + ". `disabled`: if it should sync again, "
+        "`UPDATE tiktok.accounts SET status = 'active' WHERE open_id = '<open_id>';`",
+    ),
     "TikTokAccessTokenInvalid": (
         "TikTok rejected the access token (`access_token_invalid`). The hook refreshed it once and tried again.",
         "If it keeps failing: " + RECONNECT + ".",

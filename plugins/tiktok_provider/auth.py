@@ -339,7 +339,7 @@ class AccessTokens:
         """
         tokens = self.cache.get(open_id) or self._store().get(open_id)
         if tokens.status != "active":
-            raise errors.TikTokReauthRequired(
+            raise errors.TikTokAccountNotActive(
                 f"account status is {tokens.status!r}", endpoint=OAUTH_TOKEN, open_id=open_id
             )
         mask(tokens.access_token)

@@ -98,6 +98,20 @@ class TikTokReauthRequired(TikTokError):
     )
 
 
+class TikTokAccountNotActive(TikTokReauthRequired):
+    """The account's stored status is not ``active``: nothing was sent to TikTok.
+
+    It was marked ``reauth_required`` earlier (on-call was told then, by the task that marked it),
+    or disabled or disconnected on purpose: no reconnect alert goes out for this one.
+    """
+
+    advice = (
+        "Nothing was sent to TikTok. reauth_required: ask its owner to authorize the app again and trigger "
+        "the tiktok_connect_account DAG with the new auth_code and redirect_uri; disabled: set its status "
+        "back to active if it should sync again; disconnected: connect it again."
+    )
+
+
 class TikTokAccessTokenInvalid(TikTokError):
     """TikTok rejected the access token (expired or revoked); the hook refreshes once and retries."""
 

@@ -208,7 +208,8 @@ def _error_details(exc: BaseException | None) -> dict[str, Any]:
         details["endpoint"] = None if m.group(1) == "API" else m.group(1)
     if m := _MESSAGE_LOG_ID.search(message):
         details["log_id"] = None if m.group(1) == "none" else m.group(1)
-        details["advice"] = message[m.end() :].lstrip(". ").strip() or None
+        # after "[log_id=...]. ", or "[log_id=...]): " where a message put TikTok's answer in parentheses
+        details["advice"] = message[m.end() :].lstrip(".): ").strip() or None
     if m := _MESSAGE_CODE.search(message):
         details["code"], details["http_status"] = m.group(1), m.group(2)
     for name in ADVICE:
@@ -240,9 +241,15 @@ def failure_alert(context: Mapping[str, Any], *, secrets: Iterable[str] = ()) ->
     name = getattr(task, "account_name", None)
     # the error's own endpoint, else the one the operator reads (its ``endpoint`` attribute)
     endpoint = details.get("endpoint") or getattr(task, "endpoint", None) or ""
-    keep = [v for v in (open_id, details.get("log_id")) if v]
+    # Every log_id the message names (a batch's names one per failed account): "log_id=<34 characters>"
+    # is a long run of key-like characters, which redact() would hide.
+    log_ids = [i for i in _MESSAGE_LOG_ID.findall(str(details.get("message") or "")) if i != "none"]
+    keep = [v for v in (open_id, details.get("log_id"), *log_ids, *(f"log_id={i}" for i in log_ids)) if v]
     clean = lambda value: redact(value, secrets=secrets, keep=keep)[:MAX_TEXT]  # noqa: E731
-    account = f"{clean(name)} ({open_id})" if name and name != open_id else (open_id or "")
+    if name and open_id and name != open_id:
+        account = f"{clean(name)} ({open_id})"
+    else:  # one of them, or neither: a batch task has its label ("accounts 1-50 of 2000") and no open_id
+        account = open_id or (clean(name) if name else "")
     who = f" for {account}" if account else ""
     advice = details.get("advice") or ADVICE.get(str(details.get("error")), DEFAULT_ADVICE)
     alert = Alert(

@@ -184,3 +184,27 @@ def test_consent_warnings_reach_on_call_once_per_threshold_not_every_day() -> No
         warning = ConsentWarning("oid", "Ada", expires, days_left(expires, now), threshold)
         alerted += [(w.threshold, day) for w in newly_crossed([warning], now=now)]
     assert [threshold for threshold, _ in alerted] == [30, 7, 1]
+
+
+def test_batch_summaries_tell_the_assets_and_the_run_summary_what_per_account_ones_do() -> None:
+    """A DAG scheduled on the profile Asset reads accounts and rows from its event, batched or not."""
+    import logging
+
+    from tiktok_pipeline.assets import PROFILE_SNAPSHOTS, event_extra
+    from tiktok_pipeline.common import summarize
+    from tiktok_pipeline.operators import _add_up
+
+    per_account = [
+        {"open_id": "a", "written": True, "api_calls": {"/v2/user/info/": 1}},
+        {"open_id": "b", "written": False, "api_calls": {"/v2/user/info/": 1}},
+        {"open_id": "c", "written": True, "api_calls": {"/v2/user/info/": 1}},
+    ]
+    batches = [
+        {**_add_up(per_account[:2]), "batch_accounts": 2, "batch_done": 2, "batch_skipped": 0},
+        {**_add_up(per_account[2:]), "batch_accounts": 1, "batch_done": 1, "batch_skipped": 0},
+    ]
+    extra = {k: v for k, v in event_extra(per_account, PROFILE_SNAPSHOTS).items() if k != "snapshot_date"}
+    assert extra == {"accounts": 3, "rows": 2}
+    assert {k: v for k, v in event_extra(batches, PROFILE_SNAPSHOTS).items() if k != "snapshot_date"} == extra
+    log = logging.getLogger(__name__)
+    assert summarize(batches, log=log)["accounts"] == summarize(per_account, log=log)["accounts"] == 3

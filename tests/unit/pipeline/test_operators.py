@@ -227,7 +227,8 @@ def test_a_batch_runs_every_account_and_fails_at_the_end_naming_the_failed_ones(
         {"open_id": OPEN_ID, "account_name": "Ada again"},
     ]
     op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
-    with pytest.raises(AirflowFailException, match=r"1 of 3 accounts failed.*Bob <b> \(nobody\): AirflowFailException"):
+    named = r"'Bob <b>' \(open_id nobody\): AirflowFailException"  # as the account's own error names it
+    with pytest.raises(AirflowFailException, match=r"1 of 3 accounts failed.*" + named):
         op.execute({})
     assert len(script.requests) == 2  # the account after the failed one was still done
     assert [name for name, _ in wh.calls].count("profile_snapshot") == 2
@@ -249,3 +250,82 @@ def test_an_operator_takes_one_account_or_a_batch_not_both() -> None:
         operators.TikTokUserInfoToPostgresOperator(task_id="s", open_id=OPEN_ID, accounts=[])
     with pytest.raises(TypeError):
         operators.TikTokUserInfoToPostgresOperator(task_id="s")
+
+
+def test_a_batch_keeps_its_label_for_the_grid_and_links_to_no_single_profile(wire: Any) -> None:
+    """Airflow renders the map index again when the task ends: it must still name the batch, whatever happened."""
+    from canned_tiktok import Canned
+
+    link = "https://www.tiktok.com/@ada"
+    wire(user(profile_deep_link=link), Canned(200, {"data": {}, "error": {"code": "ok", "message": "", "log_id": "x"}}))
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}] * 2
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", accounts=accounts, account_name="accounts 1-2 of 2", fields=["display_name"]
+    )
+    with pytest.raises(AirflowFailException, match="1 of 2 accounts failed"):
+        op.execute({})
+    assert (op.account_name, op.open_id) == ("accounts 1-2 of 2", None)
+    assert op.profile_deep_link is None, "a batch's task has no one profile to link to"
+
+
+def test_a_batch_failure_keeps_each_accounts_log_id_and_next_step_however_long_tiktoks_message(wire: Any) -> None:
+    from canned_tiktok import Canned
+
+    wordy = Canned(200, {"data": {}, "error": {"code": "invalid_params", "message": "x" * 2000, "log_id": "log-long"}})
+    wire(wordy, wordy)
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}, {"open_id": OPEN_ID, "account_name": "Ada again"}]
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
+    with pytest.raises(AirflowFailException) as failure:
+        op.execute({})
+    message = str(failure.value)
+    assert message.count("[log_id=log-long]") == 2, message
+    assert message.count(errors.TikTokInvalidParams.advice) == 2, message
+    assert len(message) < 2000, "TikTok's own text is cut, not what we say about it"
+
+
+def test_on_call_hears_of_a_refused_account_when_it_is_refused_not_again_each_time_it_is_met(
+    wire: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch retried for another account's sake meets a reauth_required account in every try (a new process)."""
+    from dataclasses import replace
+
+    from canned_tiktok import Canned, account
+
+    refused = Canned(
+        200, {"error": "invalid_grant", "error_description": "Refresh token has been revoked.", "log_id": "L"}
+    )
+    wire(fail(401, "access_token_invalid"), refused)
+    op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=OPEN_ID, fields=["display_name"])
+    caplog.set_level("WARNING")
+    with pytest.raises(AirflowFailException, match="authorize the app again"):
+        op.execute({})
+    assert "TikTok account needs reconnecting" in caplog.text  # (no tiktok_alerts connection: logged unsent)
+
+    caplog.clear()
+    _, script, _, _ = wire(tokens=replace(account(), status="reauth_required"))
+    with pytest.raises(AirflowFailException, match=r"status is 'reauth_required'.*Nothing was sent to TikTok"):
+        op.execute({})
+    assert script.requests == []
+    assert "TikTok account needs reconnecting" not in caplog.text, "on-call was told when it was marked"
+
+
+def test_a_batch_names_its_accounts_on_one_line_whatever_their_display_names(
+    wire: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A display name is creator text: a line break in it must not forge a line of the task's log."""
+    _, _, store, _ = wire()
+    forged = "Bob\n[2026-12-06] INFO - Batch of 2 accounts: 2 done"
+
+    def get(open_id: str) -> Any:
+        raise errors.AccountNotFound(open_id)
+
+    store.get = get
+    op = operators.TikTokUserInfoToPostgresOperator(
+        task_id="snapshot", accounts=[{"open_id": "nobody", "account_name": forged}], fields=["display_name"]
+    )
+    caplog.set_level("INFO")
+    with pytest.raises(AirflowFailException) as failure:
+        op.execute({})
+    assert "\n" not in str(failure.value)
+    assert "Bob [2026-12-06] INFO" in str(failure.value)
+    assert not [r for r in caplog.records if "\n" in r.getMessage()]

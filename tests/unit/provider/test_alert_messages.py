@@ -82,6 +82,47 @@ def test_failure_alert_reads_the_airflow_fail_exception_the_operators_raise() ->
     assert "authorize the app again" in alert.next_step
 
 
+def test_a_batch_tasks_alert_names_the_batch_not_a_missing_open_id() -> None:
+    """A batch task ends with no account of its own (open_id None) and its label as the name."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ctx = _context(AirflowFailException("1 of 2 accounts failed (...): Ana (x): ..."), name="accounts 1-2 of 2")
+    ctx["task"].open_id = None
+    alert = failure_alert(ctx)
+    assert alert.facts["Account"] == "accounts 1-2 of 2"
+    assert alert.title == "TikTok task failed for accounts 1-2 of 2: tiktok_profile_snapshot.snapshot_profile"
+    assert "None" not in alert.text()
+
+
+def test_every_log_id_in_a_batch_failure_reaches_on_call() -> None:
+    """TikTok support asks for the log_id: a batch's message holds one per failed account, none is hidden."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ids = ["202612060556252975D49F3F073BFFF78C", "2026120605562536E6A0B1C2D3E4F5A6B7"]  # TikTok's shape, 34 chars
+    text = "2 of 2 accounts failed (...): " + "; ".join(
+        f"Ana ({OPEN_ID}): AirflowFailException: TikTok /v2/user/info/ call for account {OPEN_ID} failed: "
+        f"ok (HTTP 200): 'data' is missing [log_id={log_id}]. Report it to TikTok support with the log_id."
+        for log_id in ids
+    )
+    ctx = _context(AirflowFailException(text + f" {ACCESS}"), name="accounts 1-2 of 2")
+    alert = failure_alert(ctx)
+    assert all(f"[log_id={log_id}]" in alert.facts["Message"] for log_id in ids), alert.facts["Message"]
+    assert ACCESS not in alert.text()
+
+
+def test_a_refused_connect_runs_alert_says_the_next_step_as_a_sentence() -> None:
+    """The connect run's refusal puts TikTok's answer, log_id included, in parentheses mid-sentence."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tiktok_pipeline.connect import _refused
+
+    refused = TikTokReauthRequired("Authorization code is expired.", code="invalid_grant", log_id="L7")
+    message = _refused(refused, redirect_uri="https://a.test/cb", variable="")
+    alert = failure_alert(_context(AirflowFailException(message)))
+    assert alert.facts["TikTok log_id"] == "L7"
+    assert alert.next_step.startswith("it has expired (codes live minutes)"), alert.next_step
+
+
 def test_creator_text_in_the_name_is_kept_as_data_and_scrubbed_of_token_shapes() -> None:
     name = "{{ conn.tiktok_default.password }} " + ACCESS
     alert = failure_alert(_context(RuntimeError("boom"), name=name))
