@@ -151,14 +151,19 @@ def select_accounts_task(tiktok_conn_id: str | None = None) -> Any:
 
     @task(task_id="select_accounts", doc_md=SELECT_ACCOUNTS_DOC, on_failure_callback=_notifier())
     def select(params: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        from airflow.configuration import conf
         from airflow.sdk.exceptions import AirflowFailException
 
+        log = logging.getLogger("airflow.task")
         try:
-            accounts = (params or {}).get("accounts")
-            chosen = select_accounts(accounts, log=logging.getLogger("airflow.task"), tiktok_conn_id=conn_id)
-            return plan_tasks(chosen, *batching_settings(), log=logging.getLogger("airflow.task"))
+            chosen = select_accounts((params or {}).get("accounts"), log=log, tiktok_conn_id=conn_id)
         except ValueError as exc:  # a bad accounts param: retrying cannot fix it
             raise AirflowFailException(f"{exc}. Trigger the DAG again with valid accounts.") from None
+        try:
+            above, size = batching_settings()
+            return plan_tasks(chosen, above, size, log=log, max_tasks=conf.getint("core", "max_map_length"))
+        except ValueError as exc:  # the settings: retrying cannot fix them either
+            raise AirflowFailException(f"{exc}; then clear this task.") from None
 
     return select()
 
@@ -186,23 +191,36 @@ def batching_settings() -> tuple[int, int]:
     return values[0], values[1]
 
 
-def plan_tasks(accounts: list[dict[str, str]], above: int, size: int, *, log: Any = None) -> list[dict[str, Any]]:
+def plan_tasks(
+    accounts: list[dict[str, str]], above: int, size: int, *, log: Any = None, max_tasks: int | None = None
+) -> list[dict[str, Any]]:
     """One mapped task per account up to ``above`` accounts; above that, one per batch of ``size``.
 
     A batch's label (its map index) says which accounts it holds: ``accounts 51-100 of 2000``.
+
+    :param max_tasks: ``[core] max_map_length``: a plan of more tasks is refused here, saying which
+        setting to change, rather than by Airflow when it expands the mapped task.
     """
-    if len(accounts) <= above:
-        return accounts
     total = len(accounts)
-    plan = [
-        {
-            "accounts": accounts[start : start + size],
-            "account_name": f"accounts {start + 1}-{min(start + size, total)} of {total}",
-        }
-        for start in range(0, total, size)
-    ]
-    if log is not None:
-        log.info("%d accounts, more than %d: %d batch tasks of up to %d accounts", total, above, len(plan), size)
+    if total <= above:
+        plan: list[dict[str, Any]] = list(accounts)
+        fix = f"lower [tiktok] {BATCH_ABOVE_OPTION} to at most {max_tasks}"
+    else:
+        plan = [
+            {
+                "accounts": accounts[start : start + size],
+                "account_name": f"accounts {start + 1}-{min(start + size, total)} of {total}",
+            }
+            for start in range(0, total, size)
+        ]
+        fix = f"raise [tiktok] {BATCH_SIZE_OPTION} to at least {-(-total // max_tasks) if max_tasks else size}"
+        if log is not None:
+            log.info("%d accounts, more than %d: %d batch tasks of up to %d accounts", total, above, len(plan), size)
+    if max_tasks is not None and len(plan) > max_tasks:
+        raise ValueError(
+            f"{total} accounts make {len(plan)} mapped tasks, more than [core] max_map_length ({max_tasks}), "
+            f"which Airflow refuses: {fix} (or raise max_map_length)"
+        )
     return plan
 
 

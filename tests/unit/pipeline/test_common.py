@@ -208,3 +208,22 @@ def test_batch_summaries_tell_the_assets_and_the_run_summary_what_per_account_on
     assert {k: v for k, v in event_extra(batches, PROFILE_SNAPSHOTS).items() if k != "snapshot_date"} == extra
     log = logging.getLogger(__name__)
     assert summarize(batches, log=log)["accounts"] == summarize(per_account, log=log)["accounts"] == 3
+
+
+@pytest.mark.parametrize(
+    ("count", "above", "size", "fix"),
+    [
+        (7, 2, 2, "raise [tiktok] accounts_per_batch to at least 3"),  # 4 batches of 2 > 3 tasks
+        (5, 10, 2, "lower [tiktok] batch_accounts_above to at most 3"),  # 5 tasks of one account > 3
+    ],
+)
+def test_a_plan_of_more_tasks_than_max_map_length_is_refused_naming_the_setting_to_change(
+    count: int, above: int, size: int, fix: str
+) -> None:
+    from tiktok_pipeline.common import plan_tasks
+
+    accounts = [{"open_id": f"o{n}", "account_name": f"n{n}"} for n in range(count)]
+    with pytest.raises(ValueError, match=r"more than \[core\] max_map_length \(3\)") as refused:
+        plan_tasks(accounts, above, size, max_tasks=3)
+    assert fix in str(refused.value)
+    assert len(plan_tasks(accounts, above, size, max_tasks=count)) <= count  # within the limit: planned
