@@ -312,12 +312,12 @@ class TikTokUserInfoToPostgresOperator(_TikTokToPostgresOperator):
     operator_extra_links = PROFILE_LINKS
 
     def done_in_run(self, warehouse: Any, context: Any) -> bool:
-        """Today's snapshot exists and was written since the run's start (``run_after``)."""
+        """Today's snapshot exists and was checked (written, or found unchanged) since the run's start."""
         since = _run_after(context)
         return since is not None and _exists(
             warehouse,
             "SELECT 1 FROM tiktok.profile_snapshots WHERE open_id = :o AND snapshot_date = :today "
-            "AND captured_at >= :since",
+            "AND coalesce(checked_at, captured_at) >= :since",
             o=self.open_id,
             today=datetime.now(UTC).date(),
             since=since,

@@ -1077,7 +1077,7 @@ class Warehouse:
         if not values:
             return False
         stmt = pg_insert(profile_snapshots).values(
-            open_id=open_id, snapshot_date=captured_at.date(), captured_at=captured_at, **values
+            open_id=open_id, snapshot_date=captured_at.date(), captured_at=captured_at, checked_at=captured_at, **values
         )
         new = stmt.excluded
         stmt = stmt.on_conflict_do_update(
@@ -1088,9 +1088,21 @@ class Warehouse:
                 profile_snapshots.c.captured_at <= new.captured_at,
             ),
         )
+        # Checked now, whether or not a value changed (the row above keeps its first captured_at).
+        checked = (
+            update(profile_snapshots)
+            .where(
+                profile_snapshots.c.open_id == open_id,
+                profile_snapshots.c.snapshot_date == captured_at.date(),
+                func.coalesce(profile_snapshots.c.checked_at, profile_snapshots.c.captured_at) < captured_at,
+            )
+            .values(checked_at=captured_at)
+        )
         with self.engine.begin() as conn:
             self._require_account(conn, open_id)
-            return bool(_rowcount(conn, stmt))
+            written = bool(_rowcount(conn, stmt))
+            conn.execute(checked)
+            return written
 
     @staticmethod
     def _require_account(conn: Connection, open_id: str) -> None:

@@ -99,6 +99,9 @@ profile_snapshots = Table(
     Column("avatar_url", Text),
     Column("is_verified", Boolean),
     _ts("captured_at", nullable=False),
+    # When the profile was last fetched for this row, changed or not (a cleared batch skips the
+    # accounts checked since its run began).
+    _ts("checked_at"),
 )
 
 videos = Table(

@@ -35,7 +35,7 @@ CHAOS_EXTRA: dict[str, Any] = {
 }
 
 #: Columns that hold wall-clock times of our own writes (not data), or secrets that differ per run.
-VOLATILE = {"captured_at", "first_seen_at", "last_seen_at", "updated_at", "connected_at"}
+VOLATILE = {"captured_at", "checked_at", "first_seen_at", "last_seen_at", "updated_at", "connected_at"}
 
 
 def role_name() -> str:

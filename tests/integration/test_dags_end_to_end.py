@@ -365,9 +365,9 @@ def test_running_every_dag_twice_changes_nothing(sim, run_dag, connect_via_dag, 
 
 
 def full_state(engine) -> dict[str, list[tuple]]:
-    """Every column of every data table, except sync bookkeeping."""
+    """Every column of every data table, except bookkeeping (syncs, when a profile was last checked)."""
     return {
-        name: table(engine, f"SELECT * FROM tiktok.{name} ORDER BY 1, 2")
+        name: table(engine, f"SELECT to_jsonb(t) - 'checked_at' FROM tiktok.{name} t ORDER BY 1")
         for name in ("profile_snapshots", "videos", "video_snapshots")
     }
 
@@ -612,6 +612,37 @@ def test_above_the_threshold_accounts_run_in_batches_and_a_clear_redoes_only_the
     assert {r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")} == set(ids)
     summaries = xcom(again, "snapshot_profile")
     assert sorted((s["batch_done"], s["batch_skipped"]) for s in summaries) == [(0, 2), (1, 2)]
+
+
+def test_a_cleared_batch_of_a_second_run_the_same_day_skips_the_accounts_it_found_unchanged(
+    sim, dags, run_dag, connect_via_dag, clean_warehouse, monkeypatch
+) -> None:
+    """An unchanged snapshot keeps its first captured_at; the clear must still see it was checked in this run."""
+    monkeypatch.setenv("AIRFLOW__TIKTOK__BATCH_ACCOUNTS_ABOVE", "1")
+    monkeypatch.setenv("AIRFLOW__TIKTOK__ACCOUNTS_PER_BATCH", "3")
+    ids = [connect_via_dag(videos=1) for _ in range(3)]
+    sim.admin.freeze_clock()  # the same numbers all day: the second run changes no row
+    try:
+        assert str(run_dag("tiktok_profile_snapshot").state) == "success"
+        first = table(clean_warehouse, "SELECT open_id, captured_at FROM tiktok.profile_snapshots ORDER BY 1")
+        sim.admin.set_faults("user_info", queue=[("pass", 2), ("missing_data", 1)])  # the third account's answer
+        run = run_dag("tiktok_profile_snapshot")
+        assert states(run)[("snapshot_profile", 0)] == "failed"
+        sim.admin.clear_faults()
+        sim.admin.reset_stats()
+
+        again = dags.dags["tiktok_profile_snapshot"].test(
+            run_conf=dags.defaults["tiktok_profile_snapshot"], run_after=run.run_after, logical_date=run.logical_date
+        )
+    finally:
+        sim.admin.unfreeze_clock()
+    assert str(again.state) == "success", states(again)
+    assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 1, "only the failed account was asked again"
+    [summary] = xcom(again, "snapshot_profile")
+    assert (summary["batch_done"], summary["batch_skipped"]) == (1, 2), summary
+    # Nothing changed, so no row was rewritten: each keeps the captured_at of the day's first run.
+    after = table(clean_warehouse, "SELECT open_id, captured_at FROM tiktok.profile_snapshots ORDER BY 1")
+    assert after == first and {r[0] for r in after} == set(ids)
 
 
 def batch_labels(run: Any, task_id: str) -> dict[int, str | None]:
