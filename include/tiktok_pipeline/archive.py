@@ -237,8 +237,15 @@ def _blocked(exc: BlockedAddress) -> Refused:
 
 
 def _origin(url: str) -> tuple[str, str]:
+    """``(scheme, netloc)`` of ``url`` in lower case; ``ValueError`` for a link the URL parser rejects."""
     parts = urlsplit(url)
     return parts.scheme.lower(), (parts.netloc or "").lower()
+
+
+def _etag(response: requests.Response) -> str | None:
+    """The answer's ``ETag`` if it can be kept and sent back: printable (a NUL would fail the row's INSERT)."""
+    etag = response.headers.get("ETag")
+    return etag if etag and etag.isprintable() else None
 
 
 class CoverArchiver:
@@ -312,7 +319,10 @@ class CoverArchiver:
             self._sleep(wait)
 
     def _get_once(self, url: str, etag: str | None) -> Downloaded:
-        origin = _origin(url)
+        try:
+            origin = _origin(url)
+        except ValueError:  # ``http://[::1/...``: this cover's refusal, the others go on
+            raise Refused("not a valid link") from None
         headers = {"If-None-Match": etag} if etag else {}
         deadline = self._clock() + self.settings.deadline_seconds
         for _hop in range(MAX_REDIRECTS + 1):
@@ -325,14 +335,22 @@ class CoverArchiver:
                 )
             except BlockedAddress as exc:
                 raise _blocked(exc) from None
+            except requests.exceptions.InvalidURL:  # no host, one the client cannot encode: not transient
+                raise Refused("not a valid link") from None
             except requests.RequestException as exc:
                 raise Retryable(type(exc).__name__) from None
+            except ValueError:  # requests parses a redirect's Location even when not following it
+                raise Refused("redirect to an invalid link") from None
             with response:
                 if response.is_redirect:
-                    target = urljoin(url, response.headers.get("Location", ""))
+                    try:
+                        target = urljoin(url, response.headers.get("Location", ""))
+                        target_origin = _origin(target)
+                    except ValueError:
+                        raise Refused("redirect to an invalid link") from None
                     self._check_url(target)  # so a redirect to a private address says so
-                    if _origin(target) != origin:
-                        raise Refused(f"redirect to another host ({_origin(target)[1] or 'none'})")
+                    if target_origin != origin:
+                        raise Refused(f"redirect to another host ({target_origin[1] or 'none'})")
                     url = target
                     continue
                 return self._read(response, etag, deadline)
@@ -348,7 +366,7 @@ class CoverArchiver:
     def _read(self, response: requests.Response, etag: str | None, deadline: float) -> Downloaded:
         status = response.status_code
         if status == 304 and etag:
-            return Downloaded(None, etag=response.headers.get("ETag") or etag)
+            return Downloaded(None, etag=_etag(response) or etag)
         if status == 429 or status >= 500:
             raise Retryable(f"HTTP {status}")
         if status != 200:
@@ -358,7 +376,7 @@ class CoverArchiver:
             raise Refused(f"not an image (Content-Type {declared[:60] or 'missing'})")
         cap = self.settings.max_bytes
         length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > cap:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > cap:
             raise Refused(f"larger than {cap} bytes (Content-Length {length})")
         chunks, total = [], 0
         try:
@@ -375,7 +393,7 @@ class CoverArchiver:
         sniffed = sniff(body)
         if sniffed is None:
             raise Refused(f"not an image (declared {declared}, the bytes are no JPEG/PNG/WebP/GIF/HEIC)")
-        return Downloaded(body, content_type=sniffed, etag=response.headers.get("ETag"))
+        return Downloaded(body, content_type=sniffed, etag=_etag(response))
 
     def download(self, url: str, etag: str | None = None) -> Downloaded:
         """Fetch ``url`` with every check, retried on transient failures; raises Refused / Retryable."""

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from sqlalchemy import text
 
 from tiktok_pipeline.archive import ArchiveSettings, CoverArchiver, CoverItem
 from tiktok_pipeline.egress import HostPolicy
@@ -29,16 +30,26 @@ SIGNED = "?x-expires=1767225600&x-signature=0123456789abcdef"
 
 
 class Server:
-    """A plain HTTP server on a loopback port: ``/cover.jpeg`` is a JPEG, ``/hop?to=URL`` a 302 to URL."""
+    """A plain HTTP server on a loopback port: ``/cover.jpeg`` is a JPEG, ``/hop?to=URL`` a 302 to URL.
 
-    def __init__(self) -> None:
+    ``?length=`` sends that ``Content-Length`` instead of the true one, ``?etag=`` an ``ETag``.
+    ``keep_alive``: HTTP/1.1, a connection serving as many requests as the client sends on it
+    (``clients``: the client port of each request).
+    """
+
+    def __init__(self, *, keep_alive: bool = False) -> None:
         self.paths: list[str] = []
+        self.clients: list[int] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_GET(self) -> None:
                 server.paths.append(urlsplit(self.path).path)
-                target = parse_qs(urlsplit(self.path).query).get("to")
+                server.clients.append(self.client_address[1])
+                query = parse_qs(urlsplit(self.path).query)
+                target = query.get("to")
                 if target:
                     self.send_response(302)
                     self.send_header("Location", target[0])
@@ -47,7 +58,9 @@ class Server:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(JPEG)))
+                self.send_header("Content-Length", query.get("length", [str(len(JPEG))])[0])
+                if "etag" in query:
+                    self.send_header("ETag", query["etag"][0])
                 self.end_headers()
                 self.wfile.write(JPEG)
 
@@ -85,9 +98,15 @@ def account(clean_warehouse: Any, encryption_key: str, server: Server) -> str:
 
 def archive_one(engine: Any, tmp_path: Path, account: str, url: str, **kwargs: Any) -> Any:
     """Archive one cover from ``url`` (``private``: listed hosts; ``api_url``: the API's)."""
+    return archive_many(engine, tmp_path, account, [url], **kwargs)
+
+
+def archive_many(engine: Any, tmp_path: Path, account: str, urls: list[str], **kwargs: Any) -> Any:
+    """Archive the covers of videos 7001, 7002 ... from ``urls``, in one run."""
     private = kwargs.pop("private", frozenset())
     settings = ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0, workers=1, retries=0, private_hosts=private)
-    return CoverArchiver(engine, settings, **kwargs).archive([CoverItem("cover", "7001", account, url)], now=T0)
+    items = [CoverItem("cover", str(7001 + i), account, url) for i, url in enumerate(urls)]
+    return CoverArchiver(engine, settings, **kwargs).archive(items, now=T0)
 
 
 def test_a_loopback_cover_is_refused_unless_it_is_the_api_host(
@@ -190,3 +209,74 @@ def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused(
     followed = archive_one(clean_warehouse, tmp_path, account, within, private=allowed)
     assert (followed.new_versions, followed.refused) == (1, [])
     assert server.paths == ["/hop", "/cover.jpeg"]
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [
+        ("http://[::1/cover.jpeg", "not a valid link"),  # an unclosed bracket: urlsplit raises
+        ("http://[cdn.example]/cover.jpeg", "not a valid link"),  # no address between the brackets
+        ("http:///cover.jpeg", "not a valid link"),  # no host: refused, not retried as a network error
+        (None, "redirect to an invalid link"),  # the allowed host redirects to http://[::1/...
+    ],
+)
+def test_a_malformed_link_is_refused_and_the_other_covers_go_on(
+    clean_warehouse: Any, tmp_path: Path, account: str, server: Server, link: str | None, why: str
+) -> None:
+    # A hostile answer's link (or its redirect) that the URL parser rejects is that cover's
+    # refusal: it must not abort the run and leave every other cover of the account unarchived.
+    link = link or server.url("127.0.0.1", "/hop", f"?to={quote('http://[::1/cover.jpeg', safe='')}")
+    api_url = f"http://127.0.0.1:{server.port}"
+    result = archive_many(clean_warehouse, tmp_path, account, [link, server.url("127.0.0.1")], api_url=api_url)
+    assert result.refused == [("7001", why)]
+    assert (result.checked, result.new_versions, result.failed) == (2, 1, [])
+
+
+@pytest.mark.parametrize("length", ["\u00b9", "\u00b2\u00b3"])  # superscript digits: isdigit(), not int()
+def test_a_content_length_of_other_digits_does_not_abort_the_run(
+    clean_warehouse: Any, tmp_path: Path, account: str, server: Server, length: str
+) -> None:
+    # The cap is still enforced on the bytes read; the header that is no number is just not believed.
+    bad = server.url("127.0.0.1", query=f"?length={quote(length)}")
+    result = archive_many(
+        clean_warehouse,
+        tmp_path,
+        account,
+        [bad, server.url("127.0.0.1", query="?v=2")],
+        api_url=f"http://127.0.0.1:{server.port}",
+    )
+    assert (result.checked, result.refused, result.failed) == (2, [], [])
+    assert result.downloaded == 2
+
+
+def test_an_etag_postgres_cannot_store_is_not_kept(
+    clean_warehouse: Any, tmp_path: Path, account: str, server: Server
+) -> None:
+    # A NUL in the ETag would make the INSERT fail, and with it the rest of the run.
+    bad = server.url("127.0.0.1", query=f"?etag={quote(chr(34) + 'a' + chr(0) + 'b' + chr(34))}")
+    good = server.url("127.0.0.1", query=f"?etag={quote(chr(34) + 'v1' + chr(34))}")
+    result = archive_many(clean_warehouse, tmp_path, account, [bad, good], api_url=f"http://127.0.0.1:{server.port}")
+    assert (result.checked, result.downloaded, result.refused, result.failed) == (2, 2, [], [])
+    with clean_warehouse.connect() as conn:
+        etags = dict(conn.execute(text("SELECT subject_id, etag FROM tiktok.cover_archive ORDER BY subject_id")).all())
+    assert etags == {"7001": None, "7002": '"v1"'}
+
+
+def test_a_kept_alive_connection_to_an_allowed_host_serves_no_other(
+    clean_warehouse: Any, tmp_path: Path, account: str
+) -> None:
+    # Found nothing, kept as a regression net: connections are pooled by scheme, host and port, so
+    # the one opened to the API host 127.0.0.1 is reused for it only; localhost -- the same
+    # server, by a name not allowed -- gets a connection of its own, checked on connect: refused.
+    kept = Server(keep_alive=True)
+    kept.thread.start()
+    try:
+        urls = [kept.url("127.0.0.1"), kept.url("127.0.0.1", query="?v=2"), kept.url("localhost")]
+        result = archive_many(clean_warehouse, tmp_path, account, urls, api_url=f"http://127.0.0.1:{kept.port}")
+    finally:
+        kept.httpd.shutdown()
+        kept.httpd.server_close()
+    assert [subject for subject, _ in result.refused] == ["7003"]
+    assert re.match(r"host localhost resolved to (127\.0\.0\.1|::1), not a public", result.refused[0][1])
+    assert (result.downloaded, result.failed) == (2, [])
+    assert kept.paths == ["/cover.jpeg", "/cover.jpeg"] and len(set(kept.clients)) == 1  # one connection, reused

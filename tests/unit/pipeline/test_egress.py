@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 import pytest
@@ -168,3 +169,26 @@ def test_through_a_proxy_the_name_is_resolved_and_checked_here() -> None:
         session.get("http://localhost:8080/cover.jpeg?x-signature=s", proxies=proxies, timeout=1)
     with pytest.raises(BlockedAddress, match=r"^host 0x7f\.1 is 127\.0\.0\.1"):
         session.get("http://0x7f.1/cover.jpeg", proxies=proxies, timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:8765@10.0.0.7/cover.jpeg", "host 10.0.0.7 is not"),  # the API host as userinfo
+        ("http://127.0.0.1:5432/cover.jpeg", "host 127.0.0.1 is not"),  # the API host, another port
+        ("HTTP://127.0.0.1.:8765/cover.jpeg", None),  # the API host, upper-case scheme and a trailing dot
+        ("http://[fe80::1%25eth0]:8765/cover.jpeg", "host fe80::1%25eth0 is fe80::1, not"),  # a zone id
+        ("http://[::127.0.0.1]/cover.jpeg", "host ::127.0.0.1 is ::7f00:1, not a public address (reserved)"),
+        ("http://[::]/cover.jpeg", "host :: is not a public address (unspecified)"),
+        ("http://0.0.0.0:8765/cover.jpeg", "host 0.0.0.0 is not a public address (unspecified)"),
+    ],
+)
+def test_the_api_host_is_not_a_way_in_for_its_neighbours(url: str, refused: str | None) -> None:
+    # Found nothing, kept as a regression net: each trick an answer's link could play on the
+    # exception made for the API host (here the simulator at 127.0.0.1:8765).
+    policy = HostPolicy.of(api_url="http://127.0.0.1:8765")
+    if refused is None:
+        policy.check_url(url)
+    else:
+        with pytest.raises(BlockedAddress, match=f"^{re.escape(refused)}"):
+            policy.check_url(url)
