@@ -604,9 +604,7 @@ def test_above_the_threshold_accounts_run_in_batches_and_a_clear_redoes_only_the
     assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 5
 
     # Clearing: the same run again (dag.test replaces a run of the same logical date).
-    again = dags.dags["tiktok_profile_snapshot"].test(
-        run_conf=dags.defaults["tiktok_profile_snapshot"], run_after=run.run_after, logical_date=run.logical_date
-    )
+    again = dags.rerun(run)
     assert str(again.state) == "success", states(again)
     assert sim.admin.stats()["endpoints"]["user_info"]["requests"] == 6, "only the failed account was asked again"
     assert {r[0] for r in table(clean_warehouse, "SELECT open_id FROM tiktok.profile_snapshots")} == set(ids)
@@ -631,9 +629,7 @@ def test_a_cleared_batch_of_a_second_run_the_same_day_skips_the_accounts_it_foun
         sim.admin.clear_faults()
         sim.admin.reset_stats()
 
-        again = dags.dags["tiktok_profile_snapshot"].test(
-            run_conf=dags.defaults["tiktok_profile_snapshot"], run_after=run.run_after, logical_date=run.logical_date
-        )
+        again = dags.rerun(run)
     finally:
         sim.admin.unfreeze_clock()
     assert str(again.state) == "success", states(again)
@@ -711,11 +707,7 @@ def test_a_batch_clear_redoes_an_account_whose_stale_sync_was_finished_before_it
     sim.admin.reset_stats()
 
     # Clearing that run: neither account was listed in it, so both are listed now.
-    again = dags.dags["tiktok_video_backfill"].test(
-        run_conf={**dags.defaults["tiktok_video_backfill"], **whole},
-        run_after=run.run_after,
-        logical_date=run.logical_date,
-    )
+    again = dags.rerun(run, **whole)
     assert str(again.state) == "success", states(again)
     [summary] = xcom(again, "sync_videos")
     assert (summary["batch_done"], summary["batch_skipped"]) == (2, 0), summary

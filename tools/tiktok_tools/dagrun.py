@@ -53,6 +53,15 @@ class Dags:
         """Run ``dag_id`` through ``dag.test()`` with its defaults and ``conf``; return the DagRun."""
         return self.dags[dag_id].test(run_conf={**self.defaults[dag_id], **conf})
 
+    def rerun(self, run: Any, **conf: Any) -> Any:
+        """Run ``run``'s DAG again for the same run (``run_after`` and logical date), as clearing it does.
+
+        ``dag.test()`` replaces the run of that logical date; ``conf`` as in :meth:`run`.
+        """
+        return self.dags[run.dag_id].test(
+            run_conf={**self.defaults[run.dag_id], **conf}, run_after=run.run_after, logical_date=run.logical_date
+        )
+
     def timed(self, dag_id: str, **conf: Any) -> tuple[Any, float]:
         """Like :meth:`run`; also return the run's wall time in seconds."""
         started = time.perf_counter()
