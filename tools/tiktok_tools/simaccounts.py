@@ -82,7 +82,7 @@ def connect_existing_sim_accounts(
             answer = sim.exchange_code(connect_conf(sim.admin, account["open_id"])["auth_code"])
             if answer.get("error") != "temporarily_unavailable":
                 break
-            time.sleep(1.0)  # rate-limited: that code is spent, the next one is minted fresh
+            time.sleep(1.0)  # rate-limited (the code was not used): a fresh one is minted for the next try
         if "access_token" not in answer:
             raise RuntimeError(f"the simulator refused to connect {account['open_id']}: {answer.get('error')}")
         grant = TokenGrant(
