@@ -117,7 +117,7 @@ def test_make_demo_runs_on_an_embedded_server_as_a_user_postgres_accepts_then_st
     assert "demo: all runs succeeded" in output, output[-3000:]
     assert "demo: stopped the embedded PostgreSQL server" in output
     assert pgserver.running_url(home) is None
-    assert not Path(f"/proc/{pid}").exists(), "the server process is still there"
+    assert pgserver.exited(pid), "the server process is still there"
     assert not {env["TIKTOK_AIRFLOW_DB"], env["TIKTOK_WAREHOUSE_DB"]} & system_databases()
 
     # Settings fall back to the machine's server once the embedded one is stopped.

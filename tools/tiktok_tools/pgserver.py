@@ -301,17 +301,37 @@ def start(home: Path, *, timeout: float = 60) -> str:
 def stop(home: Path, *, timeout: float = 60) -> bool:
     """Stop the embedded server of ``home`` (fast shutdown: sessions are ended); return whether it ran."""
     e = Embedded(home)
-    if _postmaster(e) is None:
+    running = _postmaster(e)
+    if running is None:
         return False
     done = _run(server_user(), "pg_ctl", "-D", str(e.pgdata), "-m", "fast", "-w", "-t", str(int(timeout)), "stop")
     if done.returncode != 0 and _postmaster(e) is not None:
         raise EmbeddedPostgresError(f"pg_ctl could not stop the server in {e.pgdata}: {done.stderr.strip()}")
+    # pg_ctl returns once postmaster.pid is gone, which the postmaster removes just before it exits.
+    deadline = time.monotonic() + 10
+    while not exited(running[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for holder in e.holders.glob("*") if e.holders.exists() else []:
         holder.unlink(missing_ok=True)
     return True
 
 
 # -- holders -------------------------------------------------------------------------------------
+
+
+def exited(pid: int) -> bool:
+    """Return whether process ``pid`` has ended: gone, or a zombie nobody has reaped yet.
+
+    The postmaster is a daemon: once it exits, its parent (init, or a container's first process,
+    which may never reap) owns the zombie; a zombie holds no port, file or memory.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return not _alive(pid)
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
 def _alive(pid: int) -> bool:
