@@ -244,7 +244,8 @@ def for_each_account(partial: Any) -> Any:
 CONSENT_DOC = """
 ### check_consent
 Daily account upkeep, independent of the snapshots: accounts whose refresh token (the creator's
-consent, 365 days at TikTok) has run out become `reauth_required`; each active account whose
+consent, 180 days at TikTok) has run out by the lifetime TikTok stated become `reauth_required` (an
+expiry we had to estimate only warns: the next refresh asks TikTok); each active account whose
 consent runs out within `[tiktok_accounts] consent_warning_days` (default 30, 7 and 1 days) gets a
 WARNING line in this task's log naming it and the day; disconnected accounts older than
 `[tiktok_accounts] disconnected_retention_days` (default: keep) are purged. The TikTok accounts page

@@ -119,6 +119,8 @@ class AccountHealth:
     last_video_sync_at: datetime | None
     videos_stored: int
     covers_stale: int
+    #: TikTok did not state the refresh token's lifetime: ``refresh_expires_at`` is an estimate.
+    refresh_expiry_estimated: bool = False
 
     @property
     def name(self) -> str:
@@ -140,6 +142,8 @@ class ConsentWarning:
     refresh_expires_at: datetime
     days_left: int
     threshold: int
+    #: The expiry is our estimate (TikTok did not state it): the consent may well last longer.
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ class AccountsAdmin:
             a.c.disconnected_at,
             a.c.access_expires_at,
             a.c.refresh_expires_at,
+            a.c.refresh_expiry_estimated,
             select(func.max(profile_snapshots.c.captured_at))
             .where(profile_snapshots.c.open_id == a.c.open_id)
             .scalar_subquery()
@@ -238,6 +243,7 @@ class AccountsAdmin:
                 followers=row.followers,
                 last_video_sync_at=row.last_video_sync_at.astimezone(UTC) if row.last_video_sync_at else None,
                 videos_stored=row.videos_stored,
+                refresh_expiry_estimated=row.refresh_expiry_estimated,
                 covers_stale=row.covers_stale,
             )
             for row in rows
@@ -387,7 +393,13 @@ class AccountsAdmin:
     # -- consent ----------------------------------------------------------------------------
 
     def expire_lapsed_consents(self, *, now: datetime) -> list[str]:
-        """Mark active accounts whose refresh token has run out ``reauth_required``; return their ids."""
+        """
+        Mark active accounts whose refresh token has run out ``reauth_required``; return their ids.
+
+        Only an expiry TikTok stated condemns an account. One we estimated (TikTok's answer did not
+        say) is left active: the next refresh asks TikTok, and its refusal is what marks the account
+        (see :meth:`lapsed_estimates`).
+        """
         now = _utc(now, "now")
         reason = func.concat(
             "refresh token (the creator's consent) ran out at ",
@@ -398,12 +410,31 @@ class AccountsAdmin:
             expired = list(
                 conn.execute(
                     update(accounts)
-                    .where(accounts.c.status == "active", accounts.c.refresh_expires_at <= now)
+                    .where(
+                        accounts.c.status == "active",
+                        accounts.c.refresh_expires_at <= now,
+                        accounts.c.refresh_expiry_estimated.is_(False),
+                    )
                     .values(status="reauth_required", status_reason=reason, updated_at=now)
                     .returning(accounts.c.open_id)
                 ).scalars()
             )
         return sorted(expired)
+
+    def lapsed_estimates(self, *, now: datetime) -> list[str]:
+        """Return the active accounts whose *estimated* refresh expiry has passed (they stay active)."""
+        now = _utc(now, "now")
+        query = (
+            select(accounts.c.open_id)
+            .where(
+                accounts.c.status == "active",
+                accounts.c.refresh_expires_at <= now,
+                accounts.c.refresh_expiry_estimated.is_(True),
+            )
+            .order_by(accounts.c.open_id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
 
     def consent_warnings(
         self, *, now: datetime, thresholds: Sequence[int] = DEFAULT_WARNING_DAYS
@@ -417,6 +448,7 @@ class AccountsAdmin:
                 accounts.c.display_name,
                 accounts.c.username,
                 accounts.c.refresh_expires_at,
+                accounts.c.refresh_expiry_estimated,
             )
             .where(
                 accounts.c.status == "active",
@@ -439,6 +471,7 @@ class AccountsAdmin:
                         refresh_expires_at=expires,
                         days_left=days_left(expires, now),
                         threshold=threshold,
+                        estimated=row.refresh_expiry_estimated,
                     )
                 )
         return warnings
@@ -473,16 +506,23 @@ def daily_account_check(
             open_id,
             where,
         )
+    for open_id in admin.lapsed_estimates(now=now):
+        log.info(
+            "TikTok account %s: the estimated expiry of its refresh token has passed (TikTok did not state "
+            "it), so it stays active: its next refresh asks TikTok, and only a refusal marks it reauth_required.",
+            open_id,
+        )
     warnings = admin.consent_warnings(now=now, thresholds=warning_days)
     for warning in warnings:
         log.warning(
             "TikTok account %s (%s): the creator's consent (refresh token) runs out in %d day(s), on %s UTC "
-            "(%d-day warning). Ask the creator to reconnect it%s before then.",
+            "(%d-day warning%s). Ask the creator to reconnect it%s before then.",
             warning.open_id,
             warning.name,
             warning.days_left,
             f"{warning.refresh_expires_at:%Y-%m-%d %H:%M}",
             warning.threshold,
+            "; estimated: TikTok did not state it" if warning.estimated else "",
             where,
         )
     purged = admin.apply_retention(retention_days, now=now)

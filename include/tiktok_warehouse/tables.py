@@ -64,6 +64,9 @@ accounts = Table(
     Column("refresh_token_enc", LargeBinary, nullable=False),
     _ts("access_expires_at", nullable=False),
     _ts("refresh_expires_at", nullable=False),
+    # Whether refresh_expires_at is our estimate (TikTok's answer did not state the lifetime): an
+    # estimate that has passed condemns nothing, only TikTok refusing the refresh token does.
+    Column("refresh_expiry_estimated", Boolean, nullable=False, server_default=text("false")),
     # The refresh lease: who is calling TikTok to rotate this account's refresh token, and until
     # when the others wait for it. Set and cleared in short transactions, so no session is held
     # open across the HTTP call; a holder that dies blocks the others only until the lease ends.

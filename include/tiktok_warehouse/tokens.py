@@ -178,6 +178,8 @@ class Account:
     updated_at: datetime
     access_expires_at: datetime
     refresh_expires_at: datetime
+    #: TikTok did not state the refresh token's lifetime: ``refresh_expires_at`` is our estimate.
+    refresh_expiry_estimated: bool = False
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -300,6 +302,7 @@ class TokenStore:
             refresh_expires_at=row.refresh_expires_at.astimezone(UTC),
             scopes=frozenset(row.scopes or ()),
             status=row.status,
+            refresh_expiry_estimated=row.refresh_expiry_estimated,
         )
 
     def _token_values(self, grant: TokenGrant, previous: AccountTokens | None = None) -> dict[str, Any]:
@@ -307,7 +310,10 @@ class TokenStore:
         # An answer without an access token (or without its lifetime) is stored as expired now:
         # the refresh token it brought is what matters, and the next use refreshes.
         expires_in = grant.expires_in if grant.access_token else 0
-        if grant.refresh_expires_in is not None:
+        # Only a lifetime TikTok states for this very token is known; anything else is an estimate,
+        # which warns but never condemns the account (only TikTok refusing the token does).
+        estimated = grant.refresh_expires_in is None
+        if not estimated:
             refresh_expires_at = obtained_at + timedelta(seconds=grant.refresh_expires_in)
         elif previous is not None and previous.refresh_expires_at > obtained_at:
             # A rotation is assumed not to shorten the token's life; it may lengthen it unseen.
@@ -319,6 +325,7 @@ class TokenStore:
             "access_expires_at": obtained_at + timedelta(seconds=max(0, expires_in)),
             "refresh_token_enc": self._encrypt(grant.open_id, "refresh", grant.refresh_token),
             "refresh_expires_at": refresh_expires_at,
+            "refresh_expiry_estimated": estimated,
         }
 
     # -- writing a grant that exists only in memory -------------------------------------------
@@ -401,6 +408,7 @@ class TokenStore:
                 "access_expires_at": excluded.access_expires_at,
                 "refresh_token_enc": excluded.refresh_token_enc,
                 "refresh_expires_at": excluded.refresh_expires_at,
+                "refresh_expiry_estimated": excluded.refresh_expiry_estimated,
                 # A refresh still in flight with the replaced tokens finds them changed and stores nothing.
                 "refresh_lease_owner": None,
                 "refresh_lease_until": None,
@@ -748,6 +756,7 @@ class TokenStore:
             refresh_expires_at=values["refresh_expires_at"],
             scopes=frozenset(scopes),
             status="active" if current.status == "reauth_required" else current.status,
+            refresh_expiry_estimated=values["refresh_expiry_estimated"],
         )
         log.info(
             "Refreshed the access token of TikTok account %s, valid until %s", current.open_id, fresh.access_expires_at
@@ -793,6 +802,7 @@ class TokenStore:
             accounts.c.updated_at,
             accounts.c.access_expires_at,
             accounts.c.refresh_expires_at,
+            accounts.c.refresh_expiry_estimated,
         ).where(accounts.c.status.in_(list(statuses)))
         if open_ids is not None:
             query = query.where(accounts.c.open_id.in_(list(open_ids)))
@@ -810,6 +820,7 @@ class TokenStore:
                 updated_at=row.updated_at.astimezone(UTC),
                 access_expires_at=row.access_expires_at.astimezone(UTC),
                 refresh_expires_at=row.refresh_expires_at.astimezone(UTC),
+                refresh_expiry_estimated=row.refresh_expiry_estimated,
             )
             for row in rows
         ]

@@ -348,6 +348,14 @@ def _status(view: AccountView) -> str:
 
 def _consent(view: AccountView, now: datetime) -> str:
     expiry = when(view.health.refresh_expires_at, now)
+    if view.health.refresh_expiry_estimated:
+        # TikTok did not state the lifetime: the date is our estimate, and only TikTok can condemn it.
+        expiry += ' <span class="muted">(estimated: TikTok did not state it)</span>'
+        if view.effective_status == "active" and view.consent_days_left == 0:
+            return (
+                f'<span class="soon">{expiry} &mdash; passed; the next refresh asks TikTok, and the account '
+                "is marked only if TikTok refuses it</span>"
+            )
     if view.effective_status == "consent_expired" or view.consent_days_left == 0:
         return f'<span class="expired">{expiry} &mdash; ran out: reconnect the account</span>'
     if view.consent_warning is not None:

@@ -174,7 +174,7 @@ def account_views(
     for health in healths:
         points = admin.follower_series(health.open_id, days=days, now=now)
         effective = health.status
-        if health.status == "active" and health.refresh_expires_at <= now:
+        if health.status == "active" and health.refresh_expires_at <= now and not health.refresh_expiry_estimated:
             effective = "consent_expired"  # the daily check marks it reauth_required
         views.append(
             AccountView(

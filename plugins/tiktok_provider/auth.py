@@ -76,6 +76,8 @@ class AccountTokens:
     refresh_expires_at: datetime
     scopes: frozenset[str]
     status: str
+    #: TikTok did not state the refresh token's lifetime: ``refresh_expires_at`` is an estimate.
+    refresh_expiry_estimated: bool = False
 
 
 class TokenStore(Protocol):
@@ -383,8 +385,15 @@ class AccessTokens:
             deadline = time.monotonic() + lease - LEASE_SAFETY_SECONDS
             cutoff = deadline + lease
             if current.refresh_expires_at <= datetime.now(UTC):
-                # Our record of the expiry may be an estimate (TikTok did not always say): ask anyway.
-                self.log.info("The refresh token of account %s may have expired; trying it all the same", open_id)
+                # Only TikTok can tell for sure (a stated lifetime may have been lengthened since): ask anyway.
+                self.log.info(
+                    "The refresh token of account %s %s; trying it all the same: TikTok refusing it is what "
+                    "marks the account reauth_required",
+                    open_id,
+                    "passed its estimated expiry (TikTok did not state it)"
+                    if current.refresh_expiry_estimated
+                    else "may have expired",
+                )
             self.log.info("Refreshing the access token of account %s", open_id)
             self.counts.refreshes += 1
             grant = self.oauth.refresh_grant(current.refresh_token, open_id=open_id, deadline=deadline, cutoff=cutoff)

@@ -44,13 +44,16 @@ def engine(clean_warehouse: Engine) -> Engine:
 def add_account(engine: Engine) -> Callable[..., str]:
     store = TokenStore(engine, KEY)
 
-    def add(open_id: str, *, name: str | None = None, refresh_days: float = 365, obtained: datetime = NOW) -> str:
+    def add(
+        open_id: str, *, name: str | None = None, refresh_days: float | None = 365, obtained: datetime = NOW
+    ) -> str:
+        """``refresh_days=None``: TikTok's answer left the lifetime out, so the store estimates it."""
         grant = TokenGrant(
             open_id=open_id,
             access_token=f"act.{open_id}-access-token",
             expires_in=7200,
             refresh_token=f"rft.{open_id}-refresh-token",
-            refresh_expires_in=int(refresh_days * 86400),
+            refresh_expires_in=None if refresh_days is None else int(refresh_days * 86400),
             scopes=frozenset({"user.info.basic", "video.list"}),
             obtained_at=obtained,
         )
@@ -188,6 +191,30 @@ def test_daily_check_expires_lapsed_consent_and_warns_at_30_7_1_days(
     assert "rft." not in text_logged  # never a token
     # A second run changes nothing more.
     assert daily_account_check(engine, now=NOW)["expired"] == []
+
+
+def test_an_estimated_expiry_warns_but_never_condemns_the_account(
+    engine: Engine, add_account: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    add_account("guessed_out", obtained=NOW - timedelta(days=181), refresh_days=None)  # estimate passed
+    add_account("guessed_soon", obtained=NOW - timedelta(days=175), refresh_days=None)  # 5 days left, estimated
+    add_account("stated_out", refresh_days=0.5, obtained=NOW - timedelta(days=1))
+    with caplog.at_level(logging.INFO):
+        summary = daily_account_check(engine, now=NOW)
+    admin = AccountsAdmin(engine)
+    assert summary["expired"] == ["stated_out"]
+    assert admin.status("guessed_out") == admin.status("guessed_soon") == "active"
+    assert admin.lapsed_estimates(now=NOW) == ["guessed_out"]
+    [warning] = admin.consent_warnings(now=NOW)
+    assert (warning.open_id, warning.threshold, warning.estimated) == ("guessed_soon", 7, True)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "guessed_out: the estimated expiry of its refresh token has passed" in logged
+    assert "estimated: TikTok did not state it" in logged
+    by_id = {h.open_id: h for h in admin.health(now=NOW)}
+    assert by_id["guessed_out"].refresh_expiry_estimated and not by_id["stated_out"].refresh_expiry_estimated
+    # TikTok stating the lifetime on the next grant makes it a known expiry again.
+    add_account("guessed_out", refresh_days=0.5, obtained=NOW - timedelta(days=1))
+    assert daily_account_check(engine, now=NOW)["expired"] == ["guessed_out"]
 
 
 @pytest.mark.parametrize(

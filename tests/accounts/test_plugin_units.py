@@ -203,6 +203,20 @@ def test_read_only_users_get_no_forms() -> None:
     assert "<form" not in page
 
 
+def test_a_passed_estimated_consent_expiry_is_shown_as_a_guess_not_as_ran_out() -> None:
+    guessed = health(status="active", refresh_expires_at=NOW - timedelta(days=1), refresh_expiry_estimated=True)
+    page = accounts_page(
+        context(), [AccountView(guessed, "active", 0, 1, "", None)], days=30, redirect_uri="", authorize_host=""
+    )
+    assert "estimated: TikTok did not state it" in page and "the next refresh asks TikTok" in page
+    assert "ran out: reconnect" not in page
+    stated = health(status="active", refresh_expires_at=NOW - timedelta(days=1))
+    page = accounts_page(
+        context(), [AccountView(stated, "consent_expired", 0, 1, "", None)], days=30, redirect_uri="", authorize_host=""
+    )
+    assert "ran out: reconnect the account" in page and "estimated" not in page
+
+
 def test_the_chart_is_drawn_from_numbers_only() -> None:
     points = [FollowerPoint(date(2026, 2, 1), 100), FollowerPoint(date(2026, 3, 1), 250)]
     svg = follower_chart(points, days=30, now=NOW)

@@ -427,3 +427,36 @@ def test_the_rotated_token_survives_the_warehouse_session_dying_during_the_refre
     stored = hook.token_store.get(open_id)
     assert stored.refresh_token != before.refresh_token, "the rotated refresh token was stored"
     assert hook.refresh_grant(stored.refresh_token).open_id == open_id, "and it works"
+
+
+def test_an_estimated_refresh_expiry_that_passed_is_tried_not_condemned(
+    hook, sim, connect_account, clean_warehouse, caplog
+) -> None:
+    """TikTok never stated the lifetime: the daily check leaves the account, the next refresh asks TikTok."""
+    from tiktok_warehouse.accounts_admin import daily_account_check
+
+    kept, revoked = connect_account(videos=1), connect_account(videos=1)
+    with clean_warehouse.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE tiktok.accounts SET refresh_expiry_estimated = true, refresh_expires_at = now() - interval "
+                "'1 day', access_expires_at = now() - interval '1 minute' WHERE open_id IN (:a, :b)"
+            ),
+            {"a": kept, "b": revoked},
+        )
+    with caplog.at_level(logging.INFO, logger="tiktok_warehouse.accounts_admin"):
+        summary = daily_account_check(clean_warehouse, now=datetime.now(UTC))
+    assert summary["expired"] == []
+    assert {a.open_id for a in hook.token_store.list_accounts(statuses=("active",))} >= {kept, revoked}
+    assert any("estimated expiry" in r.getMessage() and kept in r.getMessage() for r in caplog.records)
+
+    hook._tokens.clear()
+    assert hook.get_user_info(kept, ["open_id"])["open_id"] == kept
+    after = hook.token_store.get(kept)
+    assert after.status == "active" and not after.refresh_expiry_estimated  # TikTok stated it this time
+    assert after.refresh_expires_at > datetime.now(UTC) + timedelta(days=30)
+
+    sim.admin.revoke(revoked)  # now TikTok refuses the token: that, not our estimate, condemns it
+    with pytest.raises(errors.TikTokReauthRequired):
+        hook.get_user_info(revoked, ["open_id"])
+    assert hook.token_store.list_accounts(statuses=("reauth_required",), open_ids=[revoked])

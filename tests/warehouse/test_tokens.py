@@ -874,6 +874,8 @@ def test_a_refresh_without_scope_or_refresh_lifetime_keeps_what_is_known(
     assert stored.refresh_token == got.refresh_token == fresh.refresh_token
     assert stored.scopes == got.scopes == before.scopes
     assert stored.refresh_expires_at == before.refresh_expires_at, "a rotation is not assumed to extend the life"
+    assert not before.refresh_expiry_estimated
+    assert stored.refresh_expiry_estimated and got.refresh_expiry_estimated, "TikTok did not state this token's life"
 
 
 def test_a_connect_without_scope_or_refresh_lifetime_is_stored_conservatively(
@@ -885,7 +887,11 @@ def test_a_connect_without_scope_or_refresh_lifetime_is_stored_conservatively(
     stored = store.get(open_id)
     assert stored.scopes == frozenset()
     assert stored.refresh_expires_at == first.obtained_at + timedelta(days=180)
+    assert stored.refresh_expiry_estimated
+    [listed] = store.list_accounts(open_ids=[open_id])
+    assert listed.refresh_expiry_estimated
     store.save_grant(make_grant(open_id, scopes=frozenset({"user.info.basic"})))
+    assert not store.get(open_id).refresh_expiry_estimated  # a stated lifetime replaces the estimate
     store.save_grant(replace(make_grant(open_id), scopes=None))  # a reconnect that does not say
     assert store.get(open_id).scopes == {"user.info.basic"}
 

@@ -298,13 +298,18 @@ def consent_alert(warning: Any) -> Alert:
     name = redact(warning.name, keep=[open_id])[:200]
     account = f"{name} ({open_id})" if name and name != open_id else open_id
     day = warning.refresh_expires_at.date().isoformat()
+    facts = {"Account": account, "open_id": open_id, "Expires": warning.refresh_expires_at.isoformat()}
+    after = "after it, the account's tasks stop."
+    if getattr(warning, "estimated", False):
+        facts["Expires"] += " (estimated: TikTok did not state the lifetime)"
+        after = "after it, the account's tasks stop if TikTok refuses its refresh token."
     return Alert(
         kind="consent_expiring",
-        title=f"TikTok consent of {account} expires in {warning.days_left} "
-        f"day{'' if warning.days_left == 1 else 's'} ({day})",
-        facts={"Account": account, "open_id": open_id, "Expires": warning.refresh_expires_at.isoformat()},
+        title=f"TikTok consent of {account} {'may expire' if getattr(warning, 'estimated', False) else 'expires'} "
+        f"in {warning.days_left} day{'' if warning.days_left == 1 else 's'} ({day})",
+        facts=facts,
         next_step="Ask the creator to authorize the app again before then (TikTok accounts page or the "
-        "tiktok_connect_account DAG); after it, the account's tasks stop.",
+        f"tiktok_connect_account DAG); {after}",
         url=f"{_ui_base_url()}/dags/tiktok_connect_account",
         dedupe_key=f"consent|{open_id}|{warning.threshold}",
     )

@@ -136,6 +136,9 @@ def test_consent_and_deadline_messages() -> None:
     )
     alert = consent_alert(warning)
     assert "expires in 7 days (2026-12-12)" in alert.title and OPEN_ID in alert.title
+    guess = consent_alert(SimpleNamespace(**{**vars(warning), "estimated": True}))
+    assert "may expire in 7 days" in guess.title
+    assert "estimated" in guess.facts["Expires"] and "if TikTok refuses" in guess.next_step
     late = deadline_alert(
         {"dag_run": {"dag_id": "tiktok_video_backfill", "dag_run_id": "r1", "state": "running"}, "deadline": {}},
         hours=6,
