@@ -8,7 +8,9 @@ S3 / GCS / Azure through their providers -- and recorded in ``tiktok.cover_archi
   ``tiktok.archive_blobs`` holds one row per stored object, so the same bytes are never written
   twice (two videos with one image share it). A subject's rows in ``cover_archive`` are its
   versions; the one with the latest ``checked_at`` is its current image. Nothing is ever deleted
-  when a video goes away: a removed video keeps its archived cover.
+  when a video goes away: a removed video keeps its archived cover. Only purging an account
+  frees its images: the daily sweep (:mod:`tiktok_pipeline.archive_sweep`) deletes every object
+  no row refers to any more.
 - **Changed?** The URL changes every 6 hours even when the image does not, so it cannot tell. The
   archive keeps the CDN's ``ETag`` and asks again with ``If-None-Match``: an unchanged cover
   answers 304 and costs no body. Without an ETag it downloads and compares the SHA-256.
@@ -435,20 +437,21 @@ class CoverArchiver:
     def _store(self, item: CoverItem, got: Downloaded, sha256: str, now: datetime, result: ArchiveResult) -> None:
         assert got.body is not None and got.content_type is not None
         path = self.object_path(sha256, got.content_type)
-        with self.engine.connect() as conn:
-            stored = conn.execute(
-                text("SELECT path FROM tiktok.archive_blobs WHERE sha256 = :sha"), {"sha": sha256}
-            ).scalar()
-        if stored is None:
-            # Written before its row: a crash in between leaves an object that the next run rewrites.
-            if self._is_local:
-                path.parent.mkdir(parents=True, exist_ok=True)  # object stores have no folders
-            with path.open("wb") as out:
-                out.write(got.body)
-            result.blobs_written += 1
-            # Recorded without the connection id ObjectStoragePath would put in the URL (s3://conn@bucket/...).
-            stored = f"{self.settings.base.rstrip('/')}/{sha256[:2]}/{path.name}"
         with self.engine.begin() as conn:
+            # FOR KEY SHARE: the sweep of unreferenced blobs (archive_sweep) cannot delete this blob
+            # between our look and our reference to it; if it deleted it first, we find no row here.
+            stored = conn.execute(
+                text("SELECT path FROM tiktok.archive_blobs WHERE sha256 = :sha FOR KEY SHARE"), {"sha": sha256}
+            ).scalar()
+            if stored is None:
+                # Written before its row: a crash in between leaves an object that the next run rewrites.
+                if self._is_local:
+                    path.parent.mkdir(parents=True, exist_ok=True)  # object stores have no folders
+                with path.open("wb") as out:
+                    out.write(got.body)
+                result.blobs_written += 1
+                # Recorded without the connection id ObjectStoragePath would put in the URL (s3://conn@bucket/...).
+                stored = f"{self.settings.base.rstrip('/')}/{sha256[:2]}/{path.name}"
             conn.execute(
                 text(
                     "INSERT INTO tiktok.archive_blobs (sha256, path, bytes, content_type, stored_at)"

@@ -248,8 +248,9 @@ consent, 180 days at TikTok) has run out by the lifetime TikTok stated become `r
 expiry we had to estimate only warns: the next refresh asks TikTok); each active account whose
 consent runs out within `[tiktok_accounts] consent_warning_days` (default 30, 7 and 1 days) gets a
 WARNING line in this task's log naming it and the day; disconnected accounts older than
-`[tiktok_accounts] disconnected_retention_days` (default: keep) are purged. The TikTok accounts page
-shows the same.
+`[tiktok_accounts] disconnected_retention_days` (default: keep) are purged, and archived cover and
+avatar images that no row refers to any more (what purged accounts left) are deleted from storage.
+The TikTok accounts page shows the same.
 
 **On failure:** the warehouse is unreachable or the connection is wrong; check Postgres and clear
 this task. Nothing is partly done: each step is one transaction.
@@ -286,9 +287,33 @@ def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
             log=logging.getLogger("airflow.task"),
         )
         summary["alerts_sent"] = _consent_alerts(engine, summary["expired"], now=now, warning_days=warning_days)
+        summary.update(_sweep_archive(engine))
         return summary
 
     return check()
+
+
+def _sweep_archive(engine: Any) -> dict[str, Any]:
+    """Delete archived images no row refers to (what purged accounts left); never fails the check."""
+    from tiktok_pipeline.archive import archive_settings
+    from tiktok_pipeline.archive_sweep import sweep_unreferenced_blobs
+
+    task_log = logging.getLogger("airflow.task")
+    try:
+        settings = archive_settings()
+    except ValueError as exc:
+        task_log.warning("Archived images were not swept: %s", exc)
+        return {}
+    result = sweep_unreferenced_blobs(engine, conn_id=settings.conn_id)
+    if result.failed:
+        task_log.warning(
+            "%d archived image(s) of purged accounts could not be deleted from %s (first: %s); the next daily "
+            "check tries again. Check the storage and its connection ([tiktok] cover_archive_conn_id).",
+            len(result.failed),
+            settings.base,
+            result.failed[0][1],
+        )
+    return result.summary()
 
 
 def _notifier() -> Any:

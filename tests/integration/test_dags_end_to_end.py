@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -488,6 +489,20 @@ def test_loads_archive_images_keep_young_captures_and_publish_assets(
     again = run_dag("tiktok_cover_refresh", horizon_minutes=7 * 60)
     [second] = xcom(again, "refresh_covers")
     assert second["archive"]["new_versions"] == 0 and second["archive"]["checked"] == 15
+
+    # The creator leaves and the account is purged: the next daily check deletes its images from storage.
+    from tiktok_warehouse.accounts_admin import AccountsAdmin
+
+    stored = [p for p in archive.rglob("*") if p.is_file()]
+    admin = AccountsAdmin(clean_warehouse)
+    admin.mark_disconnected(open_id, "test", now=datetime.now(UTC))
+    admin.purge(open_id)
+    run = run_dag("tiktok_profile_snapshot")
+    assert str(run.state) == "success", states(run)
+    [check] = xcom(run, "check_consent")
+    assert check["blobs_deleted"] == 16 and check["blobs_not_deleted"] == 0
+    assert stored and not [p for p in stored if p.exists()], "the purged creator's images are still stored"
+    assert table(clean_warehouse, "SELECT count(*) FROM tiktok.archive_blobs") == [(0,)]
 
 
 def test_a_failed_account_task_names_the_account_logs_its_request_and_links_to_runbook_and_account(
