@@ -17,6 +17,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from tiktok_pipeline.alert_digest import RunAlertNotifier, digest_task
 from tiktok_pipeline.assets import VIDEO_COVERS, VIDEO_SNAPSHOTS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
@@ -31,7 +32,6 @@ from tiktok_pipeline.common import (
 from tiktok_pipeline.names import COVER_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoQueryToPostgresOperator
 from tiktok_pipeline.runbooks import error_runbook
-from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 REFRESH_DOC = """
 ### refresh_covers
@@ -85,7 +85,7 @@ def tiktok_cover_refresh() -> None:
             horizon_minutes="{{ params.horizon_minutes }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
-            on_failure_callback=TikTokAlertNotifier(),
+            on_failure_callback=RunAlertNotifier(),
             doc_md=REFRESH_DOC + error_runbook(removals=True),
         )
     )
@@ -97,6 +97,7 @@ def tiktok_cover_refresh() -> None:
     )
 
     refreshes >> check >> summary_task(refreshes.output)
+    refreshes >> digest_task()
     check >> publish_task([VIDEO_COVERS, VIDEO_SNAPSHOTS], refreshes.output)
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
+from tiktok_pipeline.alert_digest import RunAlertNotifier, digest_task
 from tiktok_pipeline.assets import PROFILE_SNAPSHOTS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
@@ -38,7 +39,6 @@ from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import PROFILE_DAG_ID
 from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
 from tiktok_pipeline.runbooks import error_runbook
-from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SNAPSHOT_DOC = """
 ### snapshot_profile
@@ -87,7 +87,7 @@ def tiktok_profile_snapshot() -> None:
             tiktok_conn_id=TIKTOK_CONN_ID,
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
-            on_failure_callback=TikTokAlertNotifier(),
+            on_failure_callback=RunAlertNotifier(),
             doc_md=SNAPSHOT_DOC + error_runbook(),
         )
     )
@@ -99,6 +99,7 @@ def tiktok_profile_snapshot() -> None:
     )
 
     snapshots >> check >> summary_task(snapshots.output)
+    snapshots >> digest_task()
     check >> publish_task([PROFILE_SNAPSHOTS], snapshots.output)
     consent_check_task()
 

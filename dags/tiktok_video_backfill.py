@@ -24,6 +24,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from tiktok_pipeline.alert_digest import RunAlertNotifier, digest_task
 from tiktok_pipeline.assets import VIDEO_SNAPSHOTS, VIDEOS, publish_task
 from tiktok_pipeline.common import (
     ACCOUNTS_PARAM,
@@ -39,7 +40,6 @@ from tiktok_pipeline.deadlines import daily_run_deadline
 from tiktok_pipeline.names import BACKFILL_DAG_ID
 from tiktok_pipeline.operators import TikTokVideoListToPostgresOperator
 from tiktok_pipeline.runbooks import error_runbook
-from tiktok_provider.notifications.tiktok import TikTokAlertNotifier
 
 SYNC_DOC = """
 ### sync_videos
@@ -126,7 +126,7 @@ def tiktok_video_backfill() -> None:
             lookback_days="{{ params.lookback_days }}",
             pool=API_POOL,
             map_index_template=MAP_INDEX_TEMPLATE,
-            on_failure_callback=TikTokAlertNotifier(),
+            on_failure_callback=RunAlertNotifier(),
             doc_md=SYNC_DOC + error_runbook(removals=True),
         )
     )
@@ -138,6 +138,7 @@ def tiktok_video_backfill() -> None:
     )
 
     syncs >> check >> summary_task(syncs.output)
+    syncs >> digest_task()
     check >> publish_task([VIDEOS, VIDEO_SNAPSHOTS], syncs.output)
 
 

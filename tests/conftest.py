@@ -94,6 +94,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 #: Tables emptied between tests, children first.
 WAREHOUSE_TABLES = (
+    "alert_outbox",
     "cover_archive",
     "archive_blobs",
     "video_captures",

@@ -23,7 +23,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 SCHEMA = "tiktok"
 
@@ -363,3 +363,21 @@ rate_budget_state = Table(
     _ts("paused_until"),
     _ts("wanted_until"),
 )
+
+alert_outbox = Table(
+    "alert_outbox",
+    metadata,
+    # The failure messages of one DAG run's account tasks: the first few are sent one by one, the
+    # rest are folded into one digest at the run's end (tiktok_pipeline.alert_digest). Text only as
+    # sent: already scrubbed of secrets.
+    Column("dedupe_key", Text, primary_key=True),
+    Column("dag_id", Text, nullable=False),
+    Column("run_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("alert", JSONB, nullable=False),
+    Column("folded", Boolean, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("sent_at"),
+    CheckConstraint("kind IN ('task_failed', 'digest')", name="kind"),
+)
+Index(None, alert_outbox.c.dag_id, alert_outbox.c.run_id)

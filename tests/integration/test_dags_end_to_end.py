@@ -755,3 +755,47 @@ def test_batches_publish_the_same_asset_extras_and_run_summary_as_one_task_per_a
     assert (event.extra["accounts"], event.extra["rows"]) == (3, 3), event.extra
     [summary] = xcom(run, "summarize")
     assert summary["accounts"] == 3, summary
+
+
+def test_an_outage_sends_the_first_failures_one_by_one_then_one_digest(
+    sim, dags, run_dag, connect_account, clean_warehouse, monkeypatch
+) -> None:
+    """Every account failing (TikTok answering nonsense) is not a storm: 1 message, then one digest of the rest."""
+    import json
+    from collections import Counter
+    from urllib.parse import quote
+
+    from receivers import http_receiver
+
+    from tiktok_provider.notifications import tiktok as notifications
+
+    monkeypatch.setenv("AIRFLOW__TIKTOK__ALERTS_PER_RUN", "1")
+    ids = [connect_account(videos=1) for _ in range(4)]
+    sim.admin.set_faults("user_info", probabilities={"missing_data": 1.0})
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        run = run_dag("tiktok_profile_snapshot")
+        messages = receiver.json()
+        assert Counter(m["kind"] for m in messages) == {"task_failed": 1, "run_failures": 1}, messages
+        assert states(run)[("alert_digest", -1)] == "success"
+        assert sorted(s for k, s in states(run).items() if k[0] == "snapshot_profile") == ["failed"] * 4
+        [digest] = [m for m in messages if m["kind"] == "run_failures"]
+        assert digest["facts"]["In this digest"] == "3" and digest["facts"]["Sent one by one before"] == "1"
+        assert "(x3)" in digest["facts"]["By error"]
+        assert digest["url"].endswith(f"/dags/tiktok_profile_snapshot/runs/{quote(run.run_id, safe='')}")
+        # Every account is named once: in its own message or in the digest.
+        where = [m["facts"].get("open_id", "") + m["facts"].get("Accounts", "") for m in messages]
+        assert Counter(i for text_ in where for i in ids if i in text_) == dict.fromkeys(ids, 1), messages
+        assert "act." not in json.dumps(messages) and "rft." not in json.dumps(messages)
+        rows = table(clean_warehouse, "SELECT kind, folded, sent_at IS NOT NULL FROM tiktok.alert_outbox ORDER BY 1, 2")
+        assert rows == [("digest", False, False), ("task_failed", False, True)] + [("task_failed", True, True)] * 3
+
+        # Clearing the whole run clears the digest too: the failures again reach on-call, each exactly once.
+        monkeypatch.setattr(notifications, "_SENT", set())  # dag.test runs every task in this one process
+        receiver.requests.clear()
+        again = dags.rerun(run)
+        messages = receiver.json()
+    assert str(again.state) == "failed"
+    single = [m for m in messages if m["kind"] == "task_failed"]
+    [digest] = [m for m in messages if m["kind"] == "run_failures"]
+    assert len(single) <= 1 and len(single) + int(digest["facts"]["In this digest"]) == 4, messages

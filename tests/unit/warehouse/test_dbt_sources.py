@@ -14,8 +14,8 @@ from tiktok_warehouse.tables import MATERIALIZED_VIEW_NAMES, SCHEMA, VIEW_NAMES,
 
 SOURCES = Path(__file__).resolve().parents[3] / "dbt" / "sources.yml"
 PERIODS = {"minute", "hour", "day"}
-#: Tables left out on purpose: sync internals and the OAuth flow's short-lived states.
-INTERNAL = {"sync_seen_videos", "oauth_states", "rate_budget_slots", "rate_budget_state"}
+#: Tables left out on purpose: sync internals, the OAuth flow's short-lived states, the alert outbox.
+INTERNAL = {"sync_seen_videos", "oauth_states", "rate_budget_slots", "rate_budget_state", "alert_outbox"}
 
 
 @pytest.fixture(scope="module")
