@@ -49,6 +49,7 @@ def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: Deplo
         ("summarize", -1): "success",
         ("publish_assets", -1): "success",
         ("check_consent", -1): "success",
+        ("alert_digest", -1): "success",
     }
     # Every task went through the stack's own Celery queue ...
     assert {ti["queue"] for ti in tis} == {stack.queue}
