@@ -80,6 +80,14 @@ _RELATION = re.compile(r'relation "([^"]+)"')
 _TUPLE = re.compile(r"tuple \((\d+,\d+)\)")
 #: Modes that block a whole table (a row lock's holder shows only a weak mode on its table).
 _TABLE_BLOCKING_MODES = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+#: Every table lock mode: what blocks a statement that needs ACCESS EXCLUSIVE (a migration's ALTER).
+ALL_LOCK_MODES = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    *_TABLE_BLOCKING_MODES,
+)
 
 
 def parse_seconds(option: str, raw: str | None) -> float:
@@ -309,6 +317,7 @@ JOIN pg_class c ON c.oid = l.relation
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation'
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND c.relnamespace <> 'pg_catalog'::regnamespace
   AND l.pid <> pg_backend_pid() AND NOT (l.pid = ANY(%(exclude)s::int[]))
   AND CASE WHEN %(relation)s::text IS NULL THEN l.mode = ANY(%(modes)s::text[])
            ELSE c.relname = %(relation)s::text AND l.mode <> 'AccessShareLock' END
@@ -318,8 +327,14 @@ LIMIT 5
 """
 
 
-def lock_holders(engine: Engine, relation: str | None, exclude: tuple[int, ...] = ()) -> tuple[str, ...]:
-    """Describe the sessions holding locks on ``relation`` (or strong table locks when unknown); best effort.
+def lock_holders(
+    engine: Engine,
+    relation: str | None,
+    exclude: tuple[int, ...] = (),
+    *,
+    modes: tuple[str, ...] = _TABLE_BLOCKING_MODES,
+) -> tuple[str, ...]:
+    """Describe the sessions holding locks on ``relation`` (when unknown: locks in ``modes``); best effort.
 
     Runs on a connection of its own, outside the pool (it is called while handling another
     connection's error), bounded to a few seconds. Never the sessions' SQL text: it may hold data.
@@ -335,9 +350,7 @@ def lock_holders(engine: Engine, relation: str | None, exclude: tuple[int, ...] 
         dbapi_conn = engine.dialect.connect(*cargs, **cparams)
         try:
             cursor = dbapi_conn.cursor()
-            cursor.execute(
-                _HOLDERS_SQL, {"relation": relation, "exclude": list(exclude), "modes": list(_TABLE_BLOCKING_MODES)}
-            )
+            cursor.execute(_HOLDERS_SQL, {"relation": relation, "exclude": list(exclude), "modes": list(modes)})
             rows = cursor.fetchall()
         finally:
             dbapi_conn.close()
