@@ -65,6 +65,11 @@ POLL_INTERVAL_SECONDS = 0.2
 #: How long a grant TikTok already issued is kept in memory while the database is unreachable.
 STORE_RETRY_SECONDS = 120.0
 STORE_ATTEMPTS = 20
+#: How long such a grant waits for a lock on its account row (lock/statement timeouts retried):
+#: the database answers, so only giving up loses the grant; still well within a task's execution_timeout.
+STORE_LOCK_WAIT_SECONDS = 900.0
+#: Postgres cancelled the statement at a bound (``lock_timeout``, ``statement_timeout``): busy, not gone.
+_BUSY_SQLSTATES = frozenset({"55P03", "57014"})
 #: A refresh token lifetime TikTok did not state is taken as the shorter of the documented ones
 #: (365 days on older pages, 180 on newer), unless the previous token's expiry is known.
 ASSUMED_REFRESH_LIFETIME = timedelta(days=180)
@@ -235,6 +240,8 @@ class TokenStore:
     :param store_retry_seconds: how long a grant TikTok already issued is retried against an
         unreachable database before it is given up (``TokenGrantLost``).
     :param key_conn_id: the Airflow connection that holds the encryption key, named in messages.
+    :param store_lock_wait_seconds: how long such a grant is retried while its account row stays
+        locked by another session (each attempt ends at the engine's ``lock_timeout``).
     """
 
     def __init__(
@@ -246,11 +253,13 @@ class TokenStore:
         store_retry_seconds: float = STORE_RETRY_SECONDS,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         key_conn_id: str | None = None,
+        store_lock_wait_seconds: float = STORE_LOCK_WAIT_SECONDS,
     ) -> None:
         self.engine = engine
         self.key_conn_id = key_conn_id
         self._sleep = sleep
         self.store_retry_seconds = store_retry_seconds
+        self.store_lock_wait_seconds = store_lock_wait_seconds
         self.poll_interval = poll_interval
         self._fernet: MultiFernet | None = None
         if encryption_key and encryption_key.strip():
@@ -334,16 +343,27 @@ class TokenStore:
         """Run ``write`` until it succeeds, retrying transient database errors for a while.
 
         The grant exists only in this process's memory meanwhile; it is never logged. When the
-        database stays away, or refuses for good, :class:`TokenGrantLost` says what was lost.
+        database stays away, or refuses for good, :class:`TokenGrantLost` says what was lost. A
+        statement Postgres cancelled at a bound (lock or statement timeout) is retried for up to
+        ``store_lock_wait_seconds``: the database answers, another session holds the account row
+        (an admin's open transaction, a migration), and waiting is all that saves the grant.
         """
-        deadline = time.monotonic() + self.store_retry_seconds
+        started = time.monotonic()
+        deadline = started + self.store_retry_seconds
+        lock_deadline = started + max(self.store_retry_seconds, self.store_lock_wait_seconds)
         delay = 0.25
-        for attempt in range(1, STORE_ATTEMPTS + 1):
+        attempt = failures = 0
+        while True:
+            attempt += 1
             try:
                 return write()
             except DBAPIError as exc:
                 last = _describe(exc)
-                if not _is_transient(exc) or attempt == STORE_ATTEMPTS or time.monotonic() + delay > deadline:
+                waiting = _sqlstate(exc) in _BUSY_SQLSTATES
+                failures += 0 if waiting else 1
+                retryable = waiting or _is_transient(exc)
+                give_up = lock_deadline if waiting else deadline
+                if not retryable or failures >= STORE_ATTEMPTS or time.monotonic() + delay > give_up:
                     break
                 log.warning(
                     "Could not store the new tokens of TikTok account %s (attempt %d: %s); retrying in %.2fs. "
@@ -360,7 +380,7 @@ class TokenStore:
         )
         raise TokenGrantLost(
             f"TikTok issued new tokens for account {grant.open_id!r} [log_id={grant.log_id or 'none'}], but the "
-            f"warehouse could not store them ({attempt} attempts over up to {self.store_retry_seconds:.0f}s; last "
+            f"warehouse could not store them ({attempt} attempts over {time.monotonic() - started:.0f}s; last "
             f"error {last}). {lost} Check the tiktok_warehouse connection and Postgres first."
         )
 
