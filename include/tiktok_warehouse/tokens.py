@@ -389,6 +389,11 @@ class TokenStore:
             "updated_at": now,
             "refresh_lease_owner": None,
             "refresh_lease_until": None,
+            # A grant from a code or a refresh token proves the creator's authorization stands now:
+            # a deauthorization TikTok sent before it (a webhook redelivered late) is stale, and the
+            # retention clock of an earlier disconnect stops (whichever way it was reconnected).
+            "authorized_at": _aware(grant.obtained_at, "TokenGrant.obtained_at"),
+            "disconnected_at": None,
             **self._token_values(grant),
         }
         stmt = pg_insert(accounts).values(values)
@@ -409,6 +414,8 @@ class TokenStore:
                 "refresh_token_enc": excluded.refresh_token_enc,
                 "refresh_expires_at": excluded.refresh_expires_at,
                 "refresh_expiry_estimated": excluded.refresh_expiry_estimated,
+                "authorized_at": excluded.authorized_at,
+                "disconnected_at": None,
                 # A refresh still in flight with the replaced tokens finds them changed and stores nothing.
                 "refresh_lease_owner": None,
                 "refresh_lease_until": None,
