@@ -206,6 +206,11 @@ def looks_like_token(text: str) -> bool:
     return _TOKEN_PATTERN.search(text) is not None
 
 
+#: SQLSTATEs a grant held only in memory is worth waiting out: ``25006`` is what a failover (or a
+#: pooler or DNS name still pointing at the old primary, now a standby) answers writes for a while.
+_WAIT_OUT_SQLSTATES = frozenset({"25006"})
+
+
 def _is_transient(exc: DBAPIError) -> bool:
     """Whether a database error may go away on its own (a lost connection, a server restarting)."""
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
@@ -343,7 +348,10 @@ class TokenStore:
                 return write()
             except DBAPIError as exc:
                 last = _describe(exc)
-                if not _is_transient(exc) or attempt == STORE_ATTEMPTS or time.monotonic() + delay > deadline:
+                # A grant TikTok already issued is lost if we stop: wait out a read-only spell too (a
+                # failover), not only a lost connection. (check_ready refuses a read-only warehouse at once.)
+                worth_waiting = _is_transient(exc) or _sqlstate(exc) in _WAIT_OUT_SQLSTATES
+                if not worth_waiting or attempt == STORE_ATTEMPTS or time.monotonic() + delay > deadline:
                     break
                 log.warning(
                     "Could not store the new tokens of TikTok account %s (attempt %d: %s); retrying in %.2fs. "
