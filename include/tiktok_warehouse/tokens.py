@@ -211,6 +211,11 @@ def looks_like_token(text: str) -> bool:
     return _TOKEN_PATTERN.search(text) is not None
 
 
+#: SQLSTATEs a grant held only in memory is worth waiting out: ``25006`` is what a failover (or a
+#: pooler or DNS name still pointing at the old primary, now a standby) answers writes for a while.
+_WAIT_OUT_SQLSTATES = frozenset({"25006"})
+
+
 def _is_transient(exc: DBAPIError) -> bool:
     """Whether a database error may go away on its own (a lost connection, a server restarting)."""
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
@@ -361,7 +366,9 @@ class TokenStore:
                 last = _describe(exc)
                 waiting = _sqlstate(exc) in _BUSY_SQLSTATES
                 failures += 0 if waiting else 1
-                retryable = waiting or _is_transient(exc)
+                # A grant TikTok already issued is lost if we stop: wait out a read-only spell too (a
+                # failover), not only a lost connection. (check_ready refuses a read-only warehouse at once.)
+                retryable = waiting or _is_transient(exc) or _sqlstate(exc) in _WAIT_OUT_SQLSTATES
                 give_up = lock_deadline if waiting else deadline
                 if not retryable or failures >= STORE_ATTEMPTS or time.monotonic() + delay > give_up:
                     break
@@ -409,6 +416,11 @@ class TokenStore:
             "updated_at": now,
             "refresh_lease_owner": None,
             "refresh_lease_until": None,
+            # A grant from a code or a refresh token proves the creator's authorization stands now:
+            # a deauthorization TikTok sent before it (a webhook redelivered late) is stale, and the
+            # retention clock of an earlier disconnect stops (whichever way it was reconnected).
+            "authorized_at": _aware(grant.obtained_at, "TokenGrant.obtained_at"),
+            "disconnected_at": None,
             **self._token_values(grant),
         }
         stmt = pg_insert(accounts).values(values)
@@ -429,6 +441,8 @@ class TokenStore:
                 "refresh_token_enc": excluded.refresh_token_enc,
                 "refresh_expires_at": excluded.refresh_expires_at,
                 "refresh_expiry_estimated": excluded.refresh_expiry_estimated,
+                "authorized_at": excluded.authorized_at,
+                "disconnected_at": None,
                 # A refresh still in flight with the replaced tokens finds them changed and stores nothing.
                 "refresh_lease_owner": None,
                 "refresh_lease_until": None,
