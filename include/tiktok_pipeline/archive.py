@@ -291,6 +291,14 @@ class CoverArchiver:
         """The ObjectStoragePath of the blob with ``sha256``."""
         return self._base / sha256[:2] / f"{sha256}.{EXTENSIONS[content_type]}"
 
+    def _object_exists(self, path: str) -> bool:
+        from airflow.sdk import ObjectStoragePath
+
+        try:
+            return bool(ObjectStoragePath(path, conn_id=self.settings.conn_id).exists())
+        except Exception:  # storage unreachable: writing the same bytes again is harmless
+            return False
+
     def open(self, path: str) -> Any:
         """Open a stored blob by the ``path`` recorded in the warehouse (for reading)."""
         from airflow.sdk import ObjectStoragePath
@@ -438,11 +446,23 @@ class CoverArchiver:
         assert got.body is not None and got.content_type is not None
         path = self.object_path(sha256, got.content_type)
         with self.engine.begin() as conn:
+            # The account first: a purge waits for this transaction (and its cascade then takes what we
+            # record, for the sweep to delete), or has happened and nothing is written at all.
+            if not conn.execute(
+                text("SELECT 1 FROM tiktok.accounts WHERE open_id = :o FOR KEY SHARE"), {"o": item.open_id}
+            ).scalar():
+                result.refused.append((item.subject_id, "the account was purged meanwhile"))
+                log.info("Not archiving the %s of %s: account %s was purged", item.kind, item.subject_id, item.open_id)
+                return
             # FOR KEY SHARE: the sweep of unreferenced blobs (archive_sweep) cannot delete this blob
             # between our look and our reference to it; if it deleted it first, we find no row here.
             stored = conn.execute(
                 text("SELECT path FROM tiktok.archive_blobs WHERE sha256 = :sha FOR KEY SHARE"), {"sha": sha256}
             ).scalar()
+            if stored is not None and not self._object_exists(stored):
+                # A sweep deleted the object but could not commit (the row came back): write it again.
+                log.warning("The archived image %s had lost its object; writing it again", sha256)
+                stored = None
             if stored is None:
                 # Written before its row: a crash in between leaves an object that the next run rewrites.
                 if self._is_local:

@@ -1,7 +1,7 @@
 """The archive sweep and a purge against an archive task, when a step fails half way (attack 14b).
 
-Both fail on the current code (strict xfail: remove the marker with the fix); the fixes belong in
-``tiktok_pipeline/archive.py`` (reported, not fixed here). For real: the simulator's CDN over HTTP,
+Both failed before archive._store locked the account and checked the blob's object; the fixes are in
+``tiktok_pipeline/archive.py``. For real: the simulator's CDN over HTTP,
 a local archive folder, Postgres.
 """
 
@@ -26,7 +26,6 @@ from tiktok_pipeline.archive_sweep import sweep_unreferenced_blobs
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(strict=True, reason="archive._store trusts a blob row without its object (reported, not fixed)")
 def test_a_sweep_that_deleted_the_object_but_could_not_commit_leaves_no_cover_pointing_at_nothing(
     sim: Any, clean_warehouse: Any, encryption_key: str, tmp_path: Path
 ) -> None:
@@ -82,7 +81,6 @@ def test_a_sweep_that_deleted_the_object_but_could_not_commit_leaves_no_cover_po
     assert exists(archiver, recorded), "a cover was recorded whose archived image no longer exists"
 
 
-@pytest.mark.xfail(strict=True, reason="archive._store writes the object of a purged account (reported, not fixed)")
 def test_an_archive_task_that_outlives_a_purge_leaves_no_image_of_the_creator_in_storage(
     clean_warehouse: Any, encryption_key: str, tmp_path: Path
 ) -> None:
