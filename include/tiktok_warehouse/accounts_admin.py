@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, literal, or_, select, update
 
+from tiktok_provider.errors import printable
 from tiktok_warehouse.tables import accounts, profile_snapshots, sync_state, video_snapshots, videos
 
 if TYPE_CHECKING:
@@ -518,7 +519,7 @@ def daily_account_check(
             "TikTok account %s (%s): the creator's consent (refresh token) runs out in %d day(s), on %s UTC "
             "(%d-day warning%s). Ask the creator to reconnect it%s before then.",
             warning.open_id,
-            warning.name,
+            printable(warning.name) or warning.open_id,  # what a creator typed: one printable line
             warning.days_left,
             f"{warning.refresh_expires_at:%Y-%m-%d %H:%M}",
             warning.threshold,

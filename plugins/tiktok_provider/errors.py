@@ -202,11 +202,21 @@ def is_retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False))
 
 
+def printable(text: str | None, limit: int = 100) -> str:
+    """Creator text (a display name) fit for a log line: one line, printable characters only, cut to ``limit``.
+
+    Line breaks would forge log lines, terminal escapes act on the reader's terminal, and format
+    characters such as U+202E (right-to-left override) turn the rest of the line around: each becomes
+    a space, and runs of spaces one.
+    """
+    return " ".join("".join(c if c.isprintable() else " " for c in (text or "")).split())[:limit]
+
+
 def account_label(open_id: str | None, name: str | None = None) -> str:
     """How a message names an account: its display name (as text, on one line) and its open_id."""
     if not open_id:
         return "(app)"
-    clean = " ".join("".join(c if c.isprintable() else " " for c in (name or "")).split())[:100]
+    clean = printable(name)
     return f"{clean!r} (open_id {open_id})" if clean and clean != open_id else f"open_id {open_id}"
 
 

@@ -102,13 +102,22 @@ def redact(text: Any, *, secrets: Iterable[str] = (), keep: Iterable[str] = ()) 
     return _LONG_RUN.sub(lambda m: m.group(0) if m.group(0) in kept or not _has_digit(m.group(0)) else REDACTED, out)
 
 
+#: Bidi embeddings, overrides, isolates and marks: each reorders what follows it on the line.
+_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C))
+
+
 def one_line(value: str) -> str:
-    """``value`` on one line: line breaks and other control characters become spaces.
+    """``value`` on one line: line breaks and other control characters become spaces, bidi controls go.
 
     Creator text (a display name) and exception messages go into labelled lines and the e-mail
-    subject: a line break there would forge a "Next step:" line or a header.
+    subject: a line break there would forge a "Next step:" line or a header, and a right-to-left
+    override (U+202E) would show the rest of the line (the open_id, the day) reversed, so on-call
+    would read another account or date than the message holds. Right-to-left names still read
+    right to left (that needs no control character); joiners in emoji and scripts are kept.
     """
-    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
+    return "".join(
+        " " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value if c not in _BIDI_CONTROLS
+    )
 
 
 def _has_digit(value: str) -> bool:
