@@ -344,9 +344,8 @@ class CoverArchiver:
         return ObjectStoragePath(path, conn_id=self.settings.conn_id).open("rb")
 
     # -- downloading -----------------------------------------------------------------------
-    @property
-    def session(self) -> requests.Session:
-        """This thread's HTTP session (requests sessions are not shared between threads)."""
+    def _transport(self) -> tuple[requests.Session, GuardedAdapter]:
+        """This thread's HTTP session and its guarded adapter (requests sessions are not shared between threads)."""
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._session_factory()
@@ -355,7 +354,12 @@ class CoverArchiver:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session, self._local.adapter = session, adapter
-        return session
+        return session, self._local.adapter
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session."""
+        return self._transport()[0]
 
     def _too_slow(self) -> Retryable:
         return Retryable(
@@ -473,8 +477,7 @@ class CoverArchiver:
         Every try, redirect and backoff fits in one deadline: a try it cuts is not tried again, and
         a backoff that would end past it is not waited for (the last failure is told).
         """
-        self.session  # noqa: B018  (this thread's session and adapter, made on first use)
-        adapter: GuardedAdapter = self._local.adapter
+        adapter = self._transport()[1]
         with Deadline(self.settings.deadline_seconds, clock=self._clock) as deadline, adapter.within(deadline):
             attempt = 0
             while True:

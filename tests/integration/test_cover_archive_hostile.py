@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tiktok_pipeline.archive import ArchiveSettings, CoverArchiver, CoverItem
 from tiktok_sim.covers import image
@@ -488,6 +489,26 @@ def test_a_refused_redirect_reaches_the_log_printable_and_bounded(
     assert len(reason) < 300
     assert_clean(reason)
     assert_clean(caplog.text)
+
+
+def test_an_etag_too_long_to_send_back_is_not_kept(
+    clean_warehouse: Any, tmp_path: Path, account: str, hostile: Callable[..., Hostile]
+) -> None:
+    # It would be sent back in If-None-Match on every run; a validator that long is not one we need.
+    long_tag, short_tag = '"' + "a" * 600 + '"', '"v1"'
+    server = hostile(
+        {
+            "/long": lambda a: a.send(ok(head=f"Content-Type: image/jpeg\r\nETag: {long_tag}\r\n")),
+            "/short": lambda a: a.send(
+                ok(image("cover", "hostile", 2), head=f"Content-Type: image/jpeg\r\nETag: {short_tag}\r\n")
+            ),
+        }
+    )
+    result = run(clean_warehouse, tmp_path, account, [server.url("/long"), server.url("/short")])
+    assert (result.new_versions, result.refused, result.failed) == (2, [], [])
+    with clean_warehouse.connect() as conn:
+        etags = dict(conn.execute(text("SELECT subject_id, etag FROM tiktok.cover_archive")).all())
+    assert etags == {"7001": None, "7002": short_tag}
 
 
 def test_a_refused_scheme_is_bounded(clean_warehouse: Any, tmp_path: Path, account: str) -> None:
