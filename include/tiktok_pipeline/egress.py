@@ -29,7 +29,10 @@ an IPv6 form of one (IPv4-mapped ``::ffff:a.b.c.d``, NAT64, 6to4).
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
+import os
 import re
 import socket
 import sys
@@ -246,11 +249,11 @@ class HostPolicy:
 class Deadline:
     """The instant one whole download must end by: its connects, answers, redirects, body and retries.
 
-    Enter it (``with Deadline(60) as deadline, adapter.within(deadline):``) for a timer that, at the
-    instant, shuts down every socket the download used (:meth:`watch`): a read waiting on one ends at
-    once, with a connection error that :attr:`passed` tells apart from a network failure. Each socket
-    is watched through a duplicate of its own, so the download closing its socket first never lets
-    the timer touch another connection that reused the number.
+    Enter it (``with Deadline(60) as deadline, adapter.within(deadline):``) and at the instant the
+    process's watchdog thread shuts down every socket the download used (:meth:`watch`): a read
+    waiting on one ends at once, with a connection error that :attr:`passed` tells apart from a
+    network failure. Each socket is watched through a duplicate of its own, so the download closing
+    its socket first never lets the watchdog touch another connection that reused the number.
     """
 
     def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -260,7 +263,6 @@ class Deadline:
         self._lock = threading.Lock()
         self._twins: list[socket.socket] = []
         self._cut = self._over = False
-        self._timer: threading.Timer | None = None
 
     def remaining(self) -> float:
         """Seconds left (``<= 0`` once passed)."""
@@ -294,19 +296,52 @@ class Deadline:
                 _shut(twin)
 
     def __enter__(self) -> Deadline:
-        self._timer = threading.Timer(max(0.0, self.remaining()), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCHDOG.add(self, self.remaining())
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
-            self._over = True
-            if self._timer is not None:
-                self._timer.cancel()
+            self._over = True  # the watchdog passes it by when its instant comes
             for twin in self._twins:
                 twin.close()
             self._twins.clear()
+
+
+class _Watchdog:
+    """One thread for every deadline of the process: it sleeps until the nearest, and cuts it.
+
+    A thread per download cost more than a cover served from nearby; this one is started on first
+    use, and again in a forked child (a task process), which has no copy of it.
+    """
+
+    def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ready = threading.Condition()
+        self._due: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline, seconds: float) -> None:
+        with self._ready:
+            heapq.heappush(self._due, (time.monotonic() + max(0.0, seconds), next(self._order), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="egress-deadlines", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._ready.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, deadline = heapq.heappop(self._due)
+            deadline._expire()  # a deadline whose download is over does nothing
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _shut(sock: socket.socket) -> None:
