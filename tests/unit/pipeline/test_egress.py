@@ -236,6 +236,7 @@ def test_a_blocked_host_is_named_printable_and_bounded() -> None:
 def test_a_deadline_cuts_the_sockets_it_watches() -> None:
     # A socket pair stands for a connection: at the deadline the read waiting on it ends at once.
     ours, theirs = socket.socketpair()
+    ours.setblocking(False)  # a socket not cut raises BlockingIOError here instead of waiting
     now = [100.0]
     with ours, theirs, Deadline(60, clock=lambda: now[0]) as deadline:
         deadline.watch(ours)
@@ -244,6 +245,7 @@ def test_a_deadline_cuts_the_sockets_it_watches() -> None:
         assert deadline.passed
         assert ours.recv(10) == b""  # shut down: end of stream, not a wait
         late, other = socket.socketpair()
+        late.setblocking(False)
         with late, other:
             deadline.watch(late)  # watched after the instant: cut at once
             assert late.recv(10) == b""
@@ -259,9 +261,25 @@ def test_a_deadline_passes_by_its_clock_too() -> None:
 
 def test_a_deadline_over_leaves_the_sockets_alone() -> None:
     ours, theirs = socket.socketpair()
+    ours.setblocking(False)
     with ours, theirs:
         with Deadline(60) as deadline:
             deadline.watch(ours)
         deadline._expire()  # a timer firing after the download ended
         theirs.sendall(b"x")
         assert ours.recv(10) == b"x"
+
+
+def test_a_deadline_cuts_a_tls_socket_too() -> None:
+    # A kept-alive HTTPS connection is watched through its SSLSocket (which has no dup() of its own).
+    import ssl
+
+    ours, theirs = socket.socketpair()
+    wrapped = ssl.create_default_context().wrap_socket(
+        ours, server_hostname="cdn.example", do_handshake_on_connect=False
+    )
+    theirs.setblocking(False)
+    with wrapped, theirs, Deadline(60) as deadline:
+        deadline.watch(wrapped)
+        deadline._expire()
+        assert theirs.recv(10) == b""  # the connection itself was shut down: its peer sees the end
