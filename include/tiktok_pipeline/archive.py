@@ -22,11 +22,16 @@ S3 / GCS / Azure through their providers -- and recorded in ``tiktok.cover_archi
   followed by hand, same scheme and host only, at most :data:`MAX_REDIRECTS`); a size cap
   (``Content-Length`` and the bytes actually read, default 5 MiB); images only -- the declared
   ``Content-Type`` must be an image type TikTok serves and the magic bytes must be JPEG, PNG,
-  WebP, GIF or HEIC/HEIF; connect and read timeouts and a deadline for the whole download
-  (``deadline_seconds``, default 60; checked between pieces of the body); paced (a minimum gap
-  between downloads) and retried a bounded number of times on connection errors, 429 and 5xx. A refused or failed
-  download is logged with the video id (or open_id), the account and the reason (never the link's
-  query string: it carries a signature), and the others go on; a refusal is never retried.
+  WebP, GIF or HEIC/HEIF; a malformed answer (a ``Content-Length`` that is not plain digits, more
+  than 100 header lines, a header line over 64 KiB, no status line) is refused; connect and read
+  timeouts, and a deadline for the whole download (``deadline_seconds``, default 60: every connect,
+  answer, redirect, byte and retry, however slowly the server drips them); paced (a minimum gap
+  between downloads) and retried a bounded number of times on connection errors, 429 and 5xx. A
+  refused or failed download is logged with the video id (or open_id), the account and the reason
+  (never the link's query string: it carries a signature; what the server said, printable and
+  cut short), and the others go on; a refusal is never retried. A download cut by its deadline is
+  a failure, not a refusal (the next run tries again: it says nothing about the image), and is
+  not tried again in the run: the deadline is the most one cover may cost a worker.
 
 Configuration (``airflow.cfg`` section ``[tiktok]``, or ``AIRFLOW__TIKTOK__...``):
 
@@ -42,6 +47,7 @@ Configuration (``airflow.cfg`` section ``[tiktok]``, or ``AIRFLOW__TIKTOK__...``
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import threading
@@ -57,7 +63,7 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tiktok_pipeline.egress import BlockedAddress, GuardedAdapter, HostPolicy
+from tiktok_pipeline.egress import BlockedAddress, Deadline, GuardedAdapter, HostPolicy, printable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,10 @@ DEFAULT_DEADLINE_SECONDS = 60.0
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
 PRIVATE_HOSTS_OPTION = "cover_archive_private_hosts"
+#: The longest reason recorded and logged for one cover; each piece of server text in it is cut shorter.
+MAX_REASON = 300
+#: The longest ETag kept (and sent back): a longer one is not a validator we need.
+MAX_ETAG = 512
 
 #: Declared content types accepted, and the sniffed type each stands for.
 DECLARED_TYPES: dict[str, str] = {
@@ -113,7 +123,9 @@ class Refused(Exception):
 
 
 class Retryable(Exception):
-    """A transient failure: connection error, timeout, 429 or 5xx."""
+    """A transient failure: connection error, timeout, 429 or 5xx; ``tries``: how many were made."""
+
+    tries = 1
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,9 @@ class ArchiveSettings:
     backoff_seconds: float = 0.5
     #: Downloads in flight at once (the pace still spaces their starts).
     workers: int = DEFAULT_WORKERS
-    #: The longest one download (all its redirects and its body) may take: the read timeout only
-    #: bounds each wait for a next piece, so a body trickling in slowly would hold the task for ever.
+    #: The longest one cover's download may take -- every connect, answer, redirect, byte and retry:
+    #: the read timeout only bounds each wait for a next piece, so a server dripping its headers or
+    #: body would hold the task for ever.
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
     #: Hosts (``host`` or ``host:port``) fetched from although their address is not public; the
     #: API host is added by :class:`CoverArchiver` (its ``api_url``).
@@ -245,9 +258,44 @@ def _origin(url: str) -> tuple[str, str]:
 
 
 def _etag(response: requests.Response) -> str | None:
-    """The answer's ``ETag`` if it can be kept and sent back: printable (a NUL would fail the row's INSERT)."""
+    """The answer's ``ETag`` if it can be kept and sent back: printable (a NUL would fail the row's INSERT), short."""
     etag = response.headers.get("ETag")
-    return etag if etag and etag.isprintable() else None
+    return etag if etag and etag.isprintable() and len(etag) <= MAX_ETAG else None
+
+
+def _malformed(exc: BaseException) -> str | None:
+    """What is wrong with an answer http.client could not read, or ``None`` if it was cut in transit.
+
+    requests wraps http.client's error (in urllib3's): it is looked for among the arguments and causes.
+    """
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        error = todo.pop()
+        if any(error is s for s in seen):
+            continue
+        seen.append(error)
+        if isinstance(error, http.client.HTTPException):
+            if isinstance(error, http.client.RemoteDisconnected | http.client.IncompleteRead):
+                return None  # the connection ended early: the network's doing, or the server's hiccup
+            if isinstance(error, http.client.LineTooLong):
+                return "a status line over 64 KiB" if "status" in str(error) else "a header line over 64 KiB"
+            if isinstance(error, http.client.UnknownProtocol):
+                return "not HTTP/1.x"
+            if isinstance(error, http.client.BadStatusLine):
+                return "no HTTP status line"
+            if "headers" in str(error):
+                return f"more than {http.client._MAXHEADERS} header lines"
+            return "an unreadable HTTP head"
+        todo.extend(a for a in error.args if isinstance(a, BaseException))
+        todo.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+    return None
+
+
+def _too_large(length: str, cap: int) -> bool:
+    """Whether the plain-digits ``length`` is over ``cap`` (int() refuses a number of 4,300 digits or more)."""
+    digits = length.lstrip("0") or "0"
+    return len(digits) > len(str(cap)) or int(digits) > cap
 
 
 class CoverArchiver:
@@ -306,9 +354,8 @@ class CoverArchiver:
         return ObjectStoragePath(path, conn_id=self.settings.conn_id).open("rb")
 
     # -- downloading -----------------------------------------------------------------------
-    @property
-    def session(self) -> requests.Session:
-        """This thread's HTTP session (requests sessions are not shared between threads)."""
+    def _transport(self) -> tuple[requests.Session, GuardedAdapter]:
+        """This thread's HTTP session and its guarded adapter (requests sessions are not shared between threads)."""
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._session_factory()
@@ -316,8 +363,18 @@ class CoverArchiver:
             adapter = GuardedAdapter(self.policy)  # public addresses only, checked on every connect
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            self._local.session = session
-        return session
+            self._local.session, self._local.adapter = session, adapter
+        return session, self._local.adapter
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session."""
+        return self._transport()[0]
+
+    def _too_slow(self) -> Retryable:
+        return Retryable(
+            f"slower than {self.settings.deadline_seconds:g} s, the deadline of one download and its tries"
+        )
 
     def _pace(self) -> None:
         # Each download starts at least pace_seconds after the previous one, across the workers.
@@ -328,26 +385,40 @@ class CoverArchiver:
         if wait > 0:
             self._sleep(wait)
 
-    def _get_once(self, url: str, etag: str | None) -> Downloaded:
+    def _get_once(self, url: str, etag: str | None, deadline: Deadline) -> Downloaded:
         try:
             origin = _origin(url)
         except ValueError:  # ``http://[::1/...``: this cover's refusal, the others go on
             raise Refused("not a valid link") from None
         headers = {"If-None-Match": etag} if etag else {}
-        deadline = self._clock() + self.settings.deadline_seconds
         for _hop in range(MAX_REDIRECTS + 1):
             if origin[0] not in ("http", "https"):
-                raise Refused(f"not an http(s) link ({origin[0] or 'no scheme'})")
+                raise Refused(f"not an http(s) link ({printable(origin[0], 40) or 'no scheme'})")
             self._pace()
+            left = deadline.remaining()
+            if left <= 0:
+                raise self._too_slow()
+            connect, read = self.settings.timeout
             try:
                 response = self.session.get(
-                    url, headers=headers, timeout=self.settings.timeout, allow_redirects=False, stream=True
+                    url,
+                    headers=headers,
+                    timeout=(min(connect, left), min(read, left)),
+                    allow_redirects=False,
+                    stream=True,
                 )
             except BlockedAddress as exc:
                 raise _blocked(exc) from None
             except requests.exceptions.InvalidURL:  # no host, one the client cannot encode: not transient
                 raise Refused("not a valid link") from None
+            except requests.exceptions.InvalidHeader:  # urllib3 reads Content-Length: 1, 2 before we can
+                raise Refused("malformed answer (Content-Length with more than one value)") from None
             except requests.RequestException as exc:
+                if deadline.passed:  # the deadline shut the socket (or the last timeout was what was left)
+                    raise self._too_slow() from None
+                malformed = _malformed(exc)
+                if malformed is not None:  # the server's answer, not the network: trying again gets it again
+                    raise Refused(f"malformed answer ({malformed})") from None
                 raise Retryable(type(exc).__name__) from None
             except ValueError:  # requests parses a redirect's Location even when not following it
                 raise Refused("redirect to an invalid link") from None
@@ -360,7 +431,7 @@ class CoverArchiver:
                         raise Refused("redirect to an invalid link") from None
                     self._check_url(target)  # so a redirect to a private address says so
                     if target_origin != origin:
-                        raise Refused(f"redirect to another host ({target_origin[1] or 'none'})")
+                        raise Refused(f"redirect to another host ({printable(target_origin[1]) or 'none'})")
                     url = target
                     continue
                 return self._read(response, etag, deadline)
@@ -373,7 +444,7 @@ class CoverArchiver:
         except BlockedAddress as exc:
             raise _blocked(exc) from None
 
-    def _read(self, response: requests.Response, etag: str | None, deadline: float) -> Downloaded:
+    def _read(self, response: requests.Response, etag: str | None, deadline: Deadline) -> Downloaded:
         status = response.status_code
         if status == 304 and etag:
             return Downloaded(None, etag=_etag(response) or etag)
@@ -383,11 +454,16 @@ class CoverArchiver:
             raise Refused(f"HTTP {status}")
         declared = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if declared not in DECLARED_TYPES:
-            raise Refused(f"not an image (Content-Type {declared[:60] or 'missing'})")
+            raise Refused(f"not an image (Content-Type {printable(declared, 60) or 'missing'})")
         cap = self.settings.max_bytes
         length = response.headers.get("Content-Length")
-        if length is not None and length.isascii() and length.isdigit() and int(length) > cap:
-            raise Refused(f"larger than {cap} bytes (Content-Length {length})")
+        if length is not None:
+            # Plain ASCII digits only: int() (and so urllib3) also takes "+12", "1_2", " 12" and other
+            # scripts' digits, and would read the body to a length the server never meant.
+            if not (length.isascii() and length.isdigit()):
+                raise Refused(f"malformed answer (Content-Length {printable(length, 40) or 'empty'})")
+            if _too_large(length, cap):
+                raise Refused(f"larger than {cap} bytes (Content-Length {printable(length, 40)})")
         chunks, total = [], 0
         try:
             for chunk in response.iter_content(CHUNK):
@@ -395,10 +471,10 @@ class CoverArchiver:
                 if total > cap:
                     raise Refused(f"larger than {cap} bytes")
                 chunks.append(chunk)
-                if self._clock() > deadline:
-                    raise Retryable(f"slower than {self.settings.deadline_seconds:g} s")
+                if deadline.passed:
+                    raise self._too_slow()
         except requests.RequestException as exc:
-            raise Retryable(type(exc).__name__) from None
+            raise (self._too_slow() if deadline.passed else Retryable(type(exc).__name__)) from None
         body = b"".join(chunks)
         sniffed = sniff(body)
         if sniffed is None:
@@ -406,16 +482,24 @@ class CoverArchiver:
         return Downloaded(body, content_type=sniffed, etag=_etag(response))
 
     def download(self, url: str, etag: str | None = None) -> Downloaded:
-        """Fetch ``url`` with every check, retried on transient failures; raises Refused / Retryable."""
-        attempt = 0
-        while True:
-            try:
-                return self._get_once(url, etag)
-            except Retryable:
-                if attempt >= self.settings.retries:
-                    raise
-                self._sleep(self.settings.backoff_seconds * 2**attempt)
-                attempt += 1
+        """Fetch ``url`` with every check, retried on transient failures; raises Refused / Retryable.
+
+        Every try, redirect and backoff fits in one deadline: a try it cuts is not tried again, and
+        a backoff that would end past it is not waited for (the last failure is told).
+        """
+        adapter = self._transport()[1]
+        with Deadline(self.settings.deadline_seconds, clock=self._clock) as deadline, adapter.within(deadline):
+            attempt = 0
+            while True:
+                try:
+                    return self._get_once(url, etag, deadline)
+                except Retryable as exc:
+                    exc.tries = attempt + 1
+                    backoff = self.settings.backoff_seconds * 2**attempt
+                    if attempt >= self.settings.retries or deadline.passed or backoff >= deadline.remaining():
+                        raise
+                    self._sleep(backoff)
+                    attempt += 1
 
     # -- the warehouse and the storage ---------------------------------------------------------
     def _current(self, items: Sequence[CoverItem]) -> dict[tuple[str, str], tuple[str, str | None]]:
@@ -540,18 +624,22 @@ class CoverArchiver:
     ) -> None:
         result.checked += 1
         known_sha = current.get((item.kind, item.subject_id), (None, None))[0]
+        # Each piece of server text in a reason is escaped and cut where it is put in; this is the backstop.
+        reason = printable(str(error), MAX_REASON)
         if isinstance(error, Refused):
-            result.refused.append((item.subject_id, str(error)))
-            log.warning("Not archiving the %s of %s: %s (account %s)", item.kind, item.subject_id, error, item.open_id)
+            result.refused.append((item.subject_id, reason))
+            log.warning("Not archiving the %s of %s: %s (account %s)", item.kind, item.subject_id, reason, item.open_id)
             return
         if error is not None or got is None:
-            result.failed.append((item.subject_id, str(error)))
+            result.failed.append((item.subject_id, reason))
+            tries = getattr(error, "tries", self.settings.retries + 1)
             log.warning(
-                "Could not download the %s of %s after %d tries: %s (account %s)",
+                "Could not download the %s of %s after %d %s: %s (account %s)",
                 item.kind,
                 item.subject_id,
-                self.settings.retries + 1,
-                error,
+                tries,
+                "try" if tries == 1 else "tries",
+                reason,
                 item.open_id,
             )
             return

@@ -17,6 +17,11 @@ an IPv6 form of one (IPv4-mapped ``::ffff:a.b.c.d``, NAT64, 6to4).
 - **Through a proxy** (``HTTP(S)_PROXY``) the worker connects to the proxy, which resolves the
   name itself: the worker checks the addresses the name resolves to here, and the proxy's own
   egress rules do the rest (a rebinding name is not caught there).
+- **A deadline for the whole download** (:class:`Deadline`, ``with adapter.within(deadline)``): a
+  read timeout bounds each wait for the next piece only, so a server dripping its headers a byte at
+  a time, answering ``100 Continue`` without end, or stalling a TLS handshake would hold a worker
+  for ever. Within a deadline each address is connected to with what is left of it, and at the
+  deadline every socket the download used is shut down, whatever read is waiting on it.
 - **Allowed by name**: a non-public host is fetched from when it is the TikTok connection's API
   host and port (the simulator serves its covers from its own, private host) or listed in
   ``[tiktok] cover_archive_private_hosts`` (``host`` for any port, ``host:port`` for one).
@@ -24,10 +29,17 @@ an IPv6 form of one (IPv4-mapped ``::ffff:a.b.c.d``, NAT64, 6to4).
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
+import os
 import re
 import socket
-from collections.abc import Callable, Iterable
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +48,8 @@ from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -135,17 +149,29 @@ def _split_entry(entry: str) -> tuple[str, int | None]:
     return host_key(entry), None
 
 
+def printable(text: str, limit: int = 100) -> str:
+    """``text`` fit for a log line or a recorded reason: every unprintable character escaped, at most ``limit`` long.
+
+    What a server or a link says (a header, a host, a scheme) may hold terminal escapes, a bell, a
+    backspace or bidi controls: escaped (``\\x1b``, ``\\u202e``) they show as what they are and
+    rewrite nothing around them. Longer text is cut, saying how long it was.
+    """
+    clean = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return clean if len(clean) <= limit else f"{clean[:limit]}... ({len(text)} characters)"
+
+
 class BlockedAddress(Exception):
     """A link's host is (or resolved to, or connected to) an address that is not public, and is not allowed."""
 
     def __init__(self, host: str, address: IPAddress | str, why: str, *, literal: bool = False) -> None:
         self.host, self.address, self.why = host, str(address), why
+        named = printable(host)  # from a link: a zone id (``fe80::1%25...``) may be anything, of any length
         if not literal:
-            where = f"host {host} resolved to {address},"
+            where = f"host {named} resolved to {address},"
         elif host.strip("[]").lower() != self.address:
-            where = f"host {host} is {address},"  # another spelling of the address
+            where = f"host {named} is {address},"  # another spelling of the address
         else:
-            where = f"host {host} is"
+            where = f"host {named} is"
         super().__init__(f"{where} not a public address ({why})")
 
 
@@ -220,24 +246,179 @@ class HostPolicy:
             self.check_address(host, port, str(info[4][0]))
 
 
-def _guarded_pools(policy: HostPolicy) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pools whose every new socket is checked against ``policy`` once connected."""
+class Deadline:
+    """The instant one whole download must end by: its connects, answers, redirects, body and retries.
 
-    def checked(connection: Any, sock: socket.socket) -> socket.socket:
+    Enter it (``with Deadline(60) as deadline, adapter.within(deadline):``) and at the instant the
+    process's watchdog thread shuts down every socket the download used (:meth:`watch`): a read
+    waiting on one ends at once, with a connection error that :attr:`passed` tells apart from a
+    network failure. Each socket is watched through a duplicate of its own, so the download closing
+    its socket first never lets the watchdog touch another connection that reused the number.
+    """
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self.at = clock() + seconds
+        self._lock = threading.Lock()
+        self._twins: list[socket.socket] = []
+        self._cut = self._over = False
+
+    def remaining(self) -> float:
+        """Seconds left (``<= 0`` once passed)."""
+        return self.at - self._clock()
+
+    @property
+    def passed(self) -> bool:
+        """Whether the instant has come (and the download's sockets were shut down)."""
+        return self._cut or self.remaining() <= 0
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (at once if it has passed)."""
         try:
-            policy.check_address(connection.host, connection.port, sock.getpeername()[0])
-        except BaseException:
+            twin = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
+        except OSError:  # already closed: nothing to cut
+            return
+        with self._lock:
+            if self._over:
+                twin.close()
+                return
+            self._twins.append(twin)
+            if self._cut:
+                _shut(twin)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self._cut = True
+            for twin in self._twins:
+                _shut(twin)
+
+    def __enter__(self) -> Deadline:
+        _WATCHDOG.add(self, self.remaining())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._over = True  # the watchdog passes it by when its instant comes
+            for twin in self._twins:
+                twin.close()
+            self._twins.clear()
+
+
+class _Watchdog:
+    """One thread for every deadline of the process: it sleeps until the nearest, and cuts it.
+
+    A thread per download cost more than a cover served from nearby; this one is started on first
+    use, and again in a forked child (a task process), which has no copy of it.
+    """
+
+    def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ready = threading.Condition()
+        self._due: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline, seconds: float) -> None:
+        with self._ready:
+            heapq.heappush(self._due, (time.monotonic() + max(0.0, seconds), next(self._order), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="egress-deadlines", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._ready.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, deadline = heapq.heappop(self._due)
+            deadline._expire()  # a deadline whose download is over does nothing
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):  # not connected (any more)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _connect_within(connection: Any, deadline: Deadline) -> socket.socket:
+    """urllib3's connect, except that each address of the host is tried with what is left of ``deadline``.
+
+    urllib3 gives every address the whole connect timeout: a name with many addresses that each
+    hang would add them up. The name itself is resolved by the system resolver, within its timeout.
+    """
+    host = connection._dns_host.strip("[]")
+    if deadline.passed:
+        raise ConnectTimeoutError(connection, f"Connection to {connection.host} not tried: past the deadline")
+    try:
+        infos = socket.getaddrinfo(host, connection.port, allowed_gai_family(), socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NameResolutionError(connection.host, connection, exc) from exc
+    timeout = connection.timeout if isinstance(connection.timeout, int | float) else None
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        left = deadline.remaining()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in connection.socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(left if timeout is None else min(timeout, left))
+            if connection.source_address:
+                sock.bind(connection.source_address)
+            sock.connect(address)
+        except OSError as exc:
             sock.close()
-            raise
+            error = exc
+            continue
+        sys.audit("http.client.connect", connection, connection.host, connection.port)
         return sock
+    if error is None or isinstance(error, TimeoutError):
+        raise ConnectTimeoutError(connection, f"Connection to {connection.host} timed out (deadline)") from error
+    raise NewConnectionError(connection, f"Failed to establish a new connection: {error}") from error
 
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return checked(self, super()._new_conn())
 
-    class GuardedHTTPSConnection(HTTPSConnection):
+def _guarded_pools(
+    policy: HostPolicy, deadline: Callable[[], Deadline | None] = lambda: None
+) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose every new socket is checked against ``policy`` once connected.
+
+    :param deadline: the deadline of the download under way in this thread, if any.
+    """
+
+    class Guarded:
         def _new_conn(self) -> socket.socket:
-            return checked(self, super()._new_conn())
+            current = deadline()
+            sock = super()._new_conn() if current is None else _connect_within(self, current)  # type: ignore[misc]
+            try:
+                policy.check_address(self.host, self.port, sock.getpeername()[0])  # type: ignore[attr-defined]
+            except BaseException:
+                sock.close()
+                raise
+            if current is not None:
+                current.watch(sock)  # before the TLS handshake: a dripping one is cut too
+            return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            current = deadline()
+            if current is not None and self.sock is not None:  # type: ignore[attr-defined]
+                current.watch(self.sock)  # type: ignore[attr-defined]  # a kept-alive connection, reused
+            return super().request(*args, **kwargs)  # type: ignore[misc]
+
+    class GuardedHTTPConnection(Guarded, HTTPConnection):
+        pass
+
+    class GuardedHTTPSConnection(Guarded, HTTPSConnection):
+        pass
 
     class GuardedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
@@ -257,11 +438,26 @@ class GuardedAdapter(HTTPAdapter):
 
     def __init__(self, policy: HostPolicy, **kwargs: Any) -> None:
         self.policy = policy
+        self._current = threading.local()
         super().__init__(**kwargs)
+
+    @property
+    def deadline(self) -> Deadline | None:
+        """The deadline of the download this thread has under way (:meth:`within`), if any."""
+        return getattr(self._current, "deadline", None)
+
+    @contextmanager
+    def within(self, deadline: Deadline) -> Iterator[Deadline]:
+        """Hold this thread's requests to ``deadline`` (enter the deadline too, for its timer)."""
+        previous, self._current.deadline = self.deadline, deadline
+        try:
+            yield deadline
+        finally:
+            self._current.deadline = previous
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self.policy)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self.policy, lambda: self.deadline)
 
     def send(self, request: Any, *args: Any, proxies: Any = None, **kwargs: Any) -> Any:
         target = self.policy.check_url(request.url)

@@ -300,5 +300,5 @@ def test_a_trickling_download_is_cut_off_at_its_deadline(
     started = time.monotonic()
     result = archiver.archive(cover_items(connected.open_id, videos), now=T0)
     elapsed = time.monotonic() - started
-    assert result.failed == [(videos[0]["id"], "slower than 2 s")]
+    assert result.failed == [(videos[0]["id"], "slower than 2 s, the deadline of one download and its tries")]
     assert elapsed < 6, f"the download ran {elapsed:.1f} s past its 2 s deadline"

@@ -236,7 +236,7 @@ def test_a_malformed_link_is_refused_and_the_other_covers_go_on(
 def test_a_content_length_of_other_digits_does_not_abort_the_run(
     clean_warehouse: Any, tmp_path: Path, account: str, server: Server, length: str
 ) -> None:
-    # The cap is still enforced on the bytes read; the header that is no number is just not believed.
+    # The header that is no plain number is a malformed answer: that cover's refusal, the others go on.
     bad = server.url("127.0.0.1", query=f"?length={quote(length)}")
     result = archive_many(
         clean_warehouse,
@@ -245,8 +245,8 @@ def test_a_content_length_of_other_digits_does_not_abort_the_run(
         [bad, server.url("127.0.0.1", query="?v=2")],
         api_url=f"http://127.0.0.1:{server.port}",
     )
-    assert (result.checked, result.refused, result.failed) == (2, [], [])
-    assert result.downloaded == 2
+    assert result.refused == [("7001", f"malformed answer (Content-Length {length})")]
+    assert (result.checked, result.failed, result.downloaded) == (2, [], 1)
 
 
 def test_an_etag_postgres_cannot_store_is_not_kept(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
 
 import pytest
@@ -135,3 +136,44 @@ def test_private_hosts_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__TIKTOK__COVER_ARCHIVE_PRIVATE_HOSTS", "minio.internal:nine")
     with pytest.raises(ValueError, match=r"\[tiktok\] cover_archive_private_hosts: not a host or host:port"):
         archive.archive_settings()
+
+
+@pytest.mark.parametrize(
+    ("length", "over"),
+    [
+        ("5242880", False),
+        ("5242881", True),
+        ("0005242880", False),
+        ("0", False),
+        ("9" * 5000, True),
+        ("1" + "0" * 7, True),
+    ],
+)
+def test_too_large_compares_digits_of_any_length(length: str, over: bool) -> None:
+    # int() refuses 4,300 digits or more: the ValueError aborted the whole run.
+    assert archive._too_large(length, 5 * 1024 * 1024) is over
+
+
+def _wrapped(inner: BaseException) -> BaseException:
+    """``inner`` wrapped as requests hands it over: ConnectionError(ProtocolError("Connection aborted.", inner))."""
+    import requests
+    import urllib3.exceptions
+
+    return requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.", inner))
+
+
+@pytest.mark.parametrize(
+    ("inner", "what"),
+    [
+        (http.client.LineTooLong("header line"), "a header line over 64 KiB"),
+        (http.client.LineTooLong("status line"), "a status line over 64 KiB"),
+        (http.client.HTTPException("got more than 100 headers"), "more than 100 header lines"),
+        (http.client.BadStatusLine("HTXP/1.1 200 OK\r\n"), "no HTTP status line"),
+        (http.client.UnknownProtocol("HTTP/2.0"), "not HTTP/1.x"),
+        (http.client.RemoteDisconnected("Remote end closed connection without response"), None),
+        (http.client.IncompleteRead(b"", 10), None),
+        (ConnectionResetError(104, "Connection reset by peer"), None),
+    ],
+)
+def test_malformed_tells_a_bad_answer_from_a_cut_connection(inner: BaseException, what: str | None) -> None:
+    assert archive._malformed(_wrapped(inner)) == what

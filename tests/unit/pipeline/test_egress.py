@@ -1,4 +1,5 @@
-"""Which addresses a cover link may be fetched from: the classes, every spelling of a literal, the allow-list."""
+"""Which addresses a cover link may be fetched from (the classes, every spelling of a literal, the allow-list), the
+download deadline, and server text made printable."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import socket
 import pytest
 import requests
 
-from tiktok_pipeline.egress import BlockedAddress, GuardedAdapter, HostPolicy, address_class, literal_address
+from tiktok_pipeline.egress import (
+    BlockedAddress,
+    Deadline,
+    GuardedAdapter,
+    HostPolicy,
+    address_class,
+    literal_address,
+    printable,
+)
 
 
 @pytest.mark.parametrize(
@@ -192,3 +201,85 @@ def test_the_api_host_is_not_a_way_in_for_its_neighbours(url: str, refused: str 
     else:
         with pytest.raises(BlockedAddress, match=f"^{re.escape(refused)}"):
             policy.check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("image/jpeg", "image/jpeg"),
+        ("text/\x1b[31mred\x07", "text/\\x1b[31mred\\x07"),  # a terminal escape and a bell
+        ("a\rb\nc\x00d\x7f", "a\\rb\\nc\\x00d\\x7f"),
+        ("\x9b\x85\xa0", "\\x9b\\x85\\xa0"),  # C1 controls and a no-break space (latin-1 header bytes)
+        ("evil\u202egpj.exe\u200b", "evil\\u202egpj.exe\\u200b"),  # bidi override, zero-width space
+        ("lone \ud800", "lone \\ud800"),
+        ("caf\u00e9 \u6f22\u5b57", "caf\u00e9 \u6f22\u5b57"),  # printable non-ASCII stays as it is
+    ],
+)
+def test_printable_escapes_what_could_rewrite_a_log_line(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(text).isprintable()
+
+
+def test_printable_cuts_long_text_and_says_how_long_it_was() -> None:
+    assert printable("a" * 5000, 10) == "aaaaaaaaaa... (5000 characters)"
+    assert printable("\x1b" * 50, 8) == "\\x1b\\x1b... (50 characters)"
+    assert printable("a" * 10, 10) == "a" * 10
+
+
+def test_a_blocked_host_is_named_printable_and_bounded() -> None:
+    with pytest.raises(BlockedAddress) as blocked:
+        HostPolicy().check_literal("fe80::1%25" + "\x1b" + "a" * 3000, 80)
+    message = str(blocked.value)
+    assert message.startswith("host fe80::1%25\\x1baaaa") and message.isprintable() and len(message) < 250
+
+
+def test_a_deadline_cuts_the_sockets_it_watches() -> None:
+    # A socket pair stands for a connection: at the deadline the read waiting on it ends at once.
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)  # a socket not cut raises BlockingIOError here instead of waiting
+    now = [100.0]
+    with ours, theirs, Deadline(60, clock=lambda: now[0]) as deadline:
+        deadline.watch(ours)
+        assert (deadline.passed, deadline.remaining()) == (False, 60)
+        deadline._expire()  # what its timer does at the instant
+        assert deadline.passed
+        assert ours.recv(10) == b""  # shut down: end of stream, not a wait
+        late, other = socket.socketpair()
+        late.setblocking(False)
+        with late, other:
+            deadline.watch(late)  # watched after the instant: cut at once
+            assert late.recv(10) == b""
+    assert deadline._twins == []  # its duplicates are closed with it
+
+
+def test_a_deadline_passes_by_its_clock_too() -> None:
+    now = [0.0]
+    deadline = Deadline(5, clock=lambda: now[0])
+    now[0] = 5.0
+    assert deadline.passed and deadline.remaining() == 0
+
+
+def test_a_deadline_over_leaves_the_sockets_alone() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    with ours, theirs:
+        with Deadline(60) as deadline:
+            deadline.watch(ours)
+        deadline._expire()  # a timer firing after the download ended
+        theirs.sendall(b"x")
+        assert ours.recv(10) == b"x"
+
+
+def test_a_deadline_cuts_a_tls_socket_too() -> None:
+    # A kept-alive HTTPS connection is watched through its SSLSocket (which has no dup() of its own).
+    import ssl
+
+    ours, theirs = socket.socketpair()
+    wrapped = ssl.create_default_context().wrap_socket(
+        ours, server_hostname="cdn.example", do_handshake_on_connect=False
+    )
+    theirs.setblocking(False)
+    with wrapped, theirs, Deadline(60) as deadline:
+        deadline.watch(wrapped)
+        deadline._expire()
+        assert theirs.recv(10) == b""  # the connection itself was shut down: its peer sees the end
