@@ -15,7 +15,8 @@ nothing waits for a digest that will not come. Clearing the whole run clears the
 folding resumes. Airflow reports a failed task's state only after its failure callback has returned,
 so the digest cannot start before the last failure is recorded.
 
-Nothing is lost on the way: when the warehouse cannot record a failure, it is sent at once; when the
+Nothing is lost on the way: when the warehouse cannot record a failure, it is sent at once; a failure
+whose own message the destination refused (it was not folded) goes into the digest; when the
 digest cannot be sent, its task fails (and retries) with the failures still recorded as unsent. The
 messages are built exactly as single alerts are (:func:`failure_alert`, secrets scrubbed) before
 they are recorded. ``alerts_per_run = 0`` turns folding off.
@@ -23,8 +24,10 @@ they are recorded. ``alerts_per_run = 0`` turns folding off.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,9 +92,24 @@ def digest_to_run(context: Any) -> bool:
 
 
 def register(
-    engine: Any, alert: Alert, *, dag_id: str, run_id: str, limit: int, digest_pending: bool, now: datetime
+    engine: Any,
+    alert: Alert,
+    *,
+    dag_id: str,
+    run_id: str,
+    limit: int,
+    digest_pending: bool | Callable[[], bool],
+    now: datetime,
 ) -> bool:
-    """Record a failure message of the run; return whether to send it now (False: the digest sends it)."""
+    """Record a failure message of the run; return whether to send it now (False: the digest sends it).
+
+    :param digest_pending: whether the run's digest is still to run; a callable is asked while the
+        run's lock is held. It must be: a failure callback Airflow runs after the task's state is
+        already ``failed`` (a task whose worker died: the DAG processor runs it) races the digest,
+        and a digest found "queued" before the lock may read the outbox before this failure is
+        recorded, and never send it. Asked under the lock, a digest that is still queued cannot
+        read before this commits, and one that read already is "running" or done.
+    """
     with engine.begin() as conn:
         _run_lock(conn, dag_id, run_id)
         sent = conn.execute(
@@ -101,7 +119,7 @@ def register(
             ),
             {"d": dag_id, "r": run_id, "k": alert.dedupe_key},
         ).scalar()
-        fold = digest_pending and sent >= limit
+        fold = sent >= limit and (digest_pending() if callable(digest_pending) else digest_pending)
         # The same key again (a run deleted and made again under its run_id, whose tries restart at 1)
         # is a new failure: it is recorded afresh, never taken for one already sent.
         conn.execute(
@@ -137,7 +155,7 @@ class RunAlertNotifier(TikTokAlertNotifier):
                 dag_id=facts["DAG"],
                 run_id=facts["Run"],
                 limit=limit,
-                digest_pending=digest_to_run(context),
+                digest_pending=lambda: digest_to_run(context),
                 now=datetime.now(UTC),
             )
         except Exception as exc:  # never lose an alert to the bookkeeping
@@ -172,8 +190,14 @@ def _mark_sent(tiktok_conn_id: str, keys: list[str]) -> None:
         log.info("Could not record in tiktok.alert_outbox that the alert was sent", exc_info=True)
 
 
-def digest_alert(dag_id: str, run_id: str, folded: list[dict[str, Any]], sent_alone: int) -> Alert:
-    """The one message for the ``folded`` failure messages of a run (each an ``Alert.as_json()``)."""
+def digest_alert(
+    dag_id: str, run_id: str, folded: list[dict[str, Any]], sent_alone: int, *, not_sent_alone: int = 0
+) -> Alert:
+    """The one message for the ``folded`` failure messages of a run (each an ``Alert.as_json()``).
+
+    :param not_sent_alone: how many of ``folded`` were to go out one by one, but the destination
+        refused them then (they are here so that they still reach on-call).
+    """
     errors = Counter(str((a.get("facts") or {}).get("Error") or "unknown error") for a in folded)
     accounts = [str((a.get("facts") or {}).get("Account") or (a.get("facts") or {}).get("Task") or "?") for a in folded]
     named = "; ".join(accounts[:DIGEST_ACCOUNTS])
@@ -187,6 +211,7 @@ def digest_alert(dag_id: str, run_id: str, folded: list[dict[str, Any]], sent_al
             "Run": run_id,
             "Sent one by one before": str(sent_alone),
             "In this digest": str(len(folded)),
+            "Of them, refused when sent one by one": str(not_sent_alone) if not_sent_alone else "",
             "By error": "; ".join(f"{error} (x{n})" for error, n in errors.most_common(10)),
             "Accounts": named,
         },
@@ -194,8 +219,15 @@ def digest_alert(dag_id: str, run_id: str, folded: list[dict[str, Any]], sent_al
         "app, the rate limit): fix that, then clear the run's failed tasks; each redoes only its own account. "
         "Each task's log names its account's error, TikTok's log_id and the next step.",
         url=dag_run_url(dag_id, run_id),
-        dedupe_key=f"digest|{dag_id}|{run_id}|{len(folded)}",
+        # Named by the failures it carries (each key names its try), not by their number: the digest of
+        # a run cleared again, with as many failures, is another message, which a receiver that
+        # deduplicates (and deliver() in this process) must not drop; a retry of this one is the same.
+        dedupe_key=f"digest|{dag_id}|{run_id}|{_fingerprint(a.get('dedupe_key') for a in folded)}",
     )
+
+
+def _fingerprint(keys: Any) -> str:
+    return hashlib.sha256("\n".join(sorted(str(k) for k in keys)).encode()).hexdigest()[:16]
 
 
 def send_digest(
@@ -219,11 +251,19 @@ def send_digest(
             ),
             {"k": f"digest|{dag_id}|{run_id}", "d": dag_id, "r": run_id, "now": now},
         )
-    pending = [r for r in rows if r.folded and r.sent_at is None]
-    summary = {"failures": len(rows), "folded": len(pending), "digest_sent": False}
+    # Every failure not sent yet: the folded ones, and those that were to go out one by one but the
+    # destination refused then (a webhook's 5xx, an SMTP server down): else nothing would send them.
+    pending = [r for r in rows if r.sent_at is None]
+    summary = {"failures": len(rows), "folded": sum(r.folded for r in pending), "digest_sent": False}
     if not pending:
         return summary
-    alert = digest_alert(dag_id, run_id, [r.alert for r in pending], sent_alone=sum(not r.folded for r in rows))
+    alert = digest_alert(
+        dag_id,
+        run_id,
+        [r.alert for r in pending],
+        sent_alone=sum(not r.folded and r.sent_at is not None for r in rows),
+        not_sent_alone=sum(not r.folded for r in pending),
+    )
     summary["digest_sent"] = deliver(alert, alerts_conn_id)  # raises when the destination refuses: retried
     if summary["digest_sent"]:
         with engine.begin() as conn:

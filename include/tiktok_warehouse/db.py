@@ -359,13 +359,20 @@ def lock_holders(
         return ()
     described = []
     for pid, user, application, state, seconds, locks in rows:
-        facts = [f"user {user}"]
+        # Role and table names are another session's data: Postgres allows any character in them (a
+        # line break would forge a line of this message in the task log and the alert).
+        facts = [f"user {_printable(user)}"]
         if application:
             facts.append(f"application {application!r}")
         if state:
             facts.append(f"{state} for {seconds}s" if seconds is not None else state)
-        described.append(f"pid {pid} ({', '.join(facts)}; holds {locks})")
+        described.append(f"pid {pid} ({', '.join(facts)}; holds {_printable(locks)})")
     return tuple(described)
+
+
+def _printable(value: Any) -> str:
+    """``value`` on one line: each character that is not printable as its escape (``\\n``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
 
 def _backend_pid(context: ExceptionContext) -> int | None:
