@@ -28,7 +28,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -191,7 +191,13 @@ def _mark_sent(tiktok_conn_id: str, keys: list[str]) -> None:
 
 
 def digest_alert(
-    dag_id: str, run_id: str, folded: list[dict[str, Any]], sent_alone: int, *, not_sent_alone: int = 0
+    dag_id: str,
+    run_id: str,
+    folded: list[dict[str, Any]],
+    sent_alone: int,
+    *,
+    not_sent_alone: int = 0,
+    leftover: bool = False,
 ) -> Alert:
     """The one message for the ``folded`` failure messages of a run (each an ``Alert.as_json()``).
 
@@ -205,7 +211,12 @@ def digest_alert(
         named += f"; and {len(accounts) - DIGEST_ACCOUNTS} more"
     return Alert(
         kind="run_failures",
-        title=f"TikTok: {len(folded)} more account tasks failed in {dag_id} (run {run_id})",
+        title=(
+            f"TikTok: {len(folded)} account task failures of {dag_id} (run {run_id}) were never sent: "
+            "that run's alert_digest did not run (the run was marked failed or stopped)"
+            if leftover
+            else f"TikTok: {len(folded)} more account tasks failed in {dag_id} (run {run_id})"
+        ),
         facts={
             "DAG": dag_id,
             "Run": run_id,
@@ -231,7 +242,13 @@ def _fingerprint(keys: Any) -> str:
 
 
 def send_digest(
-    engine: Any, *, dag_id: str, run_id: str, alerts_conn_id: str = ALERTS_CONN_ID, now: datetime
+    engine: Any,
+    *,
+    dag_id: str,
+    run_id: str,
+    alerts_conn_id: str = ALERTS_CONN_ID,
+    now: datetime,
+    leftover: bool = False,
 ) -> dict[str, Any]:
     """Send the run's folded failures as one message; from now on its failures are sent one by one."""
     with engine.begin() as conn:
@@ -263,6 +280,7 @@ def send_digest(
         [r.alert for r in pending],
         sent_alone=sum(not r.folded and r.sent_at is not None for r in rows),
         not_sent_alone=sum(not r.folded for r in pending),
+        leftover=leftover,
     )
     summary["digest_sent"] = deliver(alert, alerts_conn_id)  # raises when the destination refuses: retried
     if summary["digest_sent"]:
@@ -272,6 +290,64 @@ def send_digest(
                 {"now": now, "k": [r.dedupe_key for r in pending]},
             )
     return summary
+
+
+#: Unsent failures older than this belong to a run whose digest did not run: a later digest sends them.
+LEFTOVER_AFTER = timedelta(hours=1)
+
+
+def run_is_over(ti: Any) -> Any:
+    """``(dag_id, run_id) -> bool`` asking Airflow through the task's own API (a deleted run is over)."""
+
+    def over(dag_id: str, run_id: str) -> bool:
+        try:
+            state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+        except Exception:  # no such run any more, or no API: nobody else will send them
+            return True
+        return str(getattr(state, "value", state)) not in ("queued", "running")
+
+    return over
+
+
+#: Outbox rows are kept this long (for on-call's questions), then deleted.
+OUTBOX_RETENTION = timedelta(days=30)
+
+
+def send_leftovers(
+    engine: Any,
+    *,
+    run_is_over: Any,
+    alerts_conn_id: str = ALERTS_CONN_ID,
+    now: datetime,
+    older_than: timedelta = LEFTOVER_AFTER,
+) -> dict[str, Any]:
+    """Send the failures of runs whose digest never ran, one digest per run; prune old rows.
+
+    A run that on-call marks failed (or that is stopped) skips its ``alert_digest``: the failures it
+    had folded would wait for ever. Every later digest, of any run, and the daily ``check_consent``
+    send them, once each (the run's lock and ``sent_at`` keep two senders from both sending).
+
+    :param run_is_over: ``(dag_id, run_id) -> bool``: whether Airflow has ended that run (or it is
+        gone); a run still going sends its own digest at its end.
+    """
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM tiktok.alert_outbox WHERE created_at < :t"), {"t": now - OUTBOX_RETENTION})
+        runs = conn.execute(
+            text(
+                "SELECT dag_id, run_id FROM tiktok.alert_outbox WHERE kind = 'task_failed' AND sent_at IS NULL"
+                " GROUP BY dag_id, run_id HAVING max(created_at) < :t ORDER BY min(created_at) LIMIT 50"
+            ),
+            {"t": now - older_than},
+        ).all()
+    sent = 0
+    runs = [run for run in runs if run_is_over(run.dag_id, run.run_id)]
+    for run in runs:
+        sent += bool(
+            send_digest(
+                engine, dag_id=run.dag_id, run_id=run.run_id, alerts_conn_id=alerts_conn_id, now=now, leftover=True
+            )["digest_sent"]
+        )
+    return {"leftover_runs": len(runs), "leftover_digests_sent": sent}
 
 
 DIGEST_DOC = """
@@ -297,8 +373,9 @@ def digest_task(tiktok_conn_id: str | None = None, alerts_conn_id: str = ALERTS_
     @task(task_id=DIGEST_TASK_ID, trigger_rule="all_done", retries=2, doc_md=DIGEST_DOC)
     def alert_digest(**context: Any) -> dict[str, Any]:
         ti = context["ti"]
-        return send_digest(
-            _engine(conn_id), dag_id=ti.dag_id, run_id=ti.run_id, alerts_conn_id=alerts_conn_id, now=datetime.now(UTC)
-        )
+        engine, now = _engine(conn_id), datetime.now(UTC)
+        summary = send_digest(engine, dag_id=ti.dag_id, run_id=ti.run_id, alerts_conn_id=alerts_conn_id, now=now)
+        leftovers = send_leftovers(engine, run_is_over=run_is_over(ti), alerts_conn_id=alerts_conn_id, now=now)
+        return {**summary, **leftovers}
 
     return alert_digest()

@@ -288,9 +288,25 @@ def consent_check_task(tiktok_conn_id: str | None = None) -> Any:
         )
         summary["alerts_sent"] = _consent_alerts(engine, summary["expired"], now=now, warning_days=warning_days)
         summary.update(_sweep_archive(engine))
+        summary.update(_leftover_alerts(engine))
         return summary
 
     return check()
+
+
+def _leftover_alerts(engine: Any) -> dict[str, Any]:
+    """Send the failure alerts of runs whose alert_digest never ran (e.g. marked failed); never fails the check."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk import get_current_context
+
+    from tiktok_pipeline.alert_digest import run_is_over, send_leftovers
+
+    try:
+        return send_leftovers(engine, run_is_over=run_is_over(get_current_context()["ti"]), now=datetime.now(UTC))
+    except Exception:
+        logging.getLogger("airflow.task").warning("Alerts of earlier runs were not sent", exc_info=True)
+        return {}
 
 
 def _sweep_archive(engine: Any) -> dict[str, Any]:

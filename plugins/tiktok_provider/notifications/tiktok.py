@@ -282,7 +282,12 @@ def failure_alert(context: Mapping[str, Any], *, secrets: Iterable[str] = ()) ->
         },
         next_step=clean(advice),
         url=task_instance_url(dag_id, run_id, task_id, map_index),
-        dedupe_key=f"{dag_id}|{run_id}|{task_id}|{map_index}|{try_number}",
+        # The task instance's id too: a run deleted and made again under its run_id restarts its tries at 1.
+        dedupe_key="|".join(
+            str(part)
+            for part in (dag_id, run_id, getattr(ti, "id", None), task_id, map_index, try_number)
+            if part is not None
+        ),
     )
     return alert
 

@@ -69,6 +69,11 @@ def test_failure_alert_names_account_endpoint_log_id_next_step_and_link() -> Non
     )
     assert ACCESS not in text and ACCESS not in str(alert.as_json())
     assert alert.dedupe_key.endswith("|snapshot_profile|3|4")
+    # A run deleted and made again under its run_id restarts its tries: the task instance's id tells them apart.
+    ti_id = "0193a7c4-0000-7000-8000-000000000001"
+    context = _context(err, doc_md=doc)
+    context["ti"].id = ti_id
+    assert f"|{ti_id}|snapshot_profile|3|4" in failure_alert(context).dedupe_key
 
 
 def test_failure_alert_reads_the_airflow_fail_exception_the_operators_raise() -> None:
