@@ -437,3 +437,47 @@ def test_an_account_over_its_time_limit_fails_alone_and_the_batch_goes_on(wire: 
     message = str(failed.value)
     assert message.startswith("1 of 2 accounts failed (1 done in this try"), message
     assert "'Slow' (open_id slow-1): AccountTimeLimitReached: timed out after 0:00:00.200000" in message
+
+
+def test_when_the_batch_task_itself_times_out_its_log_says_how_far_it_got(
+    wire: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow's own timeout of the batch (SIGALRM -> AirflowTaskTimeout) still fails it, after a line for on-call."""
+    import signal
+    import time
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    wire(user())
+
+    class Snapshot(operators.TikTokUserInfoToPostgresOperator):
+        def execute_account(self, context: Any) -> dict[str, Any]:
+            if self.account_name == "Slow":
+                while True:
+                    time.sleep(0.01)
+            return super().execute_account(context)
+
+    def task_timeout(signum: int, frame: object) -> None:
+        raise AirflowTaskTimeout("Timeout")
+
+    accounts = [
+        {"open_id": OPEN_ID, "account_name": "Ada"},
+        {"open_id": "slow-1", "account_name": "Slow"},
+        {"open_id": "later", "account_name": "Later"},
+    ]
+    op = Snapshot(task_id="snapshot", accounts=accounts, fields=["display_name"], execution_timeout=timedelta(hours=1))
+    left, _ = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, if armed
+    before = signal.signal(signal.SIGALRM, task_timeout)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)  # as if the batch's 3 h had almost run out
+    try:
+        with pytest.raises(AirflowTaskTimeout):
+            op.execute({})
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left)
+    out = capfd.readouterr()
+    [line] = [line for line in (out.out + out.err).splitlines() if "The batch task timed out" in line]
+    assert "1 done in this try, 0 already done in an earlier try of this run, 0 failed, 2 not reached" in line
+    assert op.open_id is None and op.account_name is None
