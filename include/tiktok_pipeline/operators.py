@@ -84,39 +84,56 @@ class _BatchLedger:
 
     The store (``context["task_state_store"]``, Airflow 3.3) is scoped to the task instance --
     the run, the task and the map index -- and outlives retries and clears; so a later try that finds
-    an account already done can count what the try that did it wrote, once. Best effort: without
-    the store, or when it fails, an account done earlier is counted as done with its rows unknown
-    (``batch_done_earlier_unrecorded``), and nothing fails.
+    an account already done can count what the try that did it wrote, once. One key a batch task
+    (not one an account: a row of Airflow's metadata database each), rewritten after each account,
+    so a worker killed mid-batch loses none of it; only the counts are kept (:func:`_counts`).
+    Best effort: without the store, or when it fails, an account done earlier is counted as done
+    with its rows unknown (``batch_done_earlier_unrecorded``), and nothing fails.
     """
 
-    PREFIX = "tiktok.account_summary."
+    KEY = "tiktok.batch_account_counts"
 
     def __init__(self, context: Any, log: Any) -> None:
         self.store = (context or {}).get("task_state_store")
-        ti = (context or {}).get("ti")
-        self.try_number = getattr(ti, "try_number", None)
         self.log = log
-
-    def remember(self, open_id: str, summary: dict[str, Any]) -> None:
+        self.kept: dict[str, Any] = {}
         if self.store is None:
             return
         try:
-            self.store.set(self.PREFIX + open_id, {"try_number": self.try_number, "summary": summary})
+            kept = self.store.get(self.KEY)
+        except Exception as exc:
+            self.log.warning("The counts of earlier tries could not be read back (%s: %s)", type(exc).__name__, exc)
+            self.store = None  # and not overwritten with this try's alone
+            return
+        if isinstance(kept, dict):
+            self.kept = {k: v for k, v in kept.items() if isinstance(v, dict)}
+
+    def remember(self, open_id: str, summary: dict[str, Any]) -> None:
+        self.kept[open_id] = _counts(summary)
+        if self.store is None:
+            return
+        try:
+            self.store.set(self.KEY, self.kept)
         except Exception as exc:  # the account's work is stored: only a later try's count is at stake
             self.log.warning(
-                "The summary of %s was not kept for a later try (%s: %s)", open_id, type(exc).__name__, exc
+                "The counts of %s were not kept for a later try (%s: %s)", open_id, type(exc).__name__, exc
             )
 
     def recall(self, open_id: str) -> dict[str, Any] | None:
-        if self.store is None:
-            return None
-        try:
-            kept = self.store.get(self.PREFIX + open_id)
-        except Exception as exc:
-            self.log.warning("The summary of %s could not be read back (%s: %s)", open_id, type(exc).__name__, exc)
-            return None
-        summary = kept.get("summary") if isinstance(kept, dict) else None
-        return summary if isinstance(summary, dict) else None
+        return self.kept.get(open_id)
+
+
+def _counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`_add_up` reads of an account's summary: its numbers, flags and dicts of numbers."""
+    kept: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key == "cursor":
+            continue
+        if isinstance(value, int):
+            kept[key] = value
+        elif isinstance(value, dict):
+            kept[key] = {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return kept
 
 
 #: The most one failed account's error takes in a batch's failure message.

@@ -392,6 +392,7 @@ def test_a_later_try_counts_what_earlier_tries_did_once_and_writes_no_metric_for
     with pytest.raises(AirflowException, match=r"1 of 2 accounts failed \(1 done in this try and 0 in an earlier"):
         op.execute({"task_state_store": task_state, "ti": _Ti(1)})
     assert metered.count(("profile_snapshots", 1)) == 1
+    assert list(task_state.values) == ["tiktok.batch_account_counts"], "one row of Airflow's a batch task, not one each"
 
     summary = op.execute({"task_state_store": task_state, "ti": _Ti(2)})
 
