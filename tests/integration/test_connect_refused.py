@@ -98,7 +98,7 @@ def test_a_refused_first_profile_fetch_is_said_with_tiktoks_log_id_and_the_next_
 
     assert _status(hook.token_store.engine, open_id) == "active"
     assert result["profile"] == "refused" and result["display_name"] is None, result
-    [asked] = sim.admin.requests(endpoint="user_info")
+    [asked] = [r for r in sim.admin.requests(endpoint="user_info") if r["open_id"] == open_id]
     problem = result["problem"]
     assert f"[log_id={asked['log_id']}]" in problem and "sim_unknown_error" in problem, problem
     assert "TikTok refused its first profile fetch" in problem
@@ -150,6 +150,6 @@ def test_the_connect_dag_succeeds_and_its_result_says_the_profile_was_refused(si
     assert str(run.state) == "success", states(run)
     [result] = xcom(run, "connect")
     assert (result["open_id"], result["profile"], result["usable"]) == (open_id, "refused", True), result
-    [asked] = sim.admin.requests(endpoint="user_info")
+    [asked] = [r for r in sim.admin.requests(endpoint="user_info") if r["open_id"] == open_id]
     assert f"[log_id={asked['log_id']}]" in result["problem"]
     assert _status(hook.token_store.engine, open_id) == "active"
