@@ -21,7 +21,13 @@ other Variable is ever read. The task deletes the Variable once the rotated toke
 token did end up in a run's configuration, treat it as leaked: reconnect the account (which
 rotates its tokens) and delete the run.
 
-The run's return value shows the account's `open_id` and the scopes it granted.
+The run's return value shows the account's `open_id` and the scopes it granted, and how its first
+profile fetch went: `profile` is `fetched`, `refused` (TikTok answered with an error),
+`not_fetched` (a transient fault; the next profile snapshot fills it in) or `not_allowed` (the
+account did not grant `user.info.basic`). When it is not `fetched`, `problem` says what TikTok
+answered (with its `log_id`) and what to do, and `usable: false` means the account cannot work
+as connected (its new token is refused, it is now `reauth_required`, or it gives no profile):
+reconnect it. The task log says the same, as an ERROR (cannot work) or a WARNING.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ behind a backfill.
   retries run out, trigger again.
 
 A failure after the tokens are stored never retries the task (that would spend the code twice).
+A refused profile fetch does not fail it either (the account is stored): the task's return value
+(`profile`, `usable`, `problem`) and an ERROR or WARNING line in its log say what TikTok answered,
+with its `log_id`, and what to do next.
 """
 
 

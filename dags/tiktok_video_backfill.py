@@ -49,6 +49,10 @@ Pages through one account's videos (`POST /v2/video/list/`, 20 a call) into `tik
 **On failure:**
 - 429 / 5xx / timeouts are retried with backoff. A retry **resumes** from the last committed page.
 - *reauth required*: reconnect the account with `tiktok_connect_account`, then clear this task.
+- *AccountTimeLimitReached* (a batch task of many accounts): that account ran past the task's
+  `execution_timeout`, which each account of a batch has as its own (the batch task's own limit is
+  that times its accounts). The others went on; its stored pages stay, and the retry (or a clear)
+  resumes it from its last committed page. If it keeps timing out, raise `execution_timeout`.
 - *cursor did not advance* / *malformed response*: TikTok broke the paging contract; the pages
   before it are stored. Send the `log_id` to TikTok support; clearing the task resumes from the
   stored cursor.

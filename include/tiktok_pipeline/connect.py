@@ -9,7 +9,9 @@ rotated. So the flow is ordered to never spend one on tokens it cannot keep:
 3. exchange the code (or rotate the refresh token) -- the one step that spends it;
 4. store the grant, retrying transient database errors while holding it in memory only;
 5. delete the Variable the refresh token came from (that token is dead now);
-6. fetch the profile: best effort, the account is connected whatever happens here.
+6. fetch the profile: best effort, the account is connected whatever happens here; but a refusal
+   is said in the log and in the result (``profile``, ``usable``, ``problem``), with TikTok's
+   log_id and what to do next (:func:`profile_refusal`).
 
 Nothing after step 3 makes Airflow retry the task: a retry would spend the credential again.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,9 +140,27 @@ def connect_account(
     if variable:  # the token in it was just rotated: dead, and no longer needed
         _delete_variable(variable)
 
-    user, scopes = _profile(hook, grant)
-    log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
-    return {"open_id": grant.open_id, "display_name": user.get("display_name"), "scopes": scopes}
+    user, scopes, fetch = _profile(hook, grant)
+    result = {
+        "open_id": grant.open_id,
+        "display_name": user.get("display_name"),
+        "scopes": scopes,
+        "profile": fetch.status,
+        "usable": fetch.usable,
+    }
+    if fetch.problem is None:
+        log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
+        return result
+    log.warning(
+        "Connected account %s with scopes %s, but its profile was %s%s (see the message above)",
+        grant.open_id,
+        ", ".join(scopes),
+        {PROFILE_NOT_FETCHED: "not fetched", PROFILE_NOT_ALLOWED: "not asked for (no user.info.basic)"}.get(
+            fetch.status, "refused"
+        ),
+        "; the account cannot work until it is reconnected" if not fetch.usable else "",
+    )
+    return {**result, "problem": fetch.problem}
 
 
 def _refused(exc: Any, *, redirect_uri: str, variable: str) -> str:
@@ -178,25 +199,138 @@ def _looks_like_token(value: str) -> bool:
     return looks_like_token(value)
 
 
-def _profile(hook: Any, grant: Any) -> tuple[dict[str, Any], list[str]]:
-    """Fetch and store the newly connected account's profile; never fail the connect over it."""
+#: What the connect result's ``profile`` says about the first profile fetch.
+PROFILE_FETCHED = "fetched"
+PROFILE_NOT_ALLOWED = "not_allowed"  # no user.info.basic: nothing was asked
+PROFILE_REFUSED = "refused"  # TikTok answered with an error a retry cannot fix
+PROFILE_NOT_FETCHED = "not_fetched"  # a transient fault outlasted the retries, or the profile was not stored
+#: Where a profile that was not fetched is filled in, and where the account's owner reconnects.
+SNAPSHOT_DAG = "tiktok_profile_snapshot"
+RECONNECT = (
+    "ask its owner to connect it again (TikTok accounts page: Reconnect, or this DAG with a new auth_code) and to "
+    "grant user.info.basic"
+)
+
+
+@dataclass(frozen=True)
+class ProfileFetch:
+    """How the first profile fetch of a newly connected account went, in words for the person connecting it.
+
+    :param usable: False when the answer means the account cannot work as connected (its token is
+        refused by the API, or it may not be read at all): nothing will sync until it is reconnected.
+    """
+
+    status: str
+    problem: str | None = None
+    usable: bool = True
+
+
+def profile_refusal(exc: BaseException, *, account: str, scopes: frozenset[str]) -> ProfileFetch:
+    """What the person connecting ``account`` must hear when its first profile fetch raised ``exc``.
+
+    The tokens are stored either way; this says what TikTok answered (its ``log_id`` included), what
+    that means for the account, and what to do next.
+    """
+    from tiktok_provider.errors import (
+        TikTokAccessTokenInvalid,
+        TikTokError,
+        TikTokScopeError,
+        is_retryable,
+    )
+
+    stored = f"Account {account} is connected (its tokens are stored), but"
+    if not isinstance(exc, TikTokError):
+        return ProfileFetch(
+            PROFILE_NOT_FETCHED,
+            f"{stored} its profile could not be fetched or stored ({type(exc).__name__}: {exc}). The next "
+            f"{SNAPSHOT_DAG} run fills it in; if that fails too, its log says why.",
+        )
+    said = (
+        f"{exc.code or type(exc).__name__} (HTTP {exc.http_status if exc.http_status is not None else 'none'}): "
+        f"{exc.message} [log_id={exc.log_id or 'none'}]"
+    )
+    if is_retryable(exc):
+        return ProfileFetch(
+            PROFILE_NOT_FETCHED,
+            f"{stored} its profile could not be fetched: TikTok kept failing ({said}), retried. The next "
+            f"{SNAPSHOT_DAG} run fills it in.",
+        )
+    if exc.reauth_required:
+        return ProfileFetch(
+            PROFILE_REFUSED,
+            f"{stored} TikTok refused its first profile fetch and then its refresh token ({said}): the account "
+            f"is now marked reauth_required and cannot sync. The owner may have revoked the app's access just "
+            f"now: {RECONNECT}.",
+            usable=False,
+        )
+    if isinstance(exc, TikTokAccessTokenInvalid):
+        return ProfileFetch(
+            PROFILE_REFUSED,
+            f"{stored} TikTok refused the access token it had just issued, also after one refresh ({said}): "
+            "the account cannot work as connected, and none of its tasks will sync. Check that the client key "
+            "of the TikTok connection is the app the owner authorized; then "
+            f"{RECONNECT}. Send TikTok support the log_id if it persists.",
+            usable=False,
+        )
+    if isinstance(exc, TikTokScopeError):
+        granted = ", ".join(sorted(scopes)) or "none"
+        return ProfileFetch(
+            PROFILE_REFUSED,
+            f"{stored} TikTok refused its profile for lack of a scope ({said}), although the grant lists "
+            f"{granted}: the account cannot work for profile snapshots (every {SNAPSHOT_DAG} run would fail "
+            f"for it). {RECONNECT[0].upper()}{RECONNECT[1:]} (and user.info.profile, user.info.stats for those "
+            "fields).",
+            usable=False,
+        )
+    if exc.http_status in (401, 403):
+        return ProfileFetch(
+            PROFILE_REFUSED,
+            f"{stored} TikTok refused to give its profile ({said}): the account may be suspended, restricted or "
+            "private at TikTok, or the app may not be allowed to read it, and its tasks will likely fail the same "
+            "way. Check the account on TikTok and send TikTok support the log_id; once it is resolved, the next "
+            f"{SNAPSHOT_DAG} run fills the profile in.",
+            usable=False,
+        )
+    return ProfileFetch(
+        PROFILE_REFUSED,
+        f"{stored} TikTok refused its first profile fetch ({said}). {exc.next_step()} The next {SNAPSHOT_DAG} "
+        "run tries again.",
+    )
+
+
+def _profile(hook: Any, grant: Any) -> tuple[dict[str, Any], list[str], ProfileFetch]:
+    """Fetch and store the newly connected account's profile; never fail the connect over it.
+
+    What went wrong, if anything, is logged (WARNING, or ERROR when the account cannot work) and
+    returned, so that the connect's result says it too.
+    """
     from tiktok_pipeline.hooks import warehouse_of
+    from tiktok_provider.errors import account_label
 
     scopes: frozenset[str] = grant.scopes or frozenset()
+    user: dict[str, Any] = {}
     try:
         scopes = grant.scopes if grant.scopes is not None else hook.scopes(grant.open_id)
-        fields = [f for f in PROFILE_FIELDS if f != "username" or "user.info.profile" in scopes]
-        user = hook.get_user_info(grant.open_id, fields) if "user.info.basic" in scopes else {}
-        warehouse_of(hook).upsert_account_profile(grant.open_id, user, now=datetime.now(UTC))
+        if "user.info.basic" not in scopes:
+            fetch = ProfileFetch(
+                PROFILE_NOT_ALLOWED,
+                f"Account {account_label(grant.open_id)} is connected (its tokens are stored), but it did not grant "
+                f"user.info.basic (it granted {', '.join(sorted(scopes)) or 'nothing'}), so TikTok gives no profile "
+                f"for it: nothing was asked, no profile is stored, and every {SNAPSHOT_DAG} run will fail for it. "
+                f"To have profiles, {RECONNECT}.",
+                usable=False,
+            )
+        else:
+            fields = [f for f in PROFILE_FIELDS if f != "username" or "user.info.profile" in scopes]
+            user = hook.get_user_info(grant.open_id, fields)
+            warehouse_of(hook).upsert_account_profile(grant.open_id, user, now=datetime.now(UTC))
+            fetch = ProfileFetch(PROFILE_FETCHED)
     except Exception as exc:  # the tokens are stored: the account is connected all the same
-        log.warning(
-            "Account %s is connected, but its profile could not be fetched (%s); the next "
-            "tiktok_profile_snapshot run fills it in",
-            grant.open_id,
-            exc,
-        )
+        fetch = profile_refusal(exc, account=account_label(grant.open_id, user.get("display_name")), scopes=scopes)
         user = {}
-    return user, sorted(scopes)
+    if fetch.problem:
+        (log.warning if fetch.usable else log.error)("%s", fetch.problem)
+    return user, sorted(scopes), fetch
 
 
 def _refresh_token_from(variable: str) -> str:

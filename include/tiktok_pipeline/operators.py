@@ -74,6 +74,68 @@ def _add_up(results: list[dict[str, Any]]) -> dict[str, Any]:
     return totals
 
 
+def _flat_numbers(totals: dict[str, Any]) -> dict[str, int]:
+    """The plain counts of a summary (no nested dicts): what a batch's ``this_try`` holds."""
+    return {key: value for key, value in totals.items() if isinstance(value, int) and not isinstance(value, bool)}
+
+
+class _BatchLedger:
+    """What each account of a batch task reported, kept across the task's tries in Airflow's task state store.
+
+    The store (``context["task_state_store"]``, Airflow 3.3) is scoped to the task instance --
+    the run, the task and the map index -- and outlives retries and clears; so a later try that finds
+    an account already done can count what the try that did it wrote, once. One key a batch task
+    (not one an account: a row of Airflow's metadata database each), rewritten after each account,
+    so a worker killed mid-batch loses none of it; only the counts are kept (:func:`_counts`).
+    Best effort: without the store, or when it fails, an account done earlier is counted as done
+    with its rows unknown (``batch_done_earlier_unrecorded``), and nothing fails.
+    """
+
+    KEY = "tiktok.batch_account_counts"
+
+    def __init__(self, context: Any, log: Any) -> None:
+        self.store = (context or {}).get("task_state_store")
+        self.log = log
+        self.kept: dict[str, Any] = {}
+        if self.store is None:
+            return
+        try:
+            kept = self.store.get(self.KEY)
+        except Exception as exc:
+            self.log.warning("The counts of earlier tries could not be read back (%s: %s)", type(exc).__name__, exc)
+            self.store = None  # and not overwritten with this try's alone
+            return
+        if isinstance(kept, dict):
+            self.kept = {k: v for k, v in kept.items() if isinstance(v, dict)}
+
+    def remember(self, open_id: str, summary: dict[str, Any]) -> None:
+        self.kept[open_id] = _counts(summary)
+        if self.store is None:
+            return
+        try:
+            self.store.set(self.KEY, self.kept)
+        except Exception as exc:  # the account's work is stored: only a later try's count is at stake
+            self.log.warning(
+                "The counts of %s were not kept for a later try (%s: %s)", open_id, type(exc).__name__, exc
+            )
+
+    def recall(self, open_id: str) -> dict[str, Any] | None:
+        return self.kept.get(open_id)
+
+
+def _counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`_add_up` reads of an account's summary: its numbers, flags and dicts of numbers."""
+    kept: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key == "cursor":
+            continue
+        if isinstance(value, int):
+            kept[key] = value
+        elif isinstance(value, dict):
+            kept[key] = {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return kept
+
+
 #: The most one failed account's error takes in a batch's failure message.
 BRIEF_ERROR = 600
 
@@ -156,6 +218,12 @@ class _TikTokToPostgresOperator(BaseOperator):
         self.account_name = account_name
         self.accounts = accounts
         self.tiktok_conn_id = tiktok_conn_id
+        #: One account's time limit: the task's ``execution_timeout`` as the DAG declares it, which
+        #: a task of one account has as its own. A batch gives each of its accounts this limit, and
+        #: itself this limit times its accounts (see :mod:`tiktok_pipeline.time_limits`).
+        self.account_timeout: timedelta | None = self.execution_timeout
+        if accounts is not None and self.execution_timeout and isinstance(accounts, Sequence):
+            self.execution_timeout = self.execution_timeout * max(1, len(accounts))
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.accounts is None:
@@ -175,16 +243,36 @@ class _TikTokToPostgresOperator(BaseOperator):
         """Each account of the batch in turn; one's failure never stops the others.
 
         An account whose work the warehouse already records for this run (:meth:`done_in_run`) is
-        skipped, so clearing the task redoes only what is not done. At the end the task fails
-        naming every failed account (display name and open_id) with its error: with
+        not done again, so clearing the task (or its retry) redoes only what is not done. Each
+        account gets the time limit its own task would have had (``account_timeout``): one that
+        runs over is stopped and counted failed, and the batch goes on.
+
+        The summary speaks for the whole run, whichever try did the work: each account is counted
+        once, by the summary of the try that did it (kept in Airflow's task state store, which
+        outlives retries and clears), with ``batch_done`` (this try), ``batch_done_earlier`` (an
+        earlier try of this run) and ``this_try`` (what this try itself wrote). At the end the task
+        fails naming every failed account (display name and open_id) with its error: with
         ``AirflowFailException`` when no retry can help any of them, else with a retryable error.
         """
+        from airflow.sdk.exceptions import AirflowTaskTimeout
+
+        from tiktok_pipeline.time_limits import AccountTimeLimitReached, account_time_limit
+
         accounts = list(self.accounts or ())
         label = self.account_name  # "accounts 51-100 of 2000": the grid renders it again when the task ends
         warehouse = warehouse_of(self._hook(context))
-        results: list[dict[str, Any]] = []
-        skipped: list[str] = []
+        ledger = _BatchLedger(context, self.log)
+        results: list[dict[str, Any]] = []  # done in this try
+        earlier: list[dict[str, Any] | None] = []  # done in an earlier try (None: its summary was not kept)
         failed: list[tuple[str, BaseException]] = []
+        limit = self.account_timeout
+
+        def tally() -> str:
+            return (
+                f"{len(results)} done in this try, {len(earlier)} already done in an earlier try of this run, "
+                f"{len(failed)} failed"
+            )
+
         try:
             for account in accounts:
                 self.open_id, self.account_name = account["open_id"], account.get("account_name")
@@ -192,29 +280,57 @@ class _TikTokToPostgresOperator(BaseOperator):
                 who = account_label(self.open_id, self.account_name)
                 try:
                     if self.done_in_run(warehouse, context):
-                        self.log.info("Account %s: already done in this run; skipped", who)
-                        skipped.append(self.open_id)
+                        kept = ledger.recall(self.open_id)
+                        self.log.info(
+                            "Account %s: already done in an earlier try of this run%s; not done again",
+                            who,
+                            "" if kept is not None else " (what it wrote was not kept: not in this summary's counts)",
+                        )
+                        earlier.append(kept)
                         continue
-                    results.append(self.execute_account(context))
+                    with account_time_limit(
+                        limit,
+                        f"timed out after {limit}, the task's execution_timeout, which each account of a batch "
+                        "has as its own. What it stored stays, and the next try goes on from there (a whole-history "
+                        "sync from its last committed page); if it keeps timing out, raise execution_timeout for "
+                        "this task",
+                    ):
+                        result = self.execute_account(context)
+                    results.append(result)
+                    ledger.remember(self.open_id, result)
+                except AccountTimeLimitReached as exc:
+                    self.log.error("Account %s failed: %s", who, exc)
+                    failed.append((who, exc))
                 except Exception as exc:
                     self.log.error("Account %s failed: %s: %s", who, type(exc).__name__, exc)
                     failed.append((who, exc))
+        except AirflowTaskTimeout:
+            left = len(accounts) - len(results) - len(earlier) - len(failed)
+            self.log.error(
+                "The batch task timed out (execution_timeout %s): %s, %d not reached; the next try does only "
+                "what is not done",
+                self.execution_timeout,
+                tally(),
+                left,
+            )
+            raise
         finally:
             self.open_id, self.account_name = None, label
-        summary = _add_up(results)
-        summary.update(batch_accounts=len(accounts), batch_done=len(results), batch_skipped=len(skipped))
-        self.log.info(
-            "Batch of %d accounts: %d done, %d already done in this run, %d failed",
-            len(accounts),
-            len(results),
-            len(skipped),
-            len(failed),
+        summary = _add_up(results + [kept for kept in earlier if kept is not None])
+        summary.update(
+            batch_accounts=len(accounts),
+            batch_done=len(results),
+            batch_done_earlier=len(earlier),
+            batch_done_earlier_unrecorded=sum(kept is None for kept in earlier),
+            this_try=_flat_numbers(_add_up(results)),
         )
+        self.log.info("Batch of %d accounts: %s", len(accounts), tally())
         if failed:
             listed = "; ".join(f"{who}: {_failure_text(exc, who)}" for who, exc in failed)
             message = (
-                f"{len(failed)} of {len(accounts)} accounts failed (the others are stored; clearing this task "
-                f"redoes only what is not done): {listed}"
+                f"{len(failed)} of {len(accounts)} accounts failed ({len(results)} done in this try and "
+                f"{len(earlier)} in an earlier one are stored; clearing this task redoes only what is not done): "
+                f"{listed}"
             )
             if all(isinstance(exc, AirflowFailException) for _, exc in failed):
                 raise AirflowFailException(message)

@@ -200,8 +200,8 @@ def test_batch_summaries_tell_the_assets_and_the_run_summary_what_per_account_on
         {"open_id": "c", "written": True, "api_calls": {"/v2/user/info/": 1}},
     ]
     batches = [
-        {**_add_up(per_account[:2]), "batch_accounts": 2, "batch_done": 2, "batch_skipped": 0},
-        {**_add_up(per_account[2:]), "batch_accounts": 1, "batch_done": 1, "batch_skipped": 0},
+        {**_add_up(per_account[:2]), "batch_accounts": 2, "batch_done": 2, "batch_done_earlier": 0},
+        {**_add_up(per_account[2:]), "batch_accounts": 1, "batch_done": 1, "batch_done_earlier": 0},
     ]
     extra = {k: v for k, v in event_extra(per_account, PROFILE_SNAPSHOTS).items() if k != "snapshot_date"}
     assert extra == {"accounts": 3, "rows": 2}

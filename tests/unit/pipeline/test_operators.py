@@ -8,10 +8,11 @@ checked before any I/O, and the summary they return. ``tests/integration`` runs 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from canned_tiktok import OPEN_ID, account, fail, ok, page, user
 from fake_warehouse import FakeWarehouse
 
@@ -241,7 +242,7 @@ def test_a_batch_sums_up_its_accounts(wire: Any) -> None:
     op = operators.TikTokUserInfoToPostgresOperator(task_id="snapshot", accounts=accounts, fields=["display_name"])
     summary = op.execute({})
     assert "/v2/user/info/" in summary["api_calls"]  # (this test's hook is shared, so its counts add up twice)
-    assert (summary["batch_accounts"], summary["batch_done"], summary["batch_skipped"]) == (2, 2, 0)
+    assert (summary["batch_accounts"], summary["batch_done"], summary["batch_done_earlier"]) == (2, 2, 0)
     json.dumps(summary)
 
 
@@ -329,3 +330,155 @@ def test_a_batch_names_its_accounts_on_one_line_whatever_their_display_names(
     assert "\n" not in str(failure.value)
     assert "Bob [2026-12-06] INFO" in str(failure.value)
     assert not [r for r in caplog.records if "\n" in r.getMessage()]
+
+
+def test_a_batch_task_has_its_accounts_time_limits_added_up() -> None:
+    """What the runner arms for a batch (the unmapped operator): the declared timeout times its accounts."""
+    accounts = [{"open_id": f"o{i}", "account_name": f"A{i}"} for i in range(50)]
+    op = operators.TikTokVideoListToPostgresOperator(
+        task_id="sync", accounts=accounts, mode="whole_history", execution_timeout=timedelta(hours=2)
+    )
+    assert (op.account_timeout, op.execution_timeout) == (timedelta(hours=2), timedelta(hours=100))
+    one = operators.TikTokVideoListToPostgresOperator(
+        task_id="sync", open_id="o1", execution_timeout=timedelta(hours=2)
+    )
+    assert (one.account_timeout, one.execution_timeout) == (timedelta(hours=2), timedelta(hours=2))
+
+
+class MemoryTaskStateStore:
+    """Airflow's ``context["task_state_store"]`` of one task instance, kept in a dict (JSON in, JSON out)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.values[key]) if key in self.values else default
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.values[key] = json.dumps(value)
+
+
+class _Ti:
+    def __init__(self, try_number: int) -> None:
+        self.try_number = try_number
+
+
+def test_a_later_try_counts_what_earlier_tries_did_once_and_writes_no_metric_for_it(
+    wire: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second try of a batch: the account done by the first is in the totals once, its rows not re-metered."""
+    from canned_tiktok import fail
+
+    from tiktok_provider import metrics
+
+    _, _, store, _ = wire(user(), *[fail(500, "internal_error")] * 6, user())
+    store.tokens["acct-2"] = store.tokens[OPEN_ID]
+    metered: list[tuple[str, int]] = []
+    monkeypatch.setattr(metrics, "rows_written", lambda table, n: metered.append((table, n)))
+    done: set[str] = set()
+
+    class Snapshot(operators.TikTokUserInfoToPostgresOperator):
+        def done_in_run(self, warehouse: Any, context: Any) -> bool:
+            return self.open_id in done
+
+        def execute_account(self, context: Any) -> dict[str, Any]:
+            result = super().execute_account(context)
+            done.add(self.open_id)
+            return result
+
+    accounts = [{"open_id": OPEN_ID, "account_name": "Ada"}, {"open_id": "acct-2", "account_name": "Bo"}]
+    op = Snapshot(task_id="snapshot", accounts=accounts, fields=["display_name"], retries=0)
+    task_state = MemoryTaskStateStore()
+    with pytest.raises(AirflowException, match=r"1 of 2 accounts failed \(1 done in this try and 0 in an earlier"):
+        op.execute({"task_state_store": task_state, "ti": _Ti(1)})
+    assert metered.count(("profile_snapshots", 1)) == 1
+    assert list(task_state.values) == ["tiktok.batch_account_counts"], "one row of Airflow's a batch task, not one each"
+
+    summary = op.execute({"task_state_store": task_state, "ti": _Ti(2)})
+
+    assert (summary["batch_done"], summary["batch_done_earlier"], summary["batch_done_earlier_unrecorded"]) == (1, 1, 0)
+    assert summary["written"] == 2 and summary["this_try"]["written"] == 1
+    assert metered.count(("profile_snapshots", 1)) == 2, "one metric per snapshot written, none for the recalled one"
+    json.dumps(summary)
+
+
+def test_without_a_task_state_store_an_account_done_earlier_is_counted_as_done_with_unknown_rows(wire: Any) -> None:
+    wire(user())
+
+    class Snapshot(operators.TikTokUserInfoToPostgresOperator):
+        def done_in_run(self, warehouse: Any, context: Any) -> bool:
+            return self.account_name == "done"
+
+    accounts = [{"open_id": OPEN_ID, "account_name": "done"}, {"open_id": OPEN_ID, "account_name": "Ada"}]
+    summary = Snapshot(task_id="snapshot", accounts=accounts, fields=["display_name"]).execute({})
+    assert (summary["batch_done"], summary["batch_done_earlier"], summary["batch_done_earlier_unrecorded"]) == (1, 1, 1)
+    assert summary["written"] == 1
+
+
+def test_an_account_over_its_time_limit_fails_alone_and_the_batch_goes_on(wire: Any) -> None:
+    """Each account of a batch has the task's declared execution_timeout as its own limit."""
+    import time
+
+    wire(user())
+
+    class Snapshot(operators.TikTokUserInfoToPostgresOperator):
+        def execute_account(self, context: Any) -> dict[str, Any]:
+            if self.account_name == "Slow":
+                while True:  # until the account's limit stops it
+                    time.sleep(0.01)
+            return super().execute_account(context)
+
+    accounts = [{"open_id": "slow-1", "account_name": "Slow"}, {"open_id": OPEN_ID, "account_name": "Ada"}]
+    op = Snapshot(
+        task_id="snapshot", accounts=accounts, fields=["display_name"], execution_timeout=timedelta(seconds=0.2)
+    )
+    with pytest.raises(AirflowException) as failed:
+        op.execute({})
+    assert not isinstance(failed.value, AirflowFailException), "a retry can help: it goes on from what is stored"
+    message = str(failed.value)
+    assert message.startswith("1 of 2 accounts failed (1 done in this try"), message
+    assert "'Slow' (open_id slow-1): AccountTimeLimitReached: timed out after 0:00:00.200000" in message
+
+
+def test_when_the_batch_task_itself_times_out_its_log_says_how_far_it_got(
+    wire: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow's own timeout of the batch (SIGALRM -> AirflowTaskTimeout) still fails it, after a line for on-call."""
+    import signal
+    import time
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    wire(user())
+
+    class Snapshot(operators.TikTokUserInfoToPostgresOperator):
+        def execute_account(self, context: Any) -> dict[str, Any]:
+            if self.account_name == "Slow":
+                while True:
+                    time.sleep(0.01)
+            return super().execute_account(context)
+
+    def task_timeout(signum: int, frame: object) -> None:
+        raise AirflowTaskTimeout("Timeout")
+
+    accounts = [
+        {"open_id": OPEN_ID, "account_name": "Ada"},
+        {"open_id": "slow-1", "account_name": "Slow"},
+        {"open_id": "later", "account_name": "Later"},
+    ]
+    op = Snapshot(task_id="snapshot", accounts=accounts, fields=["display_name"], execution_timeout=timedelta(hours=1))
+    left, _ = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, if armed
+    before = signal.signal(signal.SIGALRM, task_timeout)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)  # as if the batch's 3 h had almost run out
+    try:
+        with pytest.raises(AirflowTaskTimeout):
+            op.execute({})
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left)
+    out = capfd.readouterr()
+    [line] = [line for line in (out.out + out.err).splitlines() if "The batch task timed out" in line]
+    assert "1 done in this try, 0 already done in an earlier try of this run, 0 failed, 2 not reached" in line
+    assert op.open_id is None and op.account_name is None
