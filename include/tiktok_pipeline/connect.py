@@ -149,7 +149,10 @@ def connect_account(
         "usable": fetch.usable,
     }
     if fetch.problem is None:
-        log.info("Connected account %s (%s) with scopes %s", grant.open_id, user.get("display_name"), ", ".join(scopes))
+        from tiktok_provider.errors import account_label
+
+        who = account_label(grant.open_id, user.get("display_name"))  # one printable line: no forged log line
+        log.info("Connected account %s with scopes %s", who, ", ".join(scopes))
         return result
     log.warning(
         "Connected account %s with scopes %s, but its profile was %s%s (see the message above)",
