@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.integration.test_cover_archive import S3_CONN, s3_base, s3_server  # noqa: F401  (fixtures)
+from tests.integration.test_cover_archive import s3_server  # noqa: F401  (fixture)
 from tiktok_pipeline.archive import ArchiveSettings, CoverArchiver, CoverItem, Downloaded, cover_items
 from tiktok_pipeline.archive_sweep import sweep_unreferenced_blobs
 from tiktok_sim.testing import running_simulator
@@ -27,6 +27,28 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 JPEG = b"\xff\xd8\xff\xe0" + b"sweep" * 20
+
+
+#: A connection id of this module's own: Airflow caches a storage's filesystem per connection id, and
+#: test_cover_archive's S3 server (under its own id) may be gone by now.
+S3_CONN = "cover_archive_sweep_s3_test"
+
+
+@pytest.fixture
+def s3_base(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
+    """A fresh bucket on the S3 server and this module's connection to it; yields the archive base."""
+    import json
+
+    import boto3
+
+    bucket = f"sweep-{uuid.uuid4().hex[:12]}"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    extra = {"endpoint_url": s3_server, "region_name": "us-east-1"}
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{S3_CONN.upper()}", json.dumps(connection))
+    return f"s3://{bucket}/archive"
 
 
 @pytest.fixture(scope="module")
