@@ -2,16 +2,26 @@
 
 The stack is the one docker-compose.yaml runs, on this machine: api-server (the workers' execution
 API), scheduler, dag-processor, triggerer and ``airflow celery worker`` with the CeleryExecutor,
-Redis on 127.0.0.1:6379 as broker and the stack's own Postgres database as result backend.
+Redis on 127.0.0.1:6379 as broker (database 0) and result backend (database 1). The worker, as in
+docker-compose.yaml, holds neither Airflow's metadata database URL nor its Fernet key: its metadata URL
+points at a server that does not exist, so the run succeeding proves the tasks need neither.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from tiktok_ops.settings import ROOT
+from tiktok_tools import up
 
 if TYPE_CHECKING:
     from tests.deploy.conftest import DeployedStack
@@ -29,6 +39,60 @@ def _query(stack: DeployedStack, database: str, sql: str, **params: Any) -> list
             return [tuple(r) for r in conn.execute(text(sql), params)]
     finally:
         engine.dispose()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def _worker_processes(stack: DeployedStack) -> list[int]:
+    """The celery worker and everything it runs (its pool, the task supervisors), by its session."""
+    leader = int((stack.home / "up" / "celery-worker.pid").read_text().split()[0])
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    assert leader in members, f"the celery worker (pid {leader}) is not running"
+    return members
+
+
+def _effective_config(env: dict[str, str]) -> dict[str, str]:
+    """What Airflow's configuration (environment and $AIRFLOW_HOME/airflow.cfg) gives a process with ``env``."""
+    code = (
+        "import json; from airflow.configuration import conf; print(json.dumps({"
+        "'sql_alchemy_conn': conf.get('database', 'sql_alchemy_conn', fallback=''),"
+        "'fernet_key': conf.get('core', 'fernet_key', fallback=''),"
+        "'jwt_secret': conf.get('api_auth', 'jwt_secret', fallback='')}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _assert_no_metadata_access(stack: DeployedStack) -> None:
+    """The worker's processes hold no metadata URL, Fernet key or JWT secret; nor does its airflow.cfg."""
+    metadata_url = stack.database_url(stack.airflow_db)
+    server = metadata_url.split("://", 1)[1].rsplit("/", 1)[0]
+    fernet_key = (stack.home / "fernet.key").read_text().strip()
+    jwt_secret = (stack.home / "jwt.secret").read_text().strip()
+    for pid in _worker_processes(stack):
+        env = _environ(pid)
+        assert env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == up.NO_METADATA_DATABASE, pid
+        assert not [key for key in env if re.search("FERNET_KEY|JWT_SECRET|SQL_ALCHEMY_CONN_", key)], pid
+        assert "TIKTOK_PG_SERVER" not in env, "the Postgres server's URL (its superuser)"
+        # Nor any URL of the Postgres server (user@host:port), under whatever name, nor the secrets' values.
+        secrets = (fernet_key, jwt_secret, server)
+        assert not [key for key, value in env.items() if any(secret in value for secret in secrets)], pid
+    # Nor does the stack's airflow.cfg (AIRFLOW_HOME is shared with the other components) fill them in.
+    config = _effective_config(_environ(_worker_processes(stack)[0]))
+    assert config["sql_alchemy_conn"] == up.NO_METADATA_DATABASE and metadata_url not in config.values()
+    assert config["fernet_key"] == "", "a Fernet key reaches the worker through airflow.cfg"
+    assert config["jwt_secret"] != jwt_secret
 
 
 def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: DeployedStack) -> None:
@@ -53,11 +117,18 @@ def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: Deplo
     }
     # Every task went through the stack's own Celery queue ...
     assert {ti["queue"] for ti in tis} == {stack.queue}
-    # ... was picked up by the worker, whose results Celery stored in Postgres.
+    # ... was picked up by the worker, which ran it without Airflow's metadata database or Fernet key ...
     worker_log = stack.log("celery-worker")
-    assert "Task execute_workload" in worker_log and "succeeded" in worker_log, worker_log[-3000:]
-    results = dict(_query(stack, stack.airflow_db, "SELECT status, count(*) FROM celery_taskmeta GROUP BY status"))
-    assert results.get("SUCCESS", 0) >= 1, results
+    succeeded = re.findall(r"Task execute_workload\[([0-9a-f-]{36})\] succeeded", worker_log)
+    assert len(succeeded) >= len(tis), worker_log[-3000:]
+    _assert_no_metadata_access(stack)
+    # ... and whose results Celery stored in Redis (database 1), not in the metadata database.
+    assert _query(stack, stack.airflow_db, "SELECT to_regclass('public.celery_taskmeta')") == [(None,)]
+    worker_env = _environ(_worker_processes(stack)[0])
+    backend = worker_env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert backend == up.RESULT_BACKEND and backend != worker_env["AIRFLOW__CELERY__BROKER_URL"]
+    results = _celery_results(backend, succeeded)
+    assert set(results.values()) == {"SUCCESS"}, results
 
     today = datetime.now(UTC).date()
     rows = _query(
@@ -69,3 +140,16 @@ def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: Deplo
     )
     assert len(rows) == ACCOUNTS, rows
     assert all(followers is not None and followers >= 0 for _, followers in rows)
+
+
+def _celery_results(backend: str, task_ids: list[str]) -> dict[str, str]:
+    """The status Celery's result backend (a Redis database) holds of each task."""
+    import redis
+
+    client = redis.Redis.from_url(backend)
+    try:
+        stored = client.mget([f"celery-task-meta-{task_id}" for task_id in task_ids])
+    finally:
+        client.close()
+    pairs = zip(task_ids, stored, strict=True)
+    return {task_id: json.loads(value)["status"] if value else "missing" for task_id, value in pairs}

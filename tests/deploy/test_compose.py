@@ -208,11 +208,44 @@ def test_it_sets_every_airflow_setting_the_local_path_sets(compose: dict[str, An
         common["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
         and "@redis:6379/" in common["AIRFLOW__CELERY__BROKER_URL"]
     )
-    assert common["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     api = compose["services"]["airflow-apiserver"]
     container_port = api["ports"][0].rsplit(":", 1)[1]
     assert common["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"http://airflow-apiserver:{container_port}/execution/"
     assert "AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags" in DOCKERFILE.read_text()
+
+
+def test_the_workers_hold_neither_the_metadata_database_nor_the_fernet_key(compose: dict[str, Any]) -> None:
+    """Workers reach Airflow only through the execution API: no metadata URL, Fernet key or JWT secret."""
+    services = compose["services"]
+    worker = services["airflow-worker"]["environment"]  # as Compose sees it, after the merge keys
+    common = compose["x-airflow-common"]["environment"]
+    # What `make up` withholds from its worker is withheld here too, and the others do have it.
+    for name in up.WORKER_WITHHELD:
+        assert name not in worker, f"airflow-worker has {name}"
+    assert {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__FERNET_KEY"} <= set(up.WORKER_WITHHELD)
+    assert not [key for key in worker if re.search("SQL_ALCHEMY_CONN|FERNET_KEY|JWT_SECRET", key)], sorted(worker)
+    for service in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        env = services[service]["environment"]
+        assert {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__FERNET_KEY"} <= set(env), service
+    # No value carries the metadata owner's password or the Fernet key under another name.
+    secrets = {filled_env()[name] for name in ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET")}
+    assert not [key for key, value in worker.items() if any(secret in str(value) for secret in secrets)]
+    # The image's entrypoint would wait for a metadata database (`airflow db check`): none to wait for.
+    assert worker["CONNECTION_CHECK_MAX_COUNT"] == "0"
+
+    # What a worker does need: the broker, a result backend that is not a database, the execution API.
+    backend = worker["AIRFLOW__CELERY__RESULT_BACKEND"]
+    broker = worker["AIRFLOW__CELERY__BROKER_URL"]
+    assert backend.startswith("redis://") and not backend.startswith("db+"), backend
+    assert filled_env()["REDIS_PASSWORD"] in backend, "Redis asks for its password"
+    assert backend.rsplit("/", 1)[0] == broker.rsplit("/", 1)[0] and backend != broker, "another Redis database"
+    assert worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == common["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    assert worker["AIRFLOW__API__SECRET_KEY"] == common["AIRFLOW__API__SECRET_KEY"], "it serves running tasks' logs"
+    # The scheduler reads the results where the workers write them.
+    for name, service in services.items():
+        if name.startswith("airflow-"):
+            assert service["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"] == backend, name
+            assert service["environment"]["AIRFLOW__CELERY__BROKER_URL"] == broker, name
 
 
 def test_every_variable_is_documented_and_no_secret_has_a_default() -> None:

@@ -3,9 +3,10 @@
 ``python -m tiktok_tools.up start`` starts the TikTok simulator (on the settings' port, with the
 ``tiktok_default`` connection's client key and secret, the demo's accounts connected) and Airflow's
 components -- api-server, scheduler, dag-processor, triggerer -- on the local Postgres with the
-LocalExecutor; ``--executor CeleryExecutor`` adds a Celery worker (Redis as broker, Postgres as
-result backend), as docker-compose.yaml runs it. Each process gets its own session, a pid file and
-a log under ``$AIRFLOW_HOME/up/``. It returns when the UI answers and every DAG of ``dags/`` is
+LocalExecutor; ``--executor CeleryExecutor`` adds a Celery worker (Redis as broker and result
+backend), as docker-compose.yaml runs it: without Airflow's metadata database, Fernet key or JWT
+secret (:func:`worker_environment`). Each process gets its own session, a pid file and a log under
+``$AIRFLOW_HOME/up/``. It returns when the UI answers and every DAG of ``dags/`` is
 parsed without import errors, and prints where the UI is and how to log in.
 
 ``stop`` ends every process ``start`` started, with whatever they spawned (a second ``stop`` does
@@ -51,6 +52,20 @@ SIMULATOR = "simulator"
 #: How `make up` holds the embedded Postgres server (tiktok_tools.pgserver), until `make down`.
 PG_HOLDER = "up"
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+#: Celery's task results: Redis database 1 (the broker has database 0), never Airflow's metadata database.
+RESULT_BACKEND = "redis://127.0.0.1:6379/1"
+#: What the celery worker's Airflow metadata URL points at: no server, so any use of it fails loudly
+#: (rather than quietly creating the SQLite file airflow.cfg's default names).
+NO_METADATA_DATABASE = "postgresql://no-metadata-database-on-workers@127.0.0.1:1/none"
+#: Settings the other components hold and a worker never gets (as docker-compose.yaml's airflow-worker),
+#: nor their ``_CMD`` / ``_SECRET`` forms.
+WORKER_WITHHELD = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "TIKTOK_PG_SERVER",
+    "TIKTOK_DAG_ROLE_PASSWORD",
+)
 #: Variables of this process that its children must not inherit.
 _PARENT_ONLY: set[str] = {"_AIRFLOW_PROCESS_CONTEXT"}
 
@@ -124,7 +139,7 @@ def stack_environment(s: local_settings.Settings, api_port: int, executor: str) 
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(s.airflow_home / PASSWORDS_FILE),
         "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/0",
-        "AIRFLOW__CELERY__RESULT_BACKEND": s.database_url(s.airflow_db, driver="db+postgresql"),
+        "AIRFLOW__CELERY__RESULT_BACKEND": RESULT_BACKEND,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
         # The scheduler evaluates Deadline Alerts (tiktok_pipeline.deadlines); dag.test() tools turn them off.
         "AIRFLOW__TIKTOK_ALERTS__DEADLINE_HOURS": "6",
@@ -239,6 +254,28 @@ def _child_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _withheld_from_workers(name: str) -> bool:
+    if name == "AIRFLOW__CORE__SQL_ALCHEMY_CONN":  # the option's old section, still read
+        return True
+    return any(name == withheld or name.startswith(f"{withheld}_") for withheld in WORKER_WITHHELD)
+
+
+def worker_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """Return the celery worker's environment: ``env`` less the metadata database, Fernet key and JWT secret.
+
+    In Airflow 3 a task reaches Airflow only through the API server's execution API, with the token
+    the scheduler signed for it, and gets connections and variables from there decrypted; the
+    worker needs none of these (see docker-compose.yaml). Its metadata URL points at a server that
+    does not exist, so anything that still tried the database would fail, not fall back to SQLite.
+    """
+    worker = {k: v for k, v in env.items() if not _withheld_from_workers(k)}
+    worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = NO_METADATA_DATABASE
+    # setproctitle (Celery's and the task supervisor's process titles) would overwrite what
+    # /proc/<pid>/environ shows; keep it readable, so what a worker holds can be checked.
+    worker["SPT_NOENV"] = "1"
+    return worker
 
 
 def _spawn(stack: Stack, name: str, argv: list[str], env: Mapping[str, str]) -> int:
@@ -485,7 +522,8 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
             sim_note = f"tiktok_default points at {conn.host}, so no simulated account was connected"
         env = _child_environment()
         for component in components(stack.executor):
-            _spawn(stack, component.name, airflow_argv(stack, component), env)
+            own = worker_environment(env) if component is CELERY_WORKER else env
+            _spawn(stack, component.name, airflow_argv(stack, component), own)
         seen = wait_until_ready(stack, password, names, timeout)
     except BaseException:
         stop(stack)
