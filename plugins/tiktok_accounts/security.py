@@ -13,7 +13,8 @@ Permissions come from Airflow's auth manager:
 
 CSRF: writes are POST forms carrying a token bound to the user and to a random cookie
 (``tiktok_accounts_csrf``: HttpOnly, SameSite=Strict, only sent to ``/tiktok-accounts``); the
-token is an HMAC of both under a key derived from ``[api] secret_key``. A cross-site form can send
+token is an HMAC of both under a key derived from ``[api_auth] jwt_secret`` and ``[api] secret_key``
+(Celery workers hold the second, for log serving, but not the first). A cross-site form can send
 neither, and a request whose ``Origin`` names another host is refused too. Requests authenticated
 by an ``Authorization: Bearer`` header need no token: a browser never adds that header on its own.
 
@@ -46,10 +47,15 @@ _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{32,100}$")
 
 @cache
 def _key() -> bytes:
-    """A key for this app's HMACs, derived from Airflow's ``[api] secret_key`` (random if unset)."""
+    """A key for this app's HMACs, derived from the API server's secrets (random if neither is set).
+
+    ``[api_auth] jwt_secret`` is only the API server's (and the scheduler's): workers also hold
+    ``[api] secret_key``, so that one alone would let code on a worker forge this app's tokens.
+    """
     from airflow.configuration import conf
 
-    secret = conf.get("api", "secret_key", fallback="") or secrets.token_urlsafe(64)
+    parts = [conf.get("api_auth", "jwt_secret", fallback="") or "", conf.get("api", "secret_key", fallback="") or ""]
+    secret = "\0".join(parts) if any(parts) else secrets.token_urlsafe(64)
     return hmac.new(secret.encode(), b"tiktok_accounts", hashlib.sha256).digest()
 
 

@@ -267,3 +267,24 @@ def test_the_early_views_curve_is_drawn_from_numbers_only() -> None:
     svg = early_curve({"1h": 10, "6h": 80, "24h": 300})
     assert svg.startswith("<svg") and svg.count("<circle") == 3 and "<polyline points=" in svg
     assert "no early views" in early_curve({})
+
+
+def test_the_csrf_key_needs_the_api_servers_jwt_secret_not_only_what_workers_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery workers hold [api] secret_key (log serving) but not [api_auth] jwt_secret: both make the key."""
+    from tiktok_accounts import security
+
+    def key(jwt: str, api: str) -> bytes:
+        monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", jwt)
+        monkeypatch.setenv("AIRFLOW__API__SECRET_KEY", api)
+        security._key.cache_clear()
+        try:
+            return security._key()
+        finally:
+            security._key.cache_clear()
+
+    server = key("jwt-of-the-api-server", "shared-with-workers")
+    assert server == key("jwt-of-the-api-server", "shared-with-workers")  # stable across processes
+    assert server != key("", "shared-with-workers"), "what a worker holds alone must not make the key"
+    assert server != key("another-jwt", "shared-with-workers")
