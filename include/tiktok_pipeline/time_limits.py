@@ -11,6 +11,18 @@ last committed page).
 the task's own timer back with what is left of it; when the task's own timer would ring first,
 it stays in charge. Only the main thread can take signals: elsewhere (and where there is no
 ``SIGALRM``) the account runs without a limit of its own, as Airflow does.
+
+**Never inside a token call.** The account's limit does not stop a token refresh or code exchange
+(:data:`_UNINTERRUPTED`): TikTok rotates the refresh token as soon as it reads the request, so a
+refresh stopped before its answer is stored leaves the store with a refresh token TikTok no longer
+takes, and the account needs its creator to authorize the app again. When the limit rings inside
+one, it looks again every :data:`DEFER_SECONDS` and stops the account once the call is over (its
+lease, cutoff and the store's retries bound it: :mod:`tiktok_warehouse.tokens`). A refresh in the
+background fetch thread of a sync is safe as it is: the account's stop waits for that thread.
+
+**The task's own timer is back as soon as the account's rings**, not only once the account's code
+has unwound: what runs meanwhile (a sync waiting for its fetch thread to finish the request under
+way, which may be waiting for the shared rate budget) is still bounded by the task's timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +33,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import cache
+from types import CodeType, FrameType
+
+#: How soon the account's limit looks again when it rang inside a token call (:data:`_UNINTERRUPTED`).
+DEFER_SECONDS = 0.25
 
 
 class AccountTimeLimitReached(BaseException):
@@ -29,6 +46,30 @@ class AccountTimeLimitReached(BaseException):
     A ``BaseException`` (like Airflow's ``AirflowTaskTimeout``), so that no ``except Exception`` on
     the way -- a best-effort archive, a retry policy -- takes it for an ordinary error and carries on.
     """
+
+
+@cache
+def _uninterrupted() -> frozenset[CodeType]:
+    """The code an account's limit does not stop: a token call, from the request sent to its answer stored."""
+    from tiktok_provider.auth import AccessTokens, OAuthCalls
+
+    codes = {AccessTokens._refreshed.__code__, OAuthCalls.token_call.__code__}
+    try:  # the warehouse's store, when installed: its lease, TikTok's answer and the write that keeps it
+        from tiktok_warehouse.tokens import TokenStore
+
+        codes |= {TokenStore.refresh_locked.__code__, TokenStore.save_grant.__code__}
+    except ImportError:
+        pass
+    return frozenset(codes)
+
+
+def _in_token_call(frame: FrameType | None) -> bool:
+    uninterrupted = _uninterrupted()
+    while frame is not None:
+        if frame.f_code in uninterrupted:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _supported() -> bool:
@@ -50,7 +91,24 @@ def account_time_limit(limit: timedelta | None, message: str) -> Iterator[None]:
         yield  # the task's own timeout rings first: it stays in charge
         return
 
-    def ring(signum: int, frame: object) -> None:
+    back = False
+
+    def put_back() -> None:
+        """The task's own handler, and its timer with what is left of it (at once, if it is due); once."""
+        nonlocal back
+        if back:  # the account's limit rang: the task's timer has been running since (and may have rung)
+            return
+        back = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, outer_handler)
+        if outer_left > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
+
+    def ring(signum: int, frame: FrameType | None) -> None:
+        if _in_token_call(frame):
+            signal.setitimer(signal.ITIMER_REAL, DEFER_SECONDS)  # once the token call is over
+            return
+        put_back()  # what unwinds the account from here is under the task's own timeout again
         raise AccountTimeLimitReached(message)
 
     started = time.monotonic()
@@ -59,7 +117,4 @@ def account_time_limit(limit: timedelta | None, message: str) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, outer_handler)
-        if outer_left > 0:  # put the task's own timer back with what is left of it (at once, if it is due)
-            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
+        put_back()
