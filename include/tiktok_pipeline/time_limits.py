@@ -20,6 +20,11 @@ one, it looks again every :data:`DEFER_SECONDS` and stops the account once the c
 lease, cutoff and the store's retries bound it: :mod:`tiktok_warehouse.tokens`). A refresh in the
 background fetch thread of a sync is safe as it is: the account's stop waits for that thread.
 
+**Nor inside a request to Airflow's supervisor** (a connection, a variable, the task state store:
+``SUPERVISOR_COMMS``). Its answers are read in order and not matched to their requests: one left
+unread would be read as the answer to the next request, and every later one as the answer to the
+one before, for the rest of the batch.
+
 **The task's own timer is back as soon as the account's rings**, not only once the account's code
 has unwound: what runs meanwhile (a sync waiting for its fetch thread to finish the request under
 way, which may be waiting for the shared rate budget) is still bounded by the task's timeout.
@@ -50,7 +55,8 @@ class AccountTimeLimitReached(BaseException):
 
 @cache
 def _uninterrupted() -> frozenset[CodeType]:
-    """The code an account's limit does not stop: a token call, from the request sent to its answer stored."""
+    """The code an account's limit does not stop: a token call, from the request sent to its answer stored,
+    and a request to Airflow's supervisor, from the request sent to its answer read."""
     from tiktok_provider.auth import AccessTokens, OAuthCalls
 
     codes = {AccessTokens._refreshed.__code__, OAuthCalls.token_call.__code__}
@@ -59,6 +65,12 @@ def _uninterrupted() -> frozenset[CodeType]:
 
         codes |= {TokenStore.refresh_locked.__code__, TokenStore.save_grant.__code__}
     except ImportError:
+        pass
+    try:  # a request to the task's supervisor: its answers are read in order, not matched to their request
+        from airflow.sdk.execution_time.comms import CommsDecoder
+
+        codes.add(CommsDecoder.send.__code__)
+    except (ImportError, AttributeError):
         pass
     return frozenset(codes)
 
