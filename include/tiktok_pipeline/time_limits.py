@@ -17,7 +17,8 @@ it stays in charge. Only the main thread can take signals: elsewhere (and where 
 refresh stopped before its answer is stored leaves the store with a refresh token TikTok no longer
 takes, and the account needs its creator to authorize the app again. When the limit rings inside
 one, it looks again every :data:`DEFER_SECONDS` and stops the account once the call is over (its
-lease, cutoff and the store's retries bound it: :mod:`tiktok_warehouse.tokens`). A refresh in the
+lease, cutoff and the store's retries bound it: :mod:`tiktok_warehouse.tokens`) -- but never
+later than the task's own timeout would have rung: that one is Airflow's, and rings where it would. A refresh in the
 background fetch thread of a sync is safe as it is: the account's stop waits for that thread.
 
 **Nor inside a request to Airflow's supervisor** (a connection, a variable, the task state store:
@@ -118,7 +119,11 @@ def account_time_limit(limit: timedelta | None, message: str) -> Iterator[None]:
 
     def ring(signum: int, frame: FrameType | None) -> None:
         if _in_token_call(frame):
-            signal.setitimer(signal.ITIMER_REAL, DEFER_SECONDS)  # once the token call is over
+            task_left = outer_left - (time.monotonic() - started) if outer_left > 0 else DEFER_SECONDS
+            if task_left <= 0:
+                put_back()  # never later than the task's own timeout: it rings now, as it would have
+            else:  # look again once the call may be over (or when the task's own timeout is due)
+                signal.setitimer(signal.ITIMER_REAL, min(DEFER_SECONDS, task_left))
             return
         put_back()  # what unwinds the account from here is under the task's own timeout again
         raise AccountTimeLimitReached(message)

@@ -27,12 +27,13 @@ from tiktok_pipeline.time_limits import AccountTimeLimitReached, account_time_li
 
 
 @pytest.fixture
-def supervisor() -> Iterator[socket.socket]:
-    """The task's end of a socket whose other end answers each GetConnection after 0.5 s."""
+def supervisor(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
+    """The task's end of a socket whose other end answers each GetConnection after 0.5 s (or the param)."""
     from airflow.sdk.execution_time.comms import ConnectionResult, _RequestFrame, _ResponseFrame
 
     task_end, supervisor_end = socket.socketpair()
     decoder = msgspec.msgpack.Decoder(_RequestFrame)
+    delay = getattr(request, "param", 0.5)
 
     def serve() -> None:
         with contextlib.closing(supervisor_end), contextlib.suppress(OSError):
@@ -40,10 +41,10 @@ def supervisor() -> Iterator[socket.socket]:
                 size = supervisor_end.recv(4, socket.MSG_WAITALL)
                 if len(size) < 4:
                     return
-                request = decoder.decode(supervisor_end.recv(int.from_bytes(size, "big"), socket.MSG_WAITALL))
-                time.sleep(0.5)
+                frame = decoder.decode(supervisor_end.recv(int.from_bytes(size, "big"), socket.MSG_WAITALL))
+                time.sleep(delay)
                 answer = ConnectionResult(
-                    conn_id=request.body["conn_id"],
+                    conn_id=frame.body["conn_id"],
                     conn_type="http",
                     host=None,
                     schema=None,
@@ -52,7 +53,7 @@ def supervisor() -> Iterator[socket.socket]:
                     port=None,
                     extra=None,
                 )
-                supervisor_end.sendall(_ResponseFrame(id=request.id, body=answer.model_dump(by_alias=True)).as_bytes())
+                supervisor_end.sendall(_ResponseFrame(id=frame.id, body=answer.model_dump(by_alias=True)).as_bytes())
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -74,3 +75,30 @@ def test_an_account_stopped_mid_request_leaves_the_supervisor_channel_in_step(su
     answer = comms.send(GetConnection(conn_id="next_account"))
 
     assert answer.conn_id == "next_account", "the next request read the answer of the interrupted one"
+
+
+class TaskTimeout(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("supervisor", [3.0], indirect=True)
+def test_the_task_timeout_is_not_put_off_by_a_request_the_account_limit_waits_for(supervisor: socket.socket) -> None:
+    """The account's limit waits for the supervisor's answer; the task's own timeout does not."""
+    from airflow.sdk.execution_time.comms import CommsDecoder, GetConnection, ToSupervisor, ToTask
+
+    def ring(signum: int, frame: object) -> None:
+        raise TaskTimeout()
+
+    comms = CommsDecoder[ToTask, ToSupervisor](socket=supervisor)
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    before = signal.signal(signal.SIGALRM, ring)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)  # the task's own: due long before the answer
+        with pytest.raises(TaskTimeout), account_time_limit(timedelta(seconds=0.1), "over"):
+            comms.send(GetConnection(conn_id="first_account"))
+            pytest.fail("the task's timeout waited for the supervisor's answer")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left)
