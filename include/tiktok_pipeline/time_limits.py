@@ -111,8 +111,8 @@ def account_time_limit(limit: timedelta | None, message: str) -> Iterator[None]:
         nonlocal back
         if back:  # the account's limit rang: the task's timer has been running since (and may have rung)
             return
+        signal.setitimer(signal.ITIMER_REAL, 0)  # first: once this is done, ours cannot ring half-way through
         back = True
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, outer_handler)
         if outer_left > 0:
             signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3))
