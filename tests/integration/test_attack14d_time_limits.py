@@ -47,7 +47,9 @@ def test_an_account_time_limit_does_not_throw_away_a_rotated_refresh_token(sim: 
 
     # TikTok answers (and rotates) whether or not we are still listening: wait for that answer.
     for _ in range(200):
-        if any(r.get("grant_type") == "refresh_token" for r in sim.admin.requests(endpoint="oauth_token")):
+        if any(
+            r.get("grant_type") == "refresh_token" for r in sim.admin.requests(endpoint="oauth_token", open_id=open_id)
+        ):
             break
         time.sleep(0.05)
     else:
@@ -59,3 +61,36 @@ def test_an_account_time_limit_does_not_throw_away_a_rotated_refresh_token(sim: 
         "the store keeps a refresh token TikTok already rotated: the account must be reconnected by its creator"
     )
     assert stored.status == "active"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reported, not fixed here: Airflow's own execution_timeout (AirflowTaskTimeout) still lands inside a "
+    "token refresh of a one-account task, and the rotated refresh token is lost (tokens.py / auth.py)",
+)
+def test_the_task_timeout_does_not_throw_away_a_rotated_refresh_token(sim: Any, hook: Any) -> None:
+    """The same, for a task of one account: Airflow's own SIGALRM timer, as the task runner arms it."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    from tiktok_pipeline.connect import connect_account
+    from tiktok_pipeline.operators import TikTokUserInfoToPostgresOperator
+    from tiktok_tools.simaccounts import connect_conf
+
+    open_id = sim.admin.create_account(videos=0)["open_id"]
+    connect_account(connect_conf(sim.admin, open_id), tiktok_conn_id=hook.tiktok_conn_id)
+    sim.admin.expire_access_tokens(open_id)
+    sim.admin.set_faults("oauth_token", queue=[("slow", 1)], slow_seconds=2.0)
+    op = TikTokUserInfoToPostgresOperator(task_id="snapshot", open_id=open_id, fields=["display_name"])
+
+    with contextlib.suppress(AirflowTaskTimeout), timeout(1):
+        op.execute({})
+
+    for _ in range(200):
+        if any(
+            r.get("grant_type") == "refresh_token" for r in sim.admin.requests(endpoint="oauth_token", open_id=open_id)
+        ):
+            break
+        time.sleep(0.05)
+    live = [t["fingerprint"] for t in sim.admin.tokens(open_id) if t["kind"] == "refresh" and t["status"] == "active"]
+    assert _fingerprint(hook.token_store.get(open_id).refresh_token) == live[0]
