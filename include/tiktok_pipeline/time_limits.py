@@ -44,6 +44,9 @@ from types import CodeType, FrameType
 
 #: How soon the account's limit looks again when it rang inside a token call (:data:`_UNINTERRUPTED`).
 DEFER_SECONDS = 0.25
+#: The most the task's own timeout is put off, in all, while a token call or supervisor request ends
+#: (:func:`task_timeout_spares_token_calls`): a refresh's lease and cutoff end it well within this.
+TASK_TIMEOUT_GRACE_SECONDS = 300.0
 
 
 class AccountTimeLimitReached(BaseException):
@@ -135,3 +138,37 @@ def account_time_limit(limit: timedelta | None, message: str) -> Iterator[None]:
         yield
     finally:
         put_back()
+
+
+@contextmanager
+def task_timeout_spares_token_calls(grace: float = TASK_TIMEOUT_GRACE_SECONDS) -> Iterator[None]:
+    """Put the task's own timeout (Airflow's SIGALRM handler) off while a token call or supervisor request ends.
+
+    Airflow's ``execution_timeout`` raises wherever the task is, as an account's limit would: inside
+    a token refresh that loses the refresh token TikTok has just rotated. Within this block its
+    handler is wrapped: when it rings inside such a call it rings again every :data:`DEFER_SECONDS`,
+    for ``grace`` seconds in all at most, and then as it would have. Elsewhere it rings at once.
+    """
+    if not _supported():
+        yield
+        return
+    airflow_handler = signal.getsignal(signal.SIGALRM)
+    if not callable(airflow_handler):  # no handler of Airflow's (no execution_timeout): nothing to wrap
+        yield
+        return
+    put_off = 0.0
+
+    def ring(signum: int, frame: FrameType | None) -> None:
+        nonlocal put_off
+        if put_off < grace and _in_token_call(frame):
+            put_off += DEFER_SECONDS
+            signal.setitimer(signal.ITIMER_REAL, DEFER_SECONDS)
+            return
+        airflow_handler(signum, frame)
+
+    signal.signal(signal.SIGALRM, ring)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGALRM) is ring:
+            signal.signal(signal.SIGALRM, airflow_handler)

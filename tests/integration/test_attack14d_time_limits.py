@@ -63,11 +63,6 @@ def test_an_account_time_limit_does_not_throw_away_a_rotated_refresh_token(sim: 
     assert stored.status == "active"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported, not fixed here: Airflow's own execution_timeout (AirflowTaskTimeout) still lands inside a "
-    "token refresh of a one-account task, and the rotated refresh token is lost (tokens.py / auth.py)",
-)
 def test_the_task_timeout_does_not_throw_away_a_rotated_refresh_token(sim: Any, hook: Any) -> None:
     """The same, for a task of one account: Airflow's own SIGALRM timer, as the task runner arms it."""
     from airflow.sdk.exceptions import AirflowTaskTimeout
