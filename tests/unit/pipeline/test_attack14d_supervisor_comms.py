@@ -102,3 +102,37 @@ def test_the_task_timeout_is_not_put_off_by_a_request_the_account_limit_waits_fo
         signal.signal(signal.SIGALRM, before)
         if left:
             signal.setitimer(signal.ITIMER_REAL, left)
+
+
+@pytest.mark.parametrize("supervisor", [3.0], indirect=True)
+def test_the_task_timeout_waits_for_a_supervisor_answer_within_its_grace_only(supervisor: socket.socket) -> None:
+    """Airflow's own timer, wrapped for the task: put off inside the request, for ``grace`` at most."""
+    from airflow.sdk.execution_time.comms import CommsDecoder, GetConnection, ToSupervisor, ToTask
+
+    from tiktok_pipeline.time_limits import task_timeout_spares_token_calls
+
+    rang: list[float] = []
+
+    def airflow_ring(signum: int, frame: object) -> None:
+        rang.append(time.monotonic())
+        raise TaskTimeout()
+
+    comms = CommsDecoder[ToTask, ToSupervisor](socket=supervisor)
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    before = signal.signal(signal.SIGALRM, airflow_ring)
+    try:
+        with task_timeout_spares_token_calls(grace=0.5):
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            started = time.monotonic()
+            with pytest.raises(TaskTimeout):
+                comms.send(GetConnection(conn_id="first_account"))
+            assert len(rang) == 1 and rang[0] - started >= 0.4, "put off while the request was under way"
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(TaskTimeout):  # outside a request: at once
+                time.sleep(5)
+        assert signal.getsignal(signal.SIGALRM) is airflow_ring, "Airflow's handler is back"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left)
