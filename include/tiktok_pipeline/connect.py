@@ -215,6 +215,22 @@ RECONNECT = (
 )
 
 
+#: The most of one piece of outside text (TikTok's message, an exception's) a ``problem`` quotes.
+QUOTED = 300
+
+
+def _quoted(text: Any, limit: int = QUOTED) -> str:
+    """Outside text for a ``problem``: one printable line, cut to ``limit``, anything shaped like a token removed.
+
+    TikTok's answer (or a proxy's) and an exception's text are whatever they are: the ``problem`` is
+    logged as one line and kept in the run's XCom, which the secrets masker does not touch.
+    """
+    from tiktok_provider.errors import printable
+    from tiktok_warehouse.tokens import redact
+
+    return printable(redact(str(text)), limit)
+
+
 @dataclass(frozen=True)
 class ProfileFetch:
     """How the first profile fetch of a newly connected account went, in words for the person connecting it.
@@ -245,12 +261,13 @@ def profile_refusal(exc: BaseException, *, account: str, scopes: frozenset[str])
     if not isinstance(exc, TikTokError):
         return ProfileFetch(
             PROFILE_NOT_FETCHED,
-            f"{stored} its profile could not be fetched or stored ({type(exc).__name__}: {exc}). The next "
+            f"{stored} its profile could not be fetched or stored ({type(exc).__name__}: {_quoted(exc)}). The next "
             f"{SNAPSHOT_DAG} run fills it in; if that fails too, its log says why.",
         )
     said = (
-        f"{exc.code or type(exc).__name__} (HTTP {exc.http_status if exc.http_status is not None else 'none'}): "
-        f"{exc.message} [log_id={exc.log_id or 'none'}]"
+        f"{_quoted(exc.code or type(exc).__name__, 80)} "
+        f"(HTTP {exc.http_status if exc.http_status is not None else 'none'}): "
+        f"{_quoted(exc.message)} [log_id={_quoted(exc.log_id or 'none', 80)}]"
     )
     if is_retryable(exc):
         return ProfileFetch(
@@ -276,7 +293,7 @@ def profile_refusal(exc: BaseException, *, account: str, scopes: frozenset[str])
             usable=False,
         )
     if isinstance(exc, TikTokScopeError):
-        granted = ", ".join(sorted(scopes)) or "none"
+        granted = _quoted(", ".join(sorted(scopes))) or "none"
         return ProfileFetch(
             PROFILE_REFUSED,
             f"{stored} TikTok refused its profile for lack of a scope ({said}), although the grant lists "
@@ -315,10 +332,11 @@ def _profile(hook: Any, grant: Any) -> tuple[dict[str, Any], list[str], ProfileF
     try:
         scopes = grant.scopes if grant.scopes is not None else hook.scopes(grant.open_id)
         if "user.info.basic" not in scopes:
+            granted = _quoted(", ".join(sorted(scopes))) or "nothing"
             fetch = ProfileFetch(
                 PROFILE_NOT_ALLOWED,
                 f"Account {account_label(grant.open_id)} is connected (its tokens are stored), but it did not grant "
-                f"user.info.basic (it granted {', '.join(sorted(scopes)) or 'nothing'}), so TikTok gives no profile "
+                f"user.info.basic (it granted {granted}), so TikTok gives no profile "
                 f"for it: nothing was asked, no profile is stored, and every {SNAPSHOT_DAG} run will fail for it. "
                 f"To have profiles, {RECONNECT}.",
                 usable=False,

@@ -226,10 +226,14 @@ class _TikTokToPostgresOperator(BaseOperator):
             self.execution_timeout = self.execution_timeout * max(1, len(accounts))
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.accounts is None:
-            return self.execute_account(context)
-        with shared_engines():  # one engine for the batch, not one per account
-            return self._execute_batch(context)
+        from tiktok_pipeline.time_limits import task_timeout_spares_token_calls
+
+        # Airflow's execution_timeout never lands inside a token refresh (it would lose the rotated token).
+        with task_timeout_spares_token_calls():
+            if self.accounts is None:
+                return self.execute_account(context)
+            with shared_engines():  # one engine for the batch, not one per account
+                return self._execute_batch(context)
 
     def execute_account(self, context: Context) -> dict[str, Any]:
         """Do the task's work for ``self.open_id``; return its summary."""

@@ -67,3 +67,28 @@ def test_an_account_within_its_limit_leaves_the_task_timer_as_it_was(task_timer:
     with account_time_limit(None, "no limit"):
         pass
     assert 29 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30
+
+
+def test_what_runs_after_the_account_is_stopped_is_still_under_the_task_timer(task_timer: None) -> None:
+    """Once the account's limit rang, its code unwinding (a sync waiting for its fetch thread) is bounded.
+
+    Before, neither timer was armed between the account's alarm and the end of the block: a cleanup
+    that hung (a fetch thread waiting for the shared rate budget) hung with no timeout at all.
+    """
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    unwound = False
+    try:
+        try:
+            with account_time_limit(timedelta(seconds=0.05), "over"):
+                try:
+                    spin(5)
+                finally:
+                    spin(5)
+                    unwound = True
+        except AccountTimeLimitReached:
+            spin(5)  # (before: the task's timer, due long ago, rang only here)
+    except TaskTimeout:
+        pass
+    assert not unwound, "the task's own timeout rang while the account was being stopped"
+    spin(0.2)  # and it rang once: not armed again on the way out (a second AirflowTaskTimeout mid-report)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
