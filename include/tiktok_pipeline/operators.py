@@ -140,6 +140,24 @@ def _counts(summary: dict[str, Any]) -> dict[str, Any]:
 BRIEF_ERROR = 600
 
 
+BATCH_TIMEOUT_OPTION = "batch_timeout_hours"
+DEFAULT_BATCH_TIMEOUT_HOURS = 24
+
+
+def batch_timeout_cap() -> timedelta:
+    """``[tiktok] batch_timeout_hours``: the longest ``execution_timeout`` a batch task gets (default 24)."""
+    from airflow.configuration import conf
+
+    raw = (conf.get("tiktok", BATCH_TIMEOUT_OPTION, fallback="") or "").strip()
+    try:
+        hours = float(raw) if raw else DEFAULT_BATCH_TIMEOUT_HOURS
+    except ValueError:
+        hours = -1
+    if not 0 < hours <= 24 * 30:
+        raise ValueError(f"[tiktok] {BATCH_TIMEOUT_OPTION} must be a number of hours in (0, 720], got {raw!r}")
+    return timedelta(hours=hours)
+
+
 def _failure_text(exc: BaseException, who: str) -> str:
     """One failed account's error in a batch's failure: at most BRIEF_ERROR characters, cut in the middle.
 
@@ -223,7 +241,10 @@ class _TikTokToPostgresOperator(BaseOperator):
         #: itself this limit times its accounts (see :mod:`tiktok_pipeline.time_limits`).
         self.account_timeout: timedelta | None = self.execution_timeout
         if accounts is not None and self.execution_timeout and isinstance(accounts, Sequence):
-            self.execution_timeout = self.execution_timeout * max(1, len(accounts))
+            # Capped (``[tiktok] batch_timeout_hours``, default 24): 50 accounts of 2 h each would hide a stuck
+            # batch from on-call for 100 hours. Never below one account's own limit.
+            whole = self.execution_timeout * max(1, len(accounts))
+            self.execution_timeout = max(self.execution_timeout, min(whole, batch_timeout_cap()))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from tiktok_pipeline.time_limits import task_timeout_spares_token_calls

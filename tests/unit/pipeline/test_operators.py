@@ -332,13 +332,27 @@ def test_a_batch_names_its_accounts_on_one_line_whatever_their_display_names(
     assert not [r for r in caplog.records if "\n" in r.getMessage()]
 
 
-def test_a_batch_task_has_its_accounts_time_limits_added_up() -> None:
-    """What the runner arms for a batch (the unmapped operator): the declared timeout times its accounts."""
+def test_a_batch_task_has_its_accounts_time_limits_added_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the runner arms for a batch (the unmapped operator): the declared timeout times its accounts,
+    at most [tiktok] batch_timeout_hours (24), so that a stuck batch reaches on-call within a day."""
+    monkeypatch.delenv("AIRFLOW__TIKTOK__BATCH_TIMEOUT_HOURS", raising=False)
     accounts = [{"open_id": f"o{i}", "account_name": f"A{i}"} for i in range(50)]
     op = operators.TikTokVideoListToPostgresOperator(
         task_id="sync", accounts=accounts, mode="whole_history", execution_timeout=timedelta(hours=2)
     )
-    assert (op.account_timeout, op.execution_timeout) == (timedelta(hours=2), timedelta(hours=100))
+    assert (op.account_timeout, op.execution_timeout) == (timedelta(hours=2), timedelta(hours=24))
+    few = operators.TikTokVideoListToPostgresOperator(
+        task_id="sync", accounts=accounts[:3], mode="whole_history", execution_timeout=timedelta(hours=2)
+    )
+    assert few.execution_timeout == timedelta(hours=6)
+    monkeypatch.setenv("AIRFLOW__TIKTOK__BATCH_TIMEOUT_HOURS", "1")  # never below one account's own limit
+    low = operators.TikTokVideoListToPostgresOperator(
+        task_id="sync", accounts=accounts, mode="whole_history", execution_timeout=timedelta(hours=2)
+    )
+    assert low.execution_timeout == timedelta(hours=2)
+    monkeypatch.setenv("AIRFLOW__TIKTOK__BATCH_TIMEOUT_HOURS", "forever")
+    with pytest.raises(ValueError, match=r"\[tiktok\] batch_timeout_hours"):
+        operators.TikTokVideoListToPostgresOperator(task_id="sync", accounts=accounts, execution_timeout=timedelta(1))
     one = operators.TikTokVideoListToPostgresOperator(
         task_id="sync", open_id="o1", execution_timeout=timedelta(hours=2)
     )
