@@ -277,7 +277,8 @@ def test_a_script_display_name_is_only_text_in_the_airflow_ui(
         ("mapped-tasks", f"{snapshot}/tasks/snapshot_profile/mapped", LABEL_PART),
         ("mapped-task", f"{snapshot}/tasks/snapshot_profile/mapped/0", LABEL_PART),
         ("connect-xcom", f"{connect}/tasks/connect/xcom", HTML_PART),
-        ("connect-log", f"{connect}/tasks/connect", "(<script>window.__pwned="),
+        # The log names the account on one printable line: "Connected account '<script>window.__pwned=…' (open_id …)".
+        ("connect-log", f"{connect}/tasks/connect", "Connected account '<script>window.__pwned="),
     ):
         page.goto(f"{ui_stack.url}{path}")
         page.get_by_text(shown).first.wait_for()  # the name is on the page, as text
