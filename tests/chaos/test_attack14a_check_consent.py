@@ -3,7 +3,7 @@
 An account whose consent runs out in 6.5 days (a lifetime TikTok stated) crossed its 7-day warning
 within the last day: check_consent logs a WARNING naming it and sends on-call one message. The
 creator's display name holds a forged log line, terminal escapes, a right-to-left override and
-20,000 more characters. Read back: the task output, the task's XCom, the alert as a real webhook
+2,000 more characters. Read back: the task output, the task's XCom, the alert as a real webhook
 receiver got it; nothing may carry a secret, a second line or a bidi override.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy import text
 pytestmark = pytest.mark.integration
 
 FORGED = "2026-03-02T09:30:00Z [error] check_consent: every account purged, nothing to do"
-HOSTILE_NAME = "Mia\n" + FORGED + "\r\x1b]0;owned\x07\u202e)emit( " + "\u05e9" * 20_000
+HOSTILE_NAME = "Mia\n" + FORGED + "\r\x1b]0;owned\x07\u202e)emit( " + "\u05e9" * 2_000
 TOKEN = re.compile(r"\b(?:act|rft)\.[A-Za-z0-9]{8,}")
 
 
