@@ -298,6 +298,15 @@ def _too_large(length: str, cap: int) -> bool:
     return len(digits) > len(str(cap)) or int(digits) > cap
 
 
+#: A socket timeout set to the time left can end a hair before the clock says the deadline passed.
+DEADLINE_SLACK_SECONDS = 0.1
+
+
+def _out_of_time(deadline: Deadline) -> bool:
+    """Whether an error now is the deadline's doing (it passed, or its last timeout used what was left)."""
+    return deadline.passed or deadline.remaining() < DEADLINE_SLACK_SECONDS
+
+
 class CoverArchiver:
     """Download, check and store covers; record them in the warehouse.
 
@@ -414,7 +423,7 @@ class CoverArchiver:
             except requests.exceptions.InvalidHeader:  # urllib3 reads Content-Length: 1, 2 before we can
                 raise Refused("malformed answer (Content-Length with more than one value)") from None
             except requests.RequestException as exc:
-                if deadline.passed:  # the deadline shut the socket (or the last timeout was what was left)
+                if _out_of_time(deadline):  # the deadline shut the socket (or the last timeout was what was left)
                     raise self._too_slow() from None
                 malformed = _malformed(exc)
                 if malformed is not None:  # the server's answer, not the network: trying again gets it again
@@ -471,10 +480,10 @@ class CoverArchiver:
                 if total > cap:
                     raise Refused(f"larger than {cap} bytes")
                 chunks.append(chunk)
-                if deadline.passed:
+                if _out_of_time(deadline):
                     raise self._too_slow()
         except requests.RequestException as exc:
-            raise (self._too_slow() if deadline.passed else Retryable(type(exc).__name__)) from None
+            raise (self._too_slow() if _out_of_time(deadline) else Retryable(type(exc).__name__)) from None
         body = b"".join(chunks)
         sniffed = sniff(body)
         if sniffed is None:
