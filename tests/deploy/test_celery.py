@@ -48,15 +48,10 @@ def _environ(pid: int) -> dict[str, str]:
 
 def _worker_processes(stack: DeployedStack) -> list[int]:
     """The celery worker and everything it runs (its pool, the task supervisors), by its session."""
+    from tiktok_tools.procs import processes
+
     leader = int((stack.home / "up" / "celery-worker.pid").read_text().split()[0])
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == leader and fields[0] != "Z":
-            members.append(int(stat.parent.name))
+    members = [p.pid for p in processes().values() if p.session == leader]
     assert leader in members, f"the celery worker (pid {leader}) is not running"
     return members
 

@@ -325,13 +325,10 @@ def exited(pid: int) -> bool:
     The postmaster is a daemon: once it exits, its parent (init, or a container's first process,
     which may never reap) owns the zombie; a zombie holds no port, file or memory.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return not _alive(pid)
-    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    from tiktok_tools.procs import proc
+
+    found = proc(pid)
+    return found.zombie if found is not None else not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -43,6 +43,8 @@ from tiktok_ops import bootstrap
 from tiktok_ops import settings as local_settings
 from tiktok_tools import pgserver
 from tiktok_tools.demo import ACCOUNTS, SEED, VIDEOS, printable
+from tiktok_tools.procs import proc as _proc
+from tiktok_tools.procs import processes as _processes
 
 API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080
@@ -179,34 +181,6 @@ def simulator_argv(stack: Stack, client_key: str, *, accounts: int, videos: int)
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Proc:
-    """What /proc/<pid>/stat says of one process."""
-
-    pid: int
-    ppid: int
-    session: int
-    start: int  # clock ticks after boot: with the pid, identifies a process even if the pid is reused
-    zombie: bool
-
-
-def _proc(pid: int) -> _Proc | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # fields[0] is the 3rd field of proc(5)
-    return _Proc(pid, int(fields[1]), int(fields[3]), int(fields[19]), fields[0] in ("Z", "X"))
-
-
-def _processes() -> dict[int, _Proc]:
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (proc := _proc(int(entry.name))) is not None and not proc.zombie:
-            table[proc.pid] = proc
-    return table
 
 
 def _read_pid_file(path: Path) -> tuple[int, int] | None:
