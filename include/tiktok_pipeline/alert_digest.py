@@ -147,10 +147,12 @@ class RunAlertNotifier(TikTokAlertNotifier):
     def notify(self, context: Any) -> None:
         alert = failure_alert(context, secrets=known_secrets(self.tiktok_conn_id))
         facts = alert.facts
+        engine = None
         try:
             limit = alerts_per_run()
+            engine = _engine(self.tiktok_conn_id)
             send = limit == 0 or register(
-                _engine(self.tiktok_conn_id),
+                engine,
                 alert,
                 dag_id=facts["DAG"],
                 run_id=facts["Run"],
@@ -162,9 +164,11 @@ class RunAlertNotifier(TikTokAlertNotifier):
             log.warning("Could not record the alert in tiktok.alert_outbox (%s); sending it now", type(exc).__name__)
             send = True
         if send:
-            sent = deliver(alert, self.alerts_conn_id)
-            if sent:
-                _mark_sent(self.tiktok_conn_id, [alert.dedupe_key])
+            if deliver(alert, self.alerts_conn_id) and engine is not None:
+                try:
+                    mark_sent(engine, [alert.dedupe_key], now=datetime.now(UTC))
+                except Exception:
+                    log.info("Could not record in tiktok.alert_outbox that the alert was sent", exc_info=True)
         else:
             log.warning(
                 "%s: more than %d account tasks of this run failed, so this failure goes into the run's "
@@ -182,12 +186,12 @@ def _engine(tiktok_conn_id: str) -> Any:
     return get_engine(display_hook(tiktok_conn_id).config.warehouse_conn_id)
 
 
-def _mark_sent(tiktok_conn_id: str, keys: list[str]) -> None:
-    try:
-        with _engine(tiktok_conn_id).begin() as conn:
-            conn.execute(text("UPDATE tiktok.alert_outbox SET sent_at = now() WHERE dedupe_key = ANY(:k)"), {"k": keys})
-    except Exception:
-        log.info("Could not record in tiktok.alert_outbox that the alert was sent", exc_info=True)
+def mark_sent(engine: Any, keys: list[str], *, now: datetime) -> None:
+    """Record that the failure messages ``keys`` reached the alert destination."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE tiktok.alert_outbox SET sent_at = :now WHERE dedupe_key = ANY(:k)"), {"now": now, "k": keys}
+        )
 
 
 def digest_alert(
@@ -260,14 +264,6 @@ def send_digest(
             ),
             {"d": dag_id, "r": run_id},
         ).all()
-        # A record that (and when) the run's digest ran; the rows above are what it sends.
-        conn.execute(
-            text(
-                "INSERT INTO tiktok.alert_outbox (dedupe_key, dag_id, run_id, kind, alert, folded, created_at)"
-                " VALUES (:k, :d, :r, 'digest', '{}'::jsonb, false, :now) ON CONFLICT (dedupe_key) DO NOTHING"
-            ),
-            {"k": f"digest|{dag_id}|{run_id}", "d": dag_id, "r": run_id, "now": now},
-        )
     # Every failure not sent yet: the folded ones, and those that were to go out one by one but the
     # destination refused then (a webhook's 5xx, an SMTP server down): else nothing would send them.
     pending = [r for r in rows if r.sent_at is None]
@@ -284,11 +280,7 @@ def send_digest(
     )
     summary["digest_sent"] = deliver(alert, alerts_conn_id)  # raises when the destination refuses: retried
     if summary["digest_sent"]:
-        with engine.begin() as conn:
-            conn.execute(
-                text("UPDATE tiktok.alert_outbox SET sent_at = :now WHERE dedupe_key = ANY(:k)"),
-                {"now": now, "k": [r.dedupe_key for r in pending]},
-            )
+        mark_sent(engine, [r.dedupe_key for r in pending], now=now)
     return summary
 
 

@@ -788,7 +788,7 @@ def test_an_outage_sends_the_first_failures_one_by_one_then_one_digest(
         assert Counter(i for text_ in where for i in ids if i in text_) == dict.fromkeys(ids, 1), messages
         assert "act." not in json.dumps(messages) and "rft." not in json.dumps(messages)
         rows = table(clean_warehouse, "SELECT kind, folded, sent_at IS NOT NULL FROM tiktok.alert_outbox ORDER BY 1, 2")
-        assert rows == [("digest", False, False), ("task_failed", False, True)] + [("task_failed", True, True)] * 3
+        assert rows == [("task_failed", False, True)] + [("task_failed", True, True)] * 3
 
         # Clearing the whole run clears the digest too: the failures again reach on-call, each exactly once.
         monkeypatch.setattr(notifications, "_SENT", set())  # dag.test runs every task in this one process
