@@ -51,6 +51,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
+from tiktok_provider.errors import escaped
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -150,14 +152,8 @@ def _split_entry(entry: str) -> tuple[str, int | None]:
 
 
 def printable(text: str, limit: int = 100) -> str:
-    """``text`` fit for a log line or a recorded reason: every unprintable character escaped, at most ``limit`` long.
-
-    What a server or a link says (a header, a host, a scheme) may hold terminal escapes, a bell, a
-    backspace or bidi controls: escaped (``\\x1b``, ``\\u202e``) they show as what they are and
-    rewrite nothing around them. Longer text is cut, saying how long it was.
-    """
-    clean = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    return clean if len(clean) <= limit else f"{clean[:limit]}... ({len(text)} characters)"
+    """``text`` fit for a log line or a recorded reason (what a server or a link says): see :func:`escaped`."""
+    return escaped(text, limit)
 
 
 class BlockedAddress(Exception):

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
+from tiktok_provider.errors import escaped
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, ExceptionContext
 
@@ -361,18 +363,13 @@ def lock_holders(
     for pid, user, application, state, seconds, locks in rows:
         # Role and table names are another session's data: Postgres allows any character in them (a
         # line break would forge a line of this message in the task log and the alert).
-        facts = [f"user {_printable(user)}"]
+        facts = [f"user {escaped(user, None)}"]
         if application:
             facts.append(f"application {application!r}")
         if state:
             facts.append(f"{state} for {seconds}s" if seconds is not None else state)
-        described.append(f"pid {pid} ({', '.join(facts)}; holds {_printable(locks)})")
+        described.append(f"pid {pid} ({', '.join(facts)}; holds {escaped(locks, None)})")
     return tuple(described)
-
-
-def _printable(value: Any) -> str:
-    """``value`` on one line: each character that is not printable as its escape (``\\n``)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
 
 def _backend_pid(context: ExceptionContext) -> int | None:

@@ -212,6 +212,18 @@ def printable(text: str | None, limit: int = 100) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in (text or "")).split())[:limit]
 
 
+def escaped(text: Any, limit: int | None = 100) -> str:
+    """Text a server or a peer sent, fit for a log line or a recorded reason: every unprintable
+    character escaped (``\\n``, ``\\x1b``, ``\\u202e``), so it shows as what it is and rewrites
+    nothing around it; longer than ``limit`` (None: no cut), it is cut, saying how long it was.
+
+    :func:`printable` is for a name a reader should read as a name: there they become spaces.
+    """
+    text = str(text)
+    clean = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return clean if limit is None or len(clean) <= limit else f"{clean[:limit]}... ({len(text)} characters)"
+
+
 def account_label(open_id: str | None, name: str | None = None) -> str:
     """How a message names an account: its display name (as text, on one line) and its open_id."""
     if not open_id:
