@@ -200,7 +200,7 @@ class WarehouseTimeout(OperationalError):
         self.message = message
         self.relation = relation
         self.holders = holders
-        self.sqlstate = _sqlstate_of(orig)
+        self.sqlstate = sqlstate_of(orig)
 
     def __str__(self) -> str:
         return self.message
@@ -227,7 +227,8 @@ class WarehouseIdleTimeout(WarehouseTimeout):
     option = IDLE_TIMEOUT_OPTION
 
 
-def _sqlstate_of(orig: BaseException | None) -> str | None:
+def sqlstate_of(orig: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error (psycopg 3 or psycopg2), if it has one."""
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
 
 
@@ -246,7 +247,7 @@ def timeout_kind(orig: BaseException | None) -> str | None:
     """``"lock"``, ``"statement"`` or ``"idle"`` when ``orig`` is Postgres ending a statement at that bound."""
     if orig is None:
         return None
-    state, primary = _sqlstate_of(orig), _primary(orig).lower()
+    state, primary = sqlstate_of(orig), _primary(orig).lower()
     if state == LOCK_TIMEOUT and "lock timeout" in primary:
         return "lock"
     if state == STATEMENT_TIMEOUT and "statement timeout" in primary:

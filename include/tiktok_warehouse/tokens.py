@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tiktok_provider.auth import AccountTokens, TokenGrant
 from tiktok_provider.errors import AccountNotFound as _AccountNotFound
 from tiktok_provider.errors import TokenStoreError as _TokenStoreError
+from tiktok_warehouse.db import LOCK_TIMEOUT, STATEMENT_TIMEOUT, sqlstate_of
 from tiktok_warehouse.tables import ACCOUNT_STATUSES, accounts
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ STORE_ATTEMPTS = 20
 #: the database answers, so only giving up loses the grant; still well within a task's execution_timeout.
 STORE_LOCK_WAIT_SECONDS = 900.0
 #: Postgres cancelled the statement at a bound (``lock_timeout``, ``statement_timeout``): busy, not gone.
-_BUSY_SQLSTATES = frozenset({"55P03", "57014"})
+_BUSY_SQLSTATES = frozenset({LOCK_TIMEOUT, STATEMENT_TIMEOUT})
 #: A refresh token lifetime TikTok did not state is taken as the shorter of the documented ones
 #: (365 days on older pages, 180 on newer), unless the previous token's expiry is known.
 ASSUMED_REFRESH_LIFETIME = timedelta(days=180)
@@ -229,8 +230,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
+    return sqlstate_of(exc.orig)
 
 
 class TokenStore:
