@@ -125,7 +125,7 @@ def test_a_purge_frees_the_accounts_own_images_and_keeps_a_shared_one(
     assert sweep_unreferenced_blobs(clean_warehouse, conn_id=settings.conn_id).deleted == 0  # a rerun: nothing
 
 
-def orphan(engine: Any, archiver: CoverArchiver, key: str) -> tuple[str, Any]:
+def orphan(engine: Any, archiver: CoverArchiver) -> tuple[str, Any]:
     """An archived image whose account was purged; return (sha256, its object path)."""
     sha = hashlib.sha256(JPEG).hexdigest()
     path = archiver.object_path(sha, "image/jpeg")
@@ -140,15 +140,20 @@ def orphan(engine: Any, archiver: CoverArchiver, key: str) -> tuple[str, Any]:
     return sha, path
 
 
+def orphan_and_account(engine: Any, key: str, tmp_path: Path) -> tuple[CoverArchiver, str, Any, str]:
+    """A local archive holding an orphaned image, and a connected account that may show it again."""
+    archiver = CoverArchiver(engine, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
+    sha, path = orphan(engine, archiver)
+    open_id = f"open-{uuid.uuid4().hex}"
+    grant = TokenGrant(open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), T0)
+    TokenStore(engine, key).save_grant(grant)
+    return archiver, sha, path, open_id
+
+
 def test_an_archive_task_taking_the_image_back_first_keeps_it(
     clean_warehouse: Any, encryption_key: str, tmp_path: Path
 ) -> None:
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
-    sha, path = orphan(clean_warehouse, archiver, encryption_key)
-    open_id = f"open-{uuid.uuid4().hex}"
-    TokenStore(clean_warehouse, encryption_key).save_grant(
-        TokenGrant(open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), T0)
-    )
+    _, sha, path, open_id = orphan_and_account(clean_warehouse, encryption_key, tmp_path)
     # An archive task records a cover with these bytes and has not committed yet (as _store does).
     with clean_warehouse.connect() as task:
         with task.begin():
@@ -174,12 +179,7 @@ def test_an_archive_task_taking_the_image_back_first_keeps_it(
 def test_a_sweep_deleting_first_makes_the_archive_task_write_the_image_again(
     clean_warehouse: Any, encryption_key: str, tmp_path: Path
 ) -> None:
-    archiver = CoverArchiver(clean_warehouse, ArchiveSettings(base=f"file://{tmp_path}", pace_seconds=0))
-    sha, path = orphan(clean_warehouse, archiver, encryption_key)
-    open_id = f"open-{uuid.uuid4().hex}"
-    TokenStore(clean_warehouse, encryption_key).save_grant(
-        TokenGrant(open_id, "act.x", 7200, "rft.x", 86400, frozenset({"video.list"}), T0)
-    )
+    archiver, sha, path, open_id = orphan_and_account(clean_warehouse, encryption_key, tmp_path)
     deleting, release = threading.Event(), threading.Event()
 
     class SlowPath:

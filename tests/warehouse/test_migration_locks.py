@@ -7,9 +7,6 @@ migration that waits for ever (the old behaviour) fails the test rather than han
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -17,31 +14,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.warehouse.test_lock_bounds import in_thread
 from tiktok_warehouse import migrate
 
 pytestmark = pytest.mark.integration
 
 HANG = 30.0
-
-
-def _in_thread(work: Callable[[], Any], release: Callable[[], None]) -> tuple[BaseException | None, float]:
-    box: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(HANG)
-    if thread.is_alive():
-        release()
-        thread.join(HANG)
-        pytest.fail(f"the migration was still waiting for its lock after {HANG:.0f}s")
-    return box.get("error"), time.monotonic() - started
 
 
 def _columns(engine: Any) -> set[str]:
@@ -69,7 +47,7 @@ def test_a_migration_blocked_by_a_lock_gives_up_changes_nothing_and_runs_once_it
         with reader.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM tiktok.profile_snapshots")  # AccessShare until the transaction ends
 
-        error, seconds = _in_thread(lambda: migrate.upgrade(engine, "head", lock_timeout=1), reader.rollback)
+        _, error, seconds = in_thread(lambda: migrate.upgrade(engine, "head", lock_timeout=1), release=reader.rollback)
         assert isinstance(error, migrate.MigrationLockTimeout), error
         assert 0.9 <= seconds < HANG
         message = str(error)
@@ -81,7 +59,8 @@ def test_a_migration_blocked_by_a_lock_gives_up_changes_nothing_and_runs_once_it
         # The command line: the configured bound, a clear message, a non-zero exit, no traceback.
         monkeypatch.setenv("AIRFLOW__TIKTOK__MIGRATION_LOCK_TIMEOUT", "1")
         code: list[int] = []
-        error, _ = _in_thread(lambda: code.append(migrate.main(["upgrade", "--url", scratch_db])), reader.rollback)
+        upgrade = lambda: code.append(migrate.main(["upgrade", "--url", scratch_db]))  # noqa: E731
+        _, error, _ = in_thread(upgrade, release=reader.rollback)
         assert error is None and code == [3]
         assert "error: The warehouse migration (upgrade to head) waited longer" in capsys.readouterr().err
     finally:
