@@ -166,3 +166,45 @@ def test_a_cover_fully_received_in_the_deadline_s_last_tenth_of_a_second_is_not_
         server.shutdown()
         server.server_close()
     assert got.body == JPEG
+
+
+def test_a_failure_already_sent_is_not_sent_again_when_its_callback_runs_a_second_time(clean_warehouse: Any) -> None:
+    """FINDING: the same task try's failure, registered again, is sent again.
+
+    The dedupe_key now holds the task instance's id and its try: the same key again can only be the
+    same failure of the same try (a run deleted and made again has new task instance ids). That
+    happens when its failure callback runs twice: the worker died after the alert went out but before
+    Airflow recorded the state, so the DAG processor runs the callback again (heartbeat timeout).
+    register()'s ``ON CONFLICT ... DO UPDATE ... sent_at = NULL`` still takes the key for a new
+    failure: the alert that went out is "unsent" again and register() says to send it once more.
+    """
+    from tiktok_pipeline.alert_digest import register
+    from tiktok_provider.notifications.tiktok import Alert
+
+    dag_id, run_id = "tiktok_profile_snapshot", "scheduled__2026-12-06T00:00:00+00:00"
+    alert = Alert(
+        kind="task_failed",
+        title="TikTok task failed for Ana (open-1): tiktok_profile_snapshot.snapshot_profile",
+        facts={"DAG": dag_id, "Run": run_id, "Account": "Ana (open-1)", "Error": "TikTokServerError"},
+        dedupe_key=f"{dag_id}|{run_id}|0193a4b2-7c1d-7e00-8a00-000000000001|snapshot_profile|3|1",
+    )
+
+    def register_once() -> bool:
+        return register(
+            clean_warehouse, alert, dag_id=dag_id, run_id=run_id, limit=5, digest_pending=True, now=datetime.now(UTC)
+        )
+
+    assert register_once() is True  # the first of the run: sent at once
+    with clean_warehouse.begin() as conn:  # ... and it went out (what RunAlertNotifier records)
+        conn.execute(
+            text("UPDATE tiktok.alert_outbox SET sent_at = now() WHERE dedupe_key = :k"), {"k": alert.dedupe_key}
+        )
+
+    again = register_once()  # the same try's callback, run again by the DAG processor
+
+    with clean_warehouse.connect() as conn:
+        sent_at = conn.execute(
+            text("SELECT sent_at FROM tiktok.alert_outbox WHERE dedupe_key = :k"), {"k": alert.dedupe_key}
+        ).scalar()
+    assert sent_at is not None, "the alert that went out is recorded as unsent again (a digest would send it too)"
+    assert again is False, "register() says to send the same try's failure a second time"
