@@ -208,3 +208,44 @@ def test_a_failure_already_sent_is_not_sent_again_when_its_callback_runs_a_secon
         ).scalar()
     assert sent_at is not None, "the alert that went out is recorded as unsent again (a digest would send it too)"
     assert again is False, "register() says to send the same try's failure a second time"
+
+
+def test_a_failure_sent_at_once_while_the_digest_runs_is_not_also_in_the_digest(
+    clean_warehouse: Any, monkeypatch
+) -> None:
+    """FINDING: a failure whose own alert is on its way is also put in the run's digest.
+
+    A task whose worker died is failed by Airflow first; its callback (run by the DAG processor) then
+    races the run's alert_digest. register() finds the digest "running" and says to send at once; the
+    row is committed with sent_at NULL, and sent_at is written only after the webhook answers. The
+    digest reading the outbox in between takes the row for one "refused when sent one by one" and
+    sends it again: on-call gets the same failure twice (the order below is the race, step by step).
+    """
+    from receivers import http_receiver
+
+    from tiktok_pipeline.alert_digest import register, send_digest
+    from tiktok_provider.notifications.tiktok import Alert, deliver
+
+    dag_id, run_id = "tiktok_profile_snapshot", "scheduled__2026-12-06T00:00:00+00:00"
+    alert = Alert(
+        kind="task_failed",
+        title="TikTok task failed for Ana (open-1): tiktok_profile_snapshot.snapshot_profile",
+        facts={"DAG": dag_id, "Run": run_id, "Account": "Ana (open-1)", "Error": "TikTokServerError"},
+        dedupe_key=f"{dag_id}|{run_id}|0193a4b2-7c1d-7e00-8a00-000000000002|snapshot_profile|4|1",
+    )
+    with http_receiver() as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
+        now = datetime.now(UTC)
+        # 1. the callback: the digest is running, so this failure goes out at once
+        send = register(clean_warehouse, alert, dag_id=dag_id, run_id=run_id, limit=5, digest_pending=False, now=now)
+        assert send is True
+        # 2. the digest reads the outbox while that message is on its way
+        send_digest(clean_warehouse, dag_id=dag_id, run_id=run_id, now=now)
+        # 3. the callback's message arrives, and it records so
+        assert deliver(alert)
+        with clean_warehouse.begin() as conn:  # what RunAlertNotifier records after a delivery
+            conn.execute(
+                text("UPDATE tiktok.alert_outbox SET sent_at = now() WHERE dedupe_key = :k"), {"k": alert.dedupe_key}
+            )
+        titles = [body["title"] for body in receiver.json()]
+    assert len(titles) == 1, f"the failure reached on-call {len(titles)} times: {titles}"
