@@ -50,9 +50,13 @@ Pages through one account's videos (`POST /v2/video/list/`, 20 a call) into `tik
 - 429 / 5xx / timeouts are retried with backoff. A retry **resumes** from the last committed page.
 - *reauth required*: reconnect the account with `tiktok_connect_account`, then clear this task.
 - *AccountTimeLimitReached* (a batch task of many accounts): that account ran past the task's
-  `execution_timeout`, which each account of a batch has as its own (the batch task's own limit is
-  that times its accounts). The others went on; its stored pages stay, and the retry (or a clear)
-  resumes it from its last committed page. If it keeps timing out, raise `execution_timeout`.
+  `execution_timeout`, which each account of a batch has as its own. The others went on; its stored
+  pages stay, and the retry (or a clear) resumes it from its last committed page. If it keeps timing
+  out, raise `execution_timeout`.
+- *the batch task timed out as a whole*: its own limit is its accounts' limits added up, at most
+  `[tiktok] batch_timeout_hours` (default 24); its log says how far it got, and a clear redoes only
+  the accounts not done. If it keeps happening, raise `batch_timeout_hours` or lower
+  `[tiktok] accounts_per_batch` (raising `execution_timeout` does not help past the cap).
 - *cursor did not advance* / *malformed response*: TikTok broke the paging contract; the pages
   before it are stored. Send the `log_id` to TikTok support; clearing the task resumes from the
   stored cursor.

@@ -100,8 +100,15 @@ def register(
     limit: int,
     digest_pending: bool | Callable[[], bool],
     now: datetime,
+    send: Callable[[], bool] | None = None,
 ) -> bool:
-    """Record a failure message of the run; return whether to send it now (False: the digest sends it).
+    """Record a failure message of the run; return whether it goes out on its own (False: the digest
+    sends it, or it went out already).
+
+    :param send: sends the alert, returning whether it went out; called while the run's lock is held,
+        so a digest reading the outbox meanwhile waits for it instead of sending it too, and recorded as
+        sent in the same transaction. If it raises, the failure stays recorded as unsent (the digest
+        sends it) and the error is raised. A crash before the commit sends it again (at least once).
 
     :param digest_pending: whether the run's digest is still to run; a callable is asked while the
         run's lock is held. It must be: a failure callback Airflow runs after the task's state is
@@ -120,18 +127,33 @@ def register(
             {"d": dag_id, "r": run_id, "k": alert.dedupe_key},
         ).scalar()
         fold = sent >= limit and (digest_pending() if callable(digest_pending) else digest_pending)
-        # The same key again (a run deleted and made again under its run_id, whose tries restart at 1)
-        # is a new failure: it is recorded afresh, never taken for one already sent.
-        conn.execute(
+        # The key names the task instance and its try: the same key again is the same failure, its
+        # callback run twice (a worker that died after sending). Once sent, it is never sent again.
+        recorded = conn.execute(
             text(
                 "INSERT INTO tiktok.alert_outbox (dedupe_key, dag_id, run_id, kind, alert, folded, created_at)"
                 " VALUES (:k, :d, :r, 'task_failed', CAST(:a AS jsonb), :f, :now)"
-                " ON CONFLICT (dedupe_key) DO UPDATE SET alert = EXCLUDED.alert, folded = EXCLUDED.folded,"
-                " created_at = EXCLUDED.created_at, sent_at = NULL"
+                " ON CONFLICT (dedupe_key) DO UPDATE SET alert = EXCLUDED.alert, folded = EXCLUDED.folded"
+                " WHERE tiktok.alert_outbox.sent_at IS NULL RETURNING 1"
             ),
             {"k": alert.dedupe_key, "d": dag_id, "r": run_id, "a": _json(alert), "f": fold, "now": now},
-        )
-    return not fold
+        ).scalar()
+        if recorded is None:
+            log.info("The alert %s went out already; not sent again", alert.dedupe_key)
+            return False
+        if fold or send is None:
+            return not fold
+        try:
+            went_out = send()
+        except Exception as exc:
+            refused = exc  # recorded unsent (committed below): the digest sends it
+        else:
+            refused = None
+            if went_out:
+                _set_sent(conn, [alert.dedupe_key], now)
+    if refused is not None:
+        raise refused
+    return True
 
 
 def _json(alert: Alert) -> str:
@@ -147,29 +169,33 @@ class RunAlertNotifier(TikTokAlertNotifier):
     def notify(self, context: Any) -> None:
         alert = failure_alert(context, secrets=known_secrets(self.tiktok_conn_id))
         facts = alert.facts
-        engine = None
+        tried: list[bool] = []
+
+        def send() -> bool:
+            tried.append(True)
+            return deliver(alert, self.alerts_conn_id)
+
         try:
             limit = alerts_per_run()
-            engine = _engine(self.tiktok_conn_id)
-            send = limit == 0 or register(
-                engine,
+            alone = limit == 0 or register(
+                _engine(self.tiktok_conn_id),
                 alert,
                 dag_id=facts["DAG"],
                 run_id=facts["Run"],
                 limit=limit,
                 digest_pending=lambda: digest_to_run(context),
                 now=datetime.now(UTC),
+                send=send,
             )
-        except Exception as exc:  # never lose an alert to the bookkeeping
+        except Exception as exc:
+            if tried:  # the destination refused (the outbox keeps it for the digest, when it could)
+                raise
+            # Never lose an alert to the bookkeeping.
             log.warning("Could not record the alert in tiktok.alert_outbox (%s); sending it now", type(exc).__name__)
-            send = True
-        if send:
-            if deliver(alert, self.alerts_conn_id) and engine is not None:
-                try:
-                    mark_sent(engine, [alert.dedupe_key], now=datetime.now(UTC))
-                except Exception:
-                    log.info("Could not record in tiktok.alert_outbox that the alert was sent", exc_info=True)
-        else:
+            alone = True
+        if alone and not tried:  # folding off, or the outbox could not be reached
+            send()
+        elif not alone:
             log.warning(
                 "%s: more than %d account tasks of this run failed, so this failure goes into the run's "
                 "alert digest (task %s) instead of a message of its own",
@@ -186,12 +212,11 @@ def _engine(tiktok_conn_id: str) -> Any:
     return get_engine(display_hook(tiktok_conn_id).config.warehouse_conn_id)
 
 
-def mark_sent(engine: Any, keys: list[str], *, now: datetime) -> None:
+def _set_sent(conn: Any, keys: list[str], now: datetime) -> None:
     """Record that the failure messages ``keys`` reached the alert destination."""
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE tiktok.alert_outbox SET sent_at = :now WHERE dedupe_key = ANY(:k)"), {"now": now, "k": keys}
-        )
+    conn.execute(
+        text("UPDATE tiktok.alert_outbox SET sent_at = :now WHERE dedupe_key = ANY(:k)"), {"now": now, "k": keys}
+    )
 
 
 def digest_alert(
@@ -254,7 +279,12 @@ def send_digest(
     now: datetime,
     leftover: bool = False,
 ) -> dict[str, Any]:
-    """Send the run's folded failures as one message; from now on its failures are sent one by one."""
+    """Send the run's unsent failures as one message.
+
+    The run's lock is held until they are recorded as sent: another sender of the same run (a leftover
+    sweep, a failure callback) waits, then finds them sent. A crash before that commit sends them
+    again (at least once, never lost); a refusal raises with nothing recorded (the task retries).
+    """
     with engine.begin() as conn:
         _run_lock(conn, dag_id, run_id)
         rows = conn.execute(
@@ -264,23 +294,23 @@ def send_digest(
             ),
             {"d": dag_id, "r": run_id},
         ).all()
-    # Every failure not sent yet: the folded ones, and those that were to go out one by one but the
-    # destination refused then (a webhook's 5xx, an SMTP server down): else nothing would send them.
-    pending = [r for r in rows if r.sent_at is None]
-    summary = {"failures": len(rows), "folded": sum(r.folded for r in pending), "digest_sent": False}
-    if not pending:
-        return summary
-    alert = digest_alert(
-        dag_id,
-        run_id,
-        [r.alert for r in pending],
-        sent_alone=sum(not r.folded and r.sent_at is not None for r in rows),
-        not_sent_alone=sum(not r.folded for r in pending),
-        leftover=leftover,
-    )
-    summary["digest_sent"] = deliver(alert, alerts_conn_id)  # raises when the destination refuses: retried
-    if summary["digest_sent"]:
-        mark_sent(engine, [r.dedupe_key for r in pending], now=now)
+        # Every failure not sent yet: the folded ones, and those that were to go out one by one but the
+        # destination refused then (a webhook's 5xx, an SMTP server down): else nothing would send them.
+        pending = [r for r in rows if r.sent_at is None]
+        summary = {"failures": len(rows), "folded": sum(r.folded for r in pending), "digest_sent": False}
+        if not pending:
+            return summary
+        alert = digest_alert(
+            dag_id,
+            run_id,
+            [r.alert for r in pending],
+            sent_alone=sum(not r.folded and r.sent_at is not None for r in rows),
+            not_sent_alone=sum(not r.folded for r in pending),
+            leftover=leftover,
+        )
+        summary["digest_sent"] = deliver(alert, alerts_conn_id)  # raises when the destination refuses: retried
+        if summary["digest_sent"]:
+            _set_sent(conn, [r.dedupe_key for r in pending], now)
     return summary
 
 

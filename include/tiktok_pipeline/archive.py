@@ -480,7 +480,7 @@ class CoverArchiver:
                 if total > cap:
                     raise Refused(f"larger than {cap} bytes")
                 chunks.append(chunk)
-                if _out_of_time(deadline):
+                if deadline.passed:  # strictly: a body received within the deadline is kept
                     raise self._too_slow()
         except requests.RequestException as exc:
             raise (self._too_slow() if _out_of_time(deadline) else Retryable(type(exc).__name__)) from None

@@ -238,7 +238,8 @@ class _TikTokToPostgresOperator(BaseOperator):
         self.tiktok_conn_id = tiktok_conn_id
         #: One account's time limit: the task's ``execution_timeout`` as the DAG declares it, which
         #: a task of one account has as its own. A batch gives each of its accounts this limit, and
-        #: itself this limit times its accounts (see :mod:`tiktok_pipeline.time_limits`).
+        #: itself this limit times its accounts, at most ``[tiktok] batch_timeout_hours``
+        #: (see :mod:`tiktok_pipeline.time_limits`).
         self.account_timeout: timedelta | None = self.execution_timeout
         if accounts is not None and self.execution_timeout and isinstance(accounts, Sequence):
             # Capped (``[tiktok] batch_timeout_hours``, default 24): 50 accounts of 2 h each would hide a stuck

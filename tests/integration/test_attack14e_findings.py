@@ -1,6 +1,6 @@
 """attack14e: failures found in the leftover alerts and the cover download's deadline slack.
 
-Each test fails on the code it was written against (c05b1e5) and says what should happen instead.
+Each test failed on the code it was written against (c05b1e5); each holds what was fixed since.
 """
 
 from __future__ import annotations
@@ -236,16 +236,24 @@ def test_a_failure_sent_at_once_while_the_digest_runs_is_not_also_in_the_digest(
     with http_receiver() as receiver:
         monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
         now = datetime.now(UTC)
+        digest: list[threading.Thread] = []
+
+        def send_while_the_digest_reads() -> bool:
+            # 2. the digest starts reading the outbox while this failure's message is on its way ...
+            read = lambda: send_digest(clean_warehouse, dag_id=dag_id, run_id=run_id, now=now)  # noqa: E731
+            reader = threading.Thread(target=read)
+            reader.start()
+            digest.append(reader)
+            reader.join(1.5)
+            assert reader.is_alive(), "the digest read the outbox while the failure's own message was on its way"
+            return deliver(alert)  # 3. ... and the message arrives
+
         # 1. the callback: the digest is running, so this failure goes out at once
-        send = register(clean_warehouse, alert, dag_id=dag_id, run_id=run_id, limit=5, digest_pending=False, now=now)
+        send = register(
+            clean_warehouse, alert, dag_id=dag_id, run_id=run_id, limit=5, digest_pending=False, now=now,
+            send=send_while_the_digest_reads,
+        )  # fmt: skip
         assert send is True
-        # 2. the digest reads the outbox while that message is on its way
-        send_digest(clean_warehouse, dag_id=dag_id, run_id=run_id, now=now)
-        # 3. the callback's message arrives, and it records so
-        assert deliver(alert)
-        with clean_warehouse.begin() as conn:  # what RunAlertNotifier records after a delivery
-            conn.execute(
-                text("UPDATE tiktok.alert_outbox SET sent_at = now() WHERE dedupe_key = :k"), {"k": alert.dedupe_key}
-            )
+        digest[0].join(30)
         titles = [body["title"] for body in receiver.json()]
     assert len(titles) == 1, f"the failure reached on-call {len(titles)} times: {titles}"
