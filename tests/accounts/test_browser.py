@@ -1,8 +1,8 @@
 """The accounts UI in headless Chromium: log in, connect through TikTok's consent page, watch, disconnect, purge.
 
 The browser is Debian's chromium (``apt-get install chromium``), driven by Playwright, as in
-``tests/deploy/test_browser.py``. It runs before the HTTP tests (file order), on a stack with only
-the account `make up` connected. The screenshot of the accounts page is kept at
+``tests/deploy/test_browser.py``. It runs first in the folder (``FIRST_FILES`` in tests/conftest.py),
+on a stack with only the account `make up` connected. The screenshot of the accounts page is kept at
 ``docs/accounts-page.png``: for it, 30 days of follower history are written into
 ``profile_snapshots`` (a fresh stack has one day), and the refresh token of the account `make up`
 connected is moved to 5 days before its expiry, so the page shows its charts and a consent warning.

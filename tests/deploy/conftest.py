@@ -170,9 +170,26 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack
 CELERY_ACCOUNTS = 2
 
 
+#: The Celery stack's Deadline Alert interval (hours): 2 s, so that every run it starts is late.
+CELERY_DEADLINE_HOURS = 2 / 3600
+
+
 @pytest.fixture(scope="module")
-def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedStack]:
-    """What docker-compose.yaml runs (CeleryExecutor, Redis broker, Postgres results), on this machine."""
+def alerts_receiver() -> Iterator[Any]:
+    """The webhook the Celery stack's ``tiktok_alerts`` connection posts to (tests/receivers.py)."""
+    from receivers import http_receiver
+
+    with http_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory: pytest.TempPathFactory, alerts_receiver: Any) -> Iterator[DeployedStack]:
+    """What docker-compose.yaml runs (CeleryExecutor, Redis broker and results), on this machine.
+
+    Its daily DAGs carry a 2-second Deadline Alert whose message goes to ``alerts_receiver``: the
+    scheduler finds each run late and the triggerer sends the alert, as in production.
+    """
     import redis
 
     try:
@@ -185,7 +202,11 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedS
         home,
         executor="CeleryExecutor",
         up_args=["--sim-accounts", str(CELERY_ACCOUNTS), "--sim-videos", "20"],
-        # Only the DAG under test runs: the others stay paused, as they are created.
-        extra_env={"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"},
+        extra_env={
+            # Only the DAG under test runs: the others stay paused, as they are created.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__TIKTOK_ALERTS__DEADLINE_HOURS": str(CELERY_DEADLINE_HOURS),
+            "AIRFLOW_CONN_TIKTOK_ALERTS": json.dumps({"conn_type": "http", "host": f"{alerts_receiver.url}/alerts"}),
+        },
     ) as stack:
         yield stack

@@ -5,6 +5,10 @@ API), scheduler, dag-processor, triggerer and ``airflow celery worker`` with the
 Redis on 127.0.0.1:6379 as broker (database 0) and result backend (database 1). The worker, as in
 docker-compose.yaml, holds neither Airflow's metadata database URL nor its Fernet key: its metadata URL
 points at a server that does not exist, so the run succeeding proves the tasks need neither.
+
+The stack's Deadline Alert is 2 s (conftest.CELERY_DEADLINE_HOURS), so the same run is late: the
+alert reaches on-call through the real dag-processor, scheduler and triggerer, which ``dag.test()``
+cannot show (the tests and the demo turn deadlines off, see tiktok_pipeline.deadlines).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -90,12 +96,19 @@ def _assert_no_metadata_access(stack: DeployedStack) -> None:
     assert config["jwt_secret"] != jwt_secret
 
 
-def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: DeployedStack) -> None:
+def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: DeployedStack, alerts_receiver: Any) -> None:
     stack = celery_stack
     assert "CeleryExecutor: api-server, scheduler, dag-processor, triggerer, celery-worker" in stack.start_output
 
+    # Unpaused, the daily DAG gets its scheduled run for the last day (a manual run would only
+    # queue behind it: max_active_runs=1).
     stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-    run = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+    deadline = time.monotonic() + 120
+    while not (runs := stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]):
+        assert time.monotonic() < deadline, "the scheduler created no run of the unpaused DAG"
+        time.sleep(1)
+    [run] = runs
+    assert run["run_type"] == "scheduled", run
     finished = stack.wait_for_run(DAG_ID, run["dag_run_id"])
 
     tis = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
@@ -113,8 +126,14 @@ def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: Deplo
     # Every task went through the stack's own Celery queue ...
     assert {ti["queue"] for ti in tis} == {stack.queue}
     # ... was picked up by the worker, which ran it without Airflow's metadata database or Fernet key ...
-    worker_log = stack.log("celery-worker")
-    succeeded = re.findall(r"Task execute_workload\[([0-9a-f-]{36})\] succeeded", worker_log)
+    # (Celery logs a task's success after Airflow has its state: the run can end a moment before.)
+    deadline = time.monotonic() + 30
+    while True:
+        worker_log = stack.log("celery-worker")
+        succeeded = re.findall(r"Task execute_workload\[([0-9a-f-]{36})\] succeeded", worker_log)
+        if len(succeeded) >= len(tis) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert len(succeeded) >= len(tis), worker_log[-3000:]
     _assert_no_metadata_access(stack)
     # ... and whose results Celery stored in Redis (database 1), not in the metadata database.
@@ -135,6 +154,22 @@ def test_profile_snapshot_runs_to_success_on_a_celery_worker(celery_stack: Deplo
     )
     assert len(rows) == ACCOUNTS, rows
     assert all(followers is not None and followers >= 0 for _, followers in rows)
+
+    # The run was queued more than the 2-second deadline before it finished: the scheduler found it
+    # late and the triggerer sent one alert for it (and nothing else was sent: no task failed).
+    assert len(stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]) == 1
+    deadline = time.monotonic() + 120
+    while not alerts_receiver.requests and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(2)  # a second message, were one sent, would be here by now
+    messages = alerts_receiver.json()
+    sent = [(m.get("kind"), m.get("url"), m.get("facts")) for m in messages]
+    assert len(messages) == 1, f"{json.dumps(sent, indent=1)}\n{stack.log('triggerer')[-4000:]}"
+    [msg] = messages
+    assert msg["kind"] == "deadline_missed", msg
+    assert msg["facts"]["DAG"] == DAG_ID
+    assert msg["facts"]["Run"] == run["dag_run_id"]
+    assert f"/dags/{DAG_ID}/runs/{quote(run['dag_run_id'])}" in msg["url"]
 
 
 def _celery_results(backend: str, task_ids: list[str]) -> dict[str, str]:
