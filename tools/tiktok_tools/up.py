@@ -335,15 +335,20 @@ class StartError(RuntimeError):
     """The stack did not come up; the message says which process and where its log is."""
 
 
+def api_answers(url: str) -> bool:
+    """The api-server answers on its public API and on the execution API the tasks use."""
+    return all(requests.get(f"{url}{path}", timeout=10).ok for path in ("/api/v2/monitor/health", "/execution/health"))
+
+
 def api_token(url: str, username: str, password: str) -> str:
     """Log in to the API (simple auth manager) and return a bearer token."""
-    answer = requests.post(f"{url}/auth/token", json={"username": username, "password": password}, timeout=10)
+    answer = requests.post(f"{url}/auth/token", json={"username": username, "password": password}, timeout=30)
     answer.raise_for_status()
     return answer.json()["access_token"]
 
 
 def _api_get(url: str, path: str, token: str) -> Any:
-    answer = requests.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    answer = requests.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     answer.raise_for_status()
     return answer.json()
 
@@ -495,7 +500,13 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
         else:
             sim_note = f"tiktok_default points at {conn.host}, so no simulated account was connected"
         env = _child_environment()
-        for component in components(stack.executor):
+        # The api-server first: the tasks (the LocalExecutor's, in the scheduler; Celery's, in the
+        # worker) reach Airflow only through its execution API. Started together, the first daily
+        # runs' tasks raced it, retried, and were killed (ci21), as compose's worker waits for it too.
+        api_server, *others = components(stack.executor)
+        _spawn(stack, api_server.name, airflow_argv(stack, api_server), env)
+        _wait("the API server", lambda: api_answers(stack.url), stack, [SIMULATOR, api_server.name], timeout)
+        for component in others:
             own = worker_environment(env) if component is CELERY_WORKER else env
             _spawn(stack, component.name, airflow_argv(stack, component), own)
         seen = wait_until_ready(stack, password, names, timeout)
@@ -526,7 +537,7 @@ def status(stack: Stack) -> int:
         _say(f"{'postgres':<14} embedded, on {url.rsplit('@', 1)[1]} (held by {held})")
     if state.get("api-server"):
         with contextlib.suppress(requests.RequestException, ValueError):
-            health = requests.get(f"{stack.url}/api/v2/monitor/health", timeout=5).json()
+            health = requests.get(f"{stack.url}/api/v2/monitor/health", timeout=15).json()
             summary = ", ".join(f"{k}: {v.get('status')}" for k, v in health.items() if isinstance(v, dict))
             _say(f"health         {summary}")
         _say(f"UI             {stack.url}")
