@@ -4,6 +4,8 @@ other components: its time limit and what a second `up start` does while the fir
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -14,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from stack_support import free_port
 
-from tiktok_ops.settings import Settings
+from tiktok_ops.settings import ROOT, Settings
 from tiktok_tools import up
 
 #: An api-server that answers the health checks ``delay`` seconds after it starts, and 404 to the login.
@@ -93,3 +95,38 @@ def test_a_second_start_leaves_the_first_one_alone(stack: up.Stack, monkeypatch:
         up.stop(stack, timeout=5)
         thread.join(30)
     assert first and isinstance(first[0], up.StartError), first
+
+
+#: `up.start` in a process of its own, with the stand-ins: an api-server that never answers.
+START_PROCESS = """
+import dataclasses, sys, types
+from pathlib import Path
+from tiktok_ops.settings import Settings
+from tiktok_tools import up
+home, api_port, sim_port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+conn = types.SimpleNamespace(login="sim-key", password="sim-secret", host="http://127.0.0.1:9")
+up._tiktok_connection = lambda: conn
+up.airflow_argv = lambda stack, component: ["sleep", "300"]
+settings = dataclasses.replace(Settings.from_env(), airflow_home=home, sim_port=sim_port)
+up.start(up.Stack(settings=settings, executor="LocalExecutor", api_port=api_port), accounts=1, videos=1, timeout=60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_start_terminated_while_it_waits_stops_what_it_started(stack: up.Stack, sig: signal.Signals) -> None:
+    # As `timeout`, a CI job's cancel or a closed terminal end `make up`.
+    argv = [sys.executable, "-c", START_PROCESS, str(stack.home), str(stack.api_port), str(stack.settings.sim_port)]
+    starting = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not stack.pid_file("api-server").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        names = [up.SIMULATOR, "api-server"]
+        assert all(up.running(stack, names).values())
+        starting.send_signal(sig)
+        output, _ = starting.communicate(timeout=20)
+    finally:
+        starting.kill()
+    assert starting.returncode != 0, output
+    assert not up._stack_processes(stack, names), "the start left its processes running"
+    assert not list(stack.run_dir.glob("*.pid"))
