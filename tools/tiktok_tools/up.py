@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -495,8 +496,34 @@ def _start_lock(stack: Stack) -> Iterator[None]:
         yield
 
 
+#: Signals that end `up start` (timeout, a CI job's cancel, a closed terminal) as Ctrl-C does: it stops what it started.
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _ending_signals_clean_up() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit, so that start's clean-up runs; ignore them during it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum: int, _frame: Any) -> None:
+        for sig in _ENDING_SIGNALS:  # a second one must not interrupt the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    # Left ignored where they are (`nohup make up`): the processes start spawns would inherit it.
+    wanted = [sig for sig in _ENDING_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, end) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
-    with _start_lock(stack):
+    with _ending_signals_clean_up(), _start_lock(stack):
         return _start(stack, accounts=accounts, videos=videos, timeout=timeout)
 
 
