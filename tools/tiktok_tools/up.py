@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -475,7 +477,57 @@ def _say(text: str) -> None:
     print(f"up: {text}", flush=True)
 
 
+@contextlib.contextmanager
+def _start_lock(stack: Stack) -> Iterator[None]:
+    """Hold the stack's start lock: one `up start` at a time, or each would stop the other's processes."""
+    stack.run_dir.mkdir(parents=True, exist_ok=True)
+    with (stack.run_dir / "start.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise StartError(
+                f"another `up start` (pid {holder}) is starting this stack; wait for it, or `up stop` it"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+#: Signals that end `up start` (timeout, a CI job's cancel, a closed terminal) as Ctrl-C does: it stops what it started.
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _ending_signals_clean_up() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit, so that start's clean-up runs; ignore them during it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum: int, _frame: Any) -> None:
+        for sig in _ENDING_SIGNALS:  # a second one must not interrupt the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    # Left ignored where they are (`nohup make up`): the processes start spawns would inherit it.
+    wanted = [sig for sig in _ENDING_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, end) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
+    with _ending_signals_clean_up(), _start_lock(stack):
+        return _start(stack, accounts=accounts, videos=videos, timeout=timeout)
+
+
+def _start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
     names = [SIMULATOR] + [c.name for c in components(stack.executor)]
     state = running(stack, names)
     if all(state.values()):
@@ -490,10 +542,15 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
             raise StartError(f"port {port} ({what}) is in use on {host}; stop what uses it, or choose another port")
 
     began = time.monotonic()
+
+    def left() -> float:
+        """What is left of ``timeout``: it bounds the whole start, not each of its waits."""
+        return max(1.0, timeout - (time.monotonic() - began))
+
     password = bootstrap.ensure_admin_login(stack.passwords_file, ADMIN_USER)
     conn = _tiktok_connection()
     try:
-        start_simulator(stack, conn, accounts=accounts, videos=videos)
+        start_simulator(stack, conn, accounts=accounts, videos=videos, timeout=min(30.0, left()))
         if points_at_simulator(conn, s):
             connected = connect_simulator_accounts(s, conn)
             sim_note = f"{len(connected)} simulated accounts connected ({_names(connected)})"
@@ -505,11 +562,11 @@ def start(stack: Stack, *, accounts: int, videos: int, timeout: float) -> int:
         # runs' tasks raced it, retried, and were killed (ci21), as compose's worker waits for it too.
         api_server, *others = components(stack.executor)
         _spawn(stack, api_server.name, airflow_argv(stack, api_server), env)
-        _wait("the API server", lambda: api_answers(stack.url), stack, [SIMULATOR, api_server.name], timeout)
+        _wait("the API server", lambda: api_answers(stack.url), stack, [SIMULATOR, api_server.name], left())
         for component in others:
             own = worker_environment(env) if component is CELERY_WORKER else env
             _spawn(stack, component.name, airflow_argv(stack, component), own)
-        seen = wait_until_ready(stack, password, names, timeout)
+        seen = wait_until_ready(stack, password, names, left())
     except BaseException:
         stop(stack)
         raise
