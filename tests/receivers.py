@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 @contextmanager
-def http_receiver(status: int = 200) -> Iterator[Any]:
-    """An HTTP server on a free port that records every POST: ``.url``, ``.requests`` [(path, headers, body)]."""
+def http_receiver(status: int = 200, on_post: Callable[[int], None] | None = None) -> Iterator[Any]:
+    """An HTTP server on a free port that records every POST: ``.url``, ``.requests`` [(path, headers, body)].
+
+    :param on_post: called with how many POSTs have come, this one included, before it is answered
+        (in the server's thread for that request: it may hold the answer back).
+    """
     received: list[tuple[str, dict[str, str], bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             received.append((self.path, dict(self.headers), body))
+            if on_post is not None:
+                on_post(len(received))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

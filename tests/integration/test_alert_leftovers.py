@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_support import fold_failure, states, xcom
 from dag_support import rows as table
-from dag_support import states, xcom
 from receivers import http_receiver
-from sqlalchemy import text
 
 from tiktok_pipeline.alert_digest import send_leftovers
 
@@ -28,20 +27,8 @@ def run_dag(tiktok_connections: Any, clean_warehouse: Any) -> Any:
     return Dags(DAGS_DIR).run
 
 
-def fold(engine: Any, dag_id: str, run_id: str, account: str, *, ago: timedelta, try_number: int = 1) -> None:
-    key = f"{dag_id}|{run_id}|snapshot_profile|{account}|{try_number}"
-    alert = {
-        "kind": "task_failed",
-        "title": f"TikTok task failed for {account}",
-        "dedupe_key": key,
-        "facts": {"Account": f"Ana ({account})", "Error": "TikTokServerError internal_error HTTP 500"},
-    }
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO tiktok.alert_outbox (dedupe_key, dag_id, run_id, kind, alert, folded, created_at)"
-                 " VALUES (:k, :d, :r, 'task_failed', CAST(:a AS jsonb), true, :t)"),
-            {"k": key, "d": dag_id, "r": run_id, "a": json.dumps(alert), "t": NOW - ago},
-        )  # fmt: skip
+def fold(engine: Any, dag_id: str, run_id: str, account: str, *, ago: timedelta) -> None:
+    fold_failure(engine, dag_id, run_id, account, created_at=NOW - ago)
 
 
 def test_only_ended_runs_old_enough_are_sent_once_and_old_rows_pruned(clean_warehouse: Any, monkeypatch) -> None:

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from dag_support import fold_failure
+from receivers import http_receiver
 from sqlalchemy import text
 
 from tiktok_pipeline.alert_digest import send_leftovers
@@ -22,56 +24,6 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + b"\xff\xd9"
-
-
-def _fold(engine: Any, dag_id: str, run_id: str, account: str, *, ago: timedelta) -> None:
-    key = f"{dag_id}|{run_id}|0190e0a0-0000-7000-8000-{account[-12:]:0>12}|snapshot_profile|-1|1"
-    alert = {
-        "kind": "task_failed",
-        "title": f"TikTok task failed for {account}",
-        "dedupe_key": key,
-        "facts": {"Account": f"Ana ({account})", "Error": "TikTokServerError internal_error HTTP 500"},
-    }
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO tiktok.alert_outbox (dedupe_key, dag_id, run_id, kind, alert, folded, created_at)"
-                 " VALUES (:k, :d, :r, 'task_failed', CAST(:a AS jsonb), true, :t)"),
-            {"k": key, "d": dag_id, "r": run_id, "a": json.dumps(alert), "t": NOW - ago},
-        )  # fmt: skip
-
-
-class _SlowWebhook:
-    """A webhook that holds its first POST until a second one comes (or 10 s pass): two senders at once."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.first = threading.Event()
-        self.second = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                outer.bodies.append(body)
-                if len(outer.bodies) == 1:
-                    outer.first.set()
-                    outer.second.wait(10)
-                else:
-                    outer.second.set()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_two_leftover_senders_at_once_send_a_run_s_leftover_digest_once(clean_warehouse: Any, monkeypatch) -> None:
@@ -84,26 +36,39 @@ def test_two_leftover_senders_at_once_send_a_run_s_leftover_digest_once(clean_wa
     sending)". A webhook that does not deduplicate (Slack) shows on-call the same digest twice.
     """
     for account in ("open-000000000001", "open-000000000002"):
-        _fold(clean_warehouse, "tiktok_video_backfill", "manual__marked_failed", account, ago=timedelta(hours=2))
-    webhook = _SlowWebhook()
-    monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": webhook.url}))
+        fold_failure(
+            clean_warehouse,
+            "tiktok_video_backfill",
+            "manual__marked_failed",
+            account,
+            created_at=NOW - timedelta(hours=2),
+        )
+    first, second = threading.Event(), threading.Event()
+
+    def hold_the_first(posts: int) -> None:
+        """Hold the first POST until a second one comes (or 10 s pass): two senders at once."""
+        if posts == 1:
+            first.set()
+            second.wait(10)
+        else:
+            second.set()
+
     results: list[Any] = []
 
     def sender() -> None:
         results.append(send_leftovers(clean_warehouse, run_is_over=lambda d, r: True, now=NOW))
 
-    try:
+    with http_receiver(on_post=hold_the_first) as webhook:
+        monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": webhook.url}))
         a = threading.Thread(target=sender)
         a.start()
-        assert webhook.first.wait(20), "the first sender never posted"
+        assert first.wait(20), "the first sender never posted"
         b = threading.Thread(target=sender)  # the other worker's task, while the first message is in flight
         b.start()
         b.join(30)
-        webhook.second.set()
+        second.set()
         a.join(30)
-    finally:
-        webhook.close()
-    titles = [body["title"] for body in webhook.bodies]
+        titles = [body["title"] for body in webhook.json()]
     assert len(titles) == 1, f"the leftover digest went out {len(titles)} times: {titles}"
 
 
@@ -168,6 +133,21 @@ def test_a_cover_fully_received_in_the_deadline_s_last_tenth_of_a_second_is_not_
     assert got.body == JPEG
 
 
+DAG_ID, RUN_ID = "tiktok_profile_snapshot", "scheduled__2026-12-06T00:00:00+00:00"
+
+
+def failure(*, ti: int, map_index: int) -> Any:
+    """The failure alert of one account's snapshot task (its task instance id made from ``ti``)."""
+    from tiktok_provider.notifications.tiktok import Alert
+
+    return Alert(
+        kind="task_failed",
+        title="TikTok task failed for Ana (open-1): tiktok_profile_snapshot.snapshot_profile",
+        facts={"DAG": DAG_ID, "Run": RUN_ID, "Account": "Ana (open-1)", "Error": "TikTokServerError"},
+        dedupe_key=f"{DAG_ID}|{RUN_ID}|0193a4b2-7c1d-7e00-8a00-{ti:012}|snapshot_profile|{map_index}|1",
+    )
+
+
 def test_a_failure_already_sent_is_not_sent_again_when_its_callback_runs_a_second_time(clean_warehouse: Any) -> None:
     """FINDING: the same task try's failure, registered again, is sent again.
 
@@ -179,15 +159,9 @@ def test_a_failure_already_sent_is_not_sent_again_when_its_callback_runs_a_secon
     failure: the alert that went out is "unsent" again and register() says to send it once more.
     """
     from tiktok_pipeline.alert_digest import register
-    from tiktok_provider.notifications.tiktok import Alert
 
-    dag_id, run_id = "tiktok_profile_snapshot", "scheduled__2026-12-06T00:00:00+00:00"
-    alert = Alert(
-        kind="task_failed",
-        title="TikTok task failed for Ana (open-1): tiktok_profile_snapshot.snapshot_profile",
-        facts={"DAG": dag_id, "Run": run_id, "Account": "Ana (open-1)", "Error": "TikTokServerError"},
-        dedupe_key=f"{dag_id}|{run_id}|0193a4b2-7c1d-7e00-8a00-000000000001|snapshot_profile|3|1",
-    )
+    dag_id, run_id = DAG_ID, RUN_ID
+    alert = failure(ti=1, map_index=3)
 
     def register_once() -> bool:
         return register(
@@ -221,18 +195,11 @@ def test_a_failure_sent_at_once_while_the_digest_runs_is_not_also_in_the_digest(
     digest reading the outbox in between takes the row for one "refused when sent one by one" and
     sends it again: on-call gets the same failure twice (the order below is the race, step by step).
     """
-    from receivers import http_receiver
-
     from tiktok_pipeline.alert_digest import register, send_digest
-    from tiktok_provider.notifications.tiktok import Alert, deliver
+    from tiktok_provider.notifications.tiktok import deliver
 
-    dag_id, run_id = "tiktok_profile_snapshot", "scheduled__2026-12-06T00:00:00+00:00"
-    alert = Alert(
-        kind="task_failed",
-        title="TikTok task failed for Ana (open-1): tiktok_profile_snapshot.snapshot_profile",
-        facts={"DAG": dag_id, "Run": run_id, "Account": "Ana (open-1)", "Error": "TikTokServerError"},
-        dedupe_key=f"{dag_id}|{run_id}|0193a4b2-7c1d-7e00-8a00-000000000002|snapshot_profile|4|1",
-    )
+    dag_id, run_id = DAG_ID, RUN_ID
+    alert = failure(ti=2, map_index=4)
     with http_receiver() as receiver:
         monkeypatch.setenv("AIRFLOW_CONN_TIKTOK_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))
         now = datetime.now(UTC)
