@@ -63,7 +63,8 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tiktok_pipeline.egress import BlockedAddress, Deadline, GuardedAdapter, HostPolicy, printable
+from tiktok_pipeline.egress import BlockedAddress, Deadline, GuardedAdapter, HostPolicy
+from tiktok_provider.errors import escaped
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +403,7 @@ class CoverArchiver:
         headers = {"If-None-Match": etag} if etag else {}
         for _hop in range(MAX_REDIRECTS + 1):
             if origin[0] not in ("http", "https"):
-                raise Refused(f"not an http(s) link ({printable(origin[0], 40) or 'no scheme'})")
+                raise Refused(f"not an http(s) link ({escaped(origin[0], 40) or 'no scheme'})")
             self._pace()
             left = deadline.remaining()
             if left <= 0:
@@ -440,7 +441,7 @@ class CoverArchiver:
                         raise Refused("redirect to an invalid link") from None
                     self._check_url(target)  # so a redirect to a private address says so
                     if target_origin != origin:
-                        raise Refused(f"redirect to another host ({printable(target_origin[1]) or 'none'})")
+                        raise Refused(f"redirect to another host ({escaped(target_origin[1]) or 'none'})")
                     url = target
                     continue
                 return self._read(response, etag, deadline)
@@ -463,16 +464,16 @@ class CoverArchiver:
             raise Refused(f"HTTP {status}")
         declared = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if declared not in DECLARED_TYPES:
-            raise Refused(f"not an image (Content-Type {printable(declared, 60) or 'missing'})")
+            raise Refused(f"not an image (Content-Type {escaped(declared, 60) or 'missing'})")
         cap = self.settings.max_bytes
         length = response.headers.get("Content-Length")
         if length is not None:
             # Plain ASCII digits only: int() (and so urllib3) also takes "+12", "1_2", " 12" and other
             # scripts' digits, and would read the body to a length the server never meant.
             if not (length.isascii() and length.isdigit()):
-                raise Refused(f"malformed answer (Content-Length {printable(length, 40) or 'empty'})")
+                raise Refused(f"malformed answer (Content-Length {escaped(length, 40) or 'empty'})")
             if _too_large(length, cap):
-                raise Refused(f"larger than {cap} bytes (Content-Length {printable(length, 40)})")
+                raise Refused(f"larger than {cap} bytes (Content-Length {escaped(length, 40)})")
         chunks, total = [], 0
         try:
             for chunk in response.iter_content(CHUNK):
@@ -634,7 +635,7 @@ class CoverArchiver:
         result.checked += 1
         known_sha = current.get((item.kind, item.subject_id), (None, None))[0]
         # Each piece of server text in a reason is escaped and cut where it is put in; this is the backstop.
-        reason = printable(str(error), MAX_REASON)
+        reason = escaped(str(error), MAX_REASON)
         if isinstance(error, Refused):
             result.refused.append((item.subject_id, reason))
             log.warning("Not archiving the %s of %s: %s (account %s)", item.kind, item.subject_id, reason, item.open_id)

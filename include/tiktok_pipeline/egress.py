@@ -151,17 +151,12 @@ def _split_entry(entry: str) -> tuple[str, int | None]:
     return host_key(entry), None
 
 
-def printable(text: str, limit: int = 100) -> str:
-    """``text`` fit for a log line or a recorded reason (what a server or a link says): see :func:`escaped`."""
-    return escaped(text, limit)
-
-
 class BlockedAddress(Exception):
     """A link's host is (or resolved to, or connected to) an address that is not public, and is not allowed."""
 
     def __init__(self, host: str, address: IPAddress | str, why: str, *, literal: bool = False) -> None:
         self.host, self.address, self.why = host, str(address), why
-        named = printable(host)  # from a link: a zone id (``fe80::1%25...``) may be anything, of any length
+        named = escaped(host)  # from a link: a zone id (``fe80::1%25...``) may be anything, of any length
         if not literal:
             where = f"host {named} resolved to {address},"
         elif host.strip("[]").lower() != self.address:

@@ -17,8 +17,8 @@ from tiktok_pipeline.egress import (
     HostPolicy,
     address_class,
     literal_address,
-    printable,
 )
+from tiktok_provider.errors import escaped
 
 
 @pytest.mark.parametrize(
@@ -215,15 +215,15 @@ def test_the_api_host_is_not_a_way_in_for_its_neighbours(url: str, refused: str 
         ("caf\u00e9 \u6f22\u5b57", "caf\u00e9 \u6f22\u5b57"),  # printable non-ASCII stays as it is
     ],
 )
-def test_printable_escapes_what_could_rewrite_a_log_line(text: str, shown: str) -> None:
-    assert printable(text) == shown
-    assert printable(text).isprintable()
+def test_escaped_server_text_cannot_rewrite_a_log_line(text: str, shown: str) -> None:
+    assert escaped(text) == shown
+    assert escaped(text).isprintable()
 
 
-def test_printable_cuts_long_text_and_says_how_long_it_was() -> None:
-    assert printable("a" * 5000, 10) == "aaaaaaaaaa... (5000 characters)"
-    assert printable("\x1b" * 50, 8) == "\\x1b\\x1b... (50 characters)"
-    assert printable("a" * 10, 10) == "a" * 10
+def test_escaped_cuts_long_text_and_says_how_long_it_was() -> None:
+    assert escaped("a" * 5000, 10) == "aaaaaaaaaa... (5000 characters)"
+    assert escaped("\x1b" * 50, 8) == "\\x1b\\x1b... (50 characters)"
+    assert escaped("a" * 10, 10) == "a" * 10
 
 
 def test_a_blocked_host_is_named_printable_and_bounded() -> None:
